@@ -1,0 +1,36 @@
+# Two commands for users: `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+DATA_DIR ?= /usr/share/datasets/fashion-mnist
+DEMO_DIR ?= runs/demo
+
+.PHONY: demo test lint typecheck data install clean
+
+install: $(STAMP)
+
+# torch is installed first, pinned, so pip takes the local CPU wheel instead of a CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+data:
+	@sh scripts/install_data.sh $(DATA_DIR)
+
+demo: install data
+	$(BIN)/python scripts/demo.py --out $(DEMO_DIR) --data-dir $(DATA_DIR)
+
+test: install data
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy node gossip privacy topologies
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

@@ -1,0 +1,6 @@
+"""The neighbour protocol: messages, the wire codec, round bookkeeping and liveness (sans-I/O),
+and the ZeroMQ transport that carries them.
+
+Only `gossip.transport` and `gossip.faults` touch zmq/asyncio; everything else is pure and takes
+time as an input. May import `topologies` and `privacy`, never `node`.
+"""
