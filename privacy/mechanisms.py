@@ -1,0 +1,175 @@
+"""The privatised gradient: Poisson sampling, per-sample clipping, Gaussian noise.
+
+One local step of gradient mode (DESIGN.md §2) is the subsampled Gaussian mechanism
+
+    B ~ Poisson(q)  (each of the n examples joins independently with probability q)
+    S = Σ_{k∈B} clip_C(g_k),      clip_C(g) = g · min(1, C/‖g‖₂)   (joint norm over all parameters)
+    g̃ = (S + N(0, (zC)² I)) / (q·n)
+
+Adding or removing one example changes S by at most C in L2 norm, so z = σ/C is the noise
+multiplier the accountant composes. We divide by the *expected* batch size q·n, never by |B|:
+the realised batch size is data-dependent and would leak (dp_accounting.md §1.1).
+
+Every function is pure and takes randomness as an explicit ``torch.Generator``; nothing here
+touches the global RNG. Generators come from OS entropy unless a caller asks for a fixed seed.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Mapping
+
+import torch
+from torch import Tensor
+from torch.func import grad, vmap
+
+from privacy.errors import PrivacyError
+
+#: ``loss_fn(params, x_batch, y_batch) -> scalar mean loss``: a functional model call.
+LossFn = Callable[[Mapping[str, Tensor], Tensor, Tensor], Tensor]
+
+# Clipping shrinks by this extra relative factor so that float32 rounding in the rescaling can
+# never leave a clipped norm above C (the sensitivity bound the accountant relies on).
+_CLIP_SAFETY = 1.0 + 1e-6
+
+
+def make_generator(seed: int | None = None, device: str | torch.device = "cpu") -> torch.Generator:
+    """Return a generator seeded from OS entropy, or from ``seed`` when one is given.
+
+    A seed derivable from public values (node id, round) would let a peer regenerate and
+    subtract the noise, so the default draws 64 bits from ``secrets``. Fixed seeds are for tests
+    and reproducible experiments only.
+    """
+    generator = torch.Generator(device=device)
+    generator.manual_seed(secrets.randbits(64) if seed is None else seed)
+    return generator
+
+
+def poisson_sample(n: int, rate: float, generator: torch.Generator) -> Tensor:
+    """Indices of a Poisson sample: each of ``range(n)`` is kept independently with prob. ``rate``.
+
+    The result is int64 and may be empty; the caller still steps (noise only) on an empty batch,
+    otherwise skipping would reveal that the batch was empty.
+    """
+    if n < 0 or not 0.0 <= rate <= 1.0:
+        raise PrivacyError(f"Poisson sampling needs n ≥ 0 and a rate in [0, 1], got n={n}, "
+                           f"rate={rate}.")
+    keep = torch.rand(n, generator=generator, device=generator.device) < rate
+    return torch.nonzero(keep, as_tuple=False).reshape(-1).to(torch.int64)
+
+
+def per_sample_gradients(
+    loss_fn: LossFn,
+    params: Mapping[str, Tensor],
+    x: Tensor,
+    y: Tensor,
+    chunk_size: int = 256,
+) -> tuple[Tensor, Tensor]:
+    """Flat per-sample gradients ``G[k] = ∇_params loss(x_k, y_k)`` and per-sample losses.
+
+    ``G`` has shape (B, d) with each row the concatenation of ``grad[name].reshape(-1)`` in
+    ``params`` order. Computed with ``vmap(grad(...))`` over single examples, ``chunk_size``
+    examples at a time, so memory is bounded by chunk_size × d floats per chunk.
+    """
+    if chunk_size < 1:
+        raise PrivacyError(f"chunk_size must be at least 1, got {chunk_size}.")
+    names = list(params)
+    d = sum(p.numel() for p in params.values())
+    device = next(iter(params.values())).device if params else x.device
+    batch = x.shape[0]
+    if batch == 0:
+        return torch.zeros(0, d, dtype=torch.float32, device=device), torch.zeros(0, device=device)
+
+    def loss_one(p: dict[str, Tensor], xi: Tensor, yi: Tensor) -> tuple[Tensor, Tensor]:
+        loss = loss_fn(p, xi.unsqueeze(0), yi.unsqueeze(0))
+        return loss, loss.detach()
+
+    # randomness="different": dropout masks differ per example, as in an ordinary batch.
+    per_example = vmap(grad(loss_one, has_aux=True), in_dims=(None, 0, 0), randomness="different")
+    detached = {k: v.detach() for k, v in params.items()}
+    rows: list[Tensor] = []
+    losses: list[Tensor] = []
+    for start in range(0, batch, chunk_size):
+        grads, loss = per_example(detached, x[start:start + chunk_size], y[start:start + chunk_size])
+        b = loss.shape[0]
+        rows.append(torch.cat([grads[k].reshape(b, -1) for k in names], dim=1).float())
+        losses.append(loss.reshape(b))
+    return torch.cat(rows), torch.cat(losses)
+
+
+def clip_per_sample(grads: Tensor, clip: float) -> tuple[Tensor, Tensor]:
+    """Clip each row of ``grads`` (B, d) to L2 norm ≤ ``clip``; return (clipped, norms before).
+
+    Rows with norm ≤ C are left (almost) unchanged: the factor is min(1, C/(‖g‖(1+1e-6))).
+    Norms are computed in float64 so that large d does not round a norm below its true value.
+    """
+    _check_clip(clip)
+    norms = torch.linalg.vector_norm(grads, dim=1, dtype=torch.float64)
+    factor = (clip / (norms * _CLIP_SAFETY)).clamp(max=1.0)   # norm 0 → inf → 1
+    return grads * factor.to(grads.dtype).unsqueeze(1), norms
+
+
+def clipped_grad_sum(
+    loss_fn: LossFn,
+    params: Mapping[str, Tensor],
+    x: Tensor,
+    y: Tensor,
+    clip: float,
+    chunk_size: int = 256,
+) -> tuple[Tensor, Tensor]:
+    """Return (Σ_k clip_C(∇ loss(x_k, y_k)) as a flat float32 vector, per-sample losses).
+
+    The clipping is joint over all parameters, so one example moves the sum by at most C in L2.
+    An empty batch gives a zero vector of length d = Σ numel(params) and an empty loss tensor.
+    Chunks are clipped and summed as they are produced; only one chunk of per-sample gradients
+    is held at a time.
+    """
+    _check_clip(clip)
+    d = sum(p.numel() for p in params.values())
+    device = next(iter(params.values())).device if params else x.device
+    total = torch.zeros(d, dtype=torch.float32, device=device)
+    losses: list[Tensor] = [torch.zeros(0, device=device)]
+    for start in range(0, x.shape[0], chunk_size):
+        grads, loss = per_sample_gradients(loss_fn, params, x[start:start + chunk_size],
+                                           y[start:start + chunk_size], chunk_size)
+        clipped, _ = clip_per_sample(grads, clip)
+        total += clipped.sum(dim=0)
+        losses.append(loss)
+    return total, torch.cat(losses)
+
+
+def gaussian_noise(numel: int, std: float, generator: torch.Generator) -> Tensor:
+    """``numel`` independent N(0, std²) draws as float32, on the generator's device."""
+    if numel < 0 or not std >= 0.0:   # `not >=` also rejects NaN
+        raise PrivacyError(f"Noise needs numel ≥ 0 and std ≥ 0, got numel={numel}, std={std}.")
+    noise = torch.randn(numel, generator=generator, device=generator.device, dtype=torch.float32)
+    return noise * std
+
+
+def privatize_gradient_sum(
+    grad_sum: Tensor,
+    clip: float,
+    noise_multiplier: float,
+    expected_batch_size: float,
+    generator: torch.Generator,
+) -> Tensor:
+    """Return (S + N(0, (zC)² I)) / (q·n): the DP estimate of the mean clipped gradient.
+
+    ``grad_sum`` is the clipped sum S (any shape; noise is drawn per element, so a stack of
+    sums gets independent noise per row). ``expected_batch_size`` is q·n, *not* the realised
+    batch size. ``noise_multiplier = 0`` is allowed only so that tests can isolate clipping.
+    """
+    _check_clip(clip)
+    if not noise_multiplier >= 0.0:
+        raise PrivacyError(f"The noise multiplier must be ≥ 0, got {noise_multiplier}.")
+    if not expected_batch_size > 0.0:
+        raise PrivacyError("The expected batch size q·n must be positive, got "
+                           f"{expected_batch_size}.")
+    std = noise_multiplier * clip
+    noise = gaussian_noise(grad_sum.numel(), std, generator).reshape(grad_sum.shape)
+    return (grad_sum.float() + noise.to(grad_sum.device)) / expected_batch_size
+
+
+def _check_clip(clip: float) -> None:
+    if not (clip > 0.0 and clip < float("inf")):
+        raise PrivacyError(f"The clipping norm C must be a positive finite number, got {clip}.")
