@@ -147,14 +147,14 @@ def _tensor_to_wire(payload: Tensor, wire_dtype: str) -> memoryview:
     # Wire order is little-endian; on the usual little-endian host this is a no-op view.
     x = np.ascontiguousarray(payload, dtype="<f4")
     if wire_dtype == "float32":
-        return memoryview(x).cast("B")
+        return x.data.cast("B")
     if wire_dtype == "float16":
         half = x.astype("<f2")
         if not _all_finite(half):
             raise EncodeError("a tensor has values that overflow float16 (|x| > 65504) or NaN.")
-        return memoryview(half).cast("B")
+        return half.data.cast("B")
     if wire_dtype == "bfloat16":
-        return memoryview(_to_bfloat16_bits(x)).cast("B")
+        return _to_bfloat16_bits(x).data.cast("B")
     raise EncodeError(f"unknown wire dtype {wire_dtype!r}; use one of {', '.join(WIRE_DTYPES)}.")
 
 

@@ -115,7 +115,7 @@ class Liveness:
 
     # ---- inputs --------------------------------------------------------------------------
 
-    def heard(self, peer: PeerId, now: float) -> list[LivenessEffect]:
+    def heard(self, peer: PeerId, now: float) -> list[PeerUp]:
         """Record a valid message from `peer`; returns [PeerUp] if it was DOWN."""
         p = self._peers[peer]
         p.last_heard = max(p.last_heard, now)
@@ -135,15 +135,15 @@ class Liveness:
         """Record that `peer` delivered its round message before the deadline."""
         self._peers[peer].missed = 0
 
-    def missed_deadline(self, peer: PeerId, now: float) -> list[LivenessEffect]:
-        """Record that `peer` missed a round deadline; returns [PeerDown] if that was one too many."""
+    def missed_deadline(self, peer: PeerId, now: float) -> list[PeerDown]:
+        """Record that `peer` missed a round deadline; returns [PeerDown] at the last straw."""
         p = self._peers[peer]
         p.missed += 1
         if p.missed >= self.cfg.max_missed_deadlines:
             return self._down(peer, "deadlines")
         return []
 
-    def said_bye(self, peer: PeerId) -> list[LivenessEffect]:
+    def said_bye(self, peer: PeerId) -> list[PeerDown]:
         """Record a Bye from `peer`: it is DOWN until heard from again."""
         return self._down(peer, "bye")
 
@@ -174,7 +174,7 @@ class Liveness:
         """Peers that are not DOWN (UP or SUSPECT): those a round waits for."""
         return frozenset(p for p, s in self._peers.items() if s.state is not PeerState.DOWN)
 
-    def _down(self, peer: PeerId, reason: str) -> list[LivenessEffect]:
+    def _down(self, peer: PeerId, reason: str) -> list[PeerDown]:
         p = self._peers[peer]
         if p.state is PeerState.DOWN:
             return []

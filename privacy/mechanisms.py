@@ -90,7 +90,8 @@ def per_sample_gradients(
     rows: list[Tensor] = []
     losses: list[Tensor] = []
     for start in range(0, batch, chunk_size):
-        grads, loss = per_example(detached, x[start:start + chunk_size], y[start:start + chunk_size])
+        end = start + chunk_size
+        grads, loss = per_example(detached, x[start:end], y[start:end])
         b = loss.shape[0]
         rows.append(torch.cat([grads[k].reshape(b, -1) for k in names], dim=1).float())
         losses.append(loss.reshape(b))
@@ -100,12 +101,14 @@ def per_sample_gradients(
 def clip_per_sample(grads: Tensor, clip: float) -> tuple[Tensor, Tensor]:
     """Clip each row of ``grads`` (B, d) to L2 norm ≤ ``clip``; return (clipped, norms before).
 
-    Rows with norm ≤ C are left (almost) unchanged: the factor is min(1, C/(‖g‖(1+1e-6))).
+    Rows with norm ≤ C are left unchanged; longer rows are scaled by C/(‖g‖(1+1e-6)).
     Norms are computed in float64 so that large d does not round a norm below its true value.
     """
     _check_clip(clip)
     norms = torch.linalg.vector_norm(grads, dim=1, dtype=torch.float64)
-    factor = (clip / (norms * _CLIP_SAFETY)).clamp(max=1.0)   # norm 0 → inf → 1
+    shrunk = norms * _CLIP_SAFETY
+    # where() rather than clamp(C/‖g‖): C = 0 with a zero row would give 0/0 = NaN.
+    factor = torch.where(shrunk > clip, clip / shrunk, torch.ones_like(shrunk))
     return grads * factor.to(grads.dtype).unsqueeze(1), norms
 
 
@@ -171,5 +174,7 @@ def privatize_gradient_sum(
 
 
 def _check_clip(clip: float) -> None:
-    if not (clip > 0.0 and clip < float("inf")):
-        raise PrivacyError(f"The clipping norm C must be a positive finite number, got {clip}.")
+    # C = 0 is allowed here (every gradient is zeroed, and so is the noise zC): data-flow tests
+    # use it to show that messages do not depend on the data. Configurations must refuse C ≤ 0.
+    if not (clip >= 0.0 and clip < float("inf")):
+        raise PrivacyError(f"The clipping norm C must be a finite number ≥ 0, got {clip}.")

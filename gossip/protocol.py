@@ -1,0 +1,179 @@
+"""`GossipProtocol`: one node's side of the neighbour protocol, sans-I/O.
+
+It wires the receive filter (`Inbox`), `Liveness` and the `RoundBook` together and numbers the
+messages we send, so a runtime only moves bytes and time:
+
+    proto = GossipProtocol(me, neighbours, cfg, dim=d, now=clock(),
+                           seq_start=time.time_ns() // 1000)
+    apply(proto.hello(now))
+    loop:  proto.start_round(r, now)
+           apply([proto.dual(j, y_ij, now) for j in neighbours])
+           on inbound (identity, frames):  apply(proto.receive(identity, frames, now))
+           every tick:                     apply(proto.tick(now))
+           when proto.ready(now):          result, effects = proto.close_round(now); apply(effects)
+    apply(proto.bye("shutdown", now))
+
+`apply` encodes each `Send` with `gossip.codec.encode` and hands it to the transport; `PeerDown`
+and `PeerUp` are for metrics and for leaving a dead edge out of the update. No method raises
+because of anything a peer sent.
+
+Sequence numbers must keep increasing across restarts, or neighbours drop a restarted node's
+messages as replays until its counter passes the old one. Starting the counter at the wall clock
+in microseconds (as above) does that without persisting it, as long as the clock does not step
+back and we send fewer than a million messages per second.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from gossip.codec import Frame
+from gossip.inbox import Inbox
+from gossip.liveness import Liveness, LivenessConfig, PeerDown, PeerUp, SendHeartbeat
+from gossip.messages import Bye, Dual, Heartbeat, Hello, Message, PeerId, Primal, Tensor
+from gossip.rounds import RoundBook, RoundConfig, RoundResult
+
+__all__ = ["Effect", "GossipConfig", "GossipProtocol", "Send"]
+
+
+@dataclass(frozen=True, slots=True)
+class GossipConfig:
+    """Protocol settings (timings in seconds)."""
+
+    rounds: RoundConfig = field(default_factory=RoundConfig)
+    liveness: LivenessConfig = field(default_factory=LivenessConfig)
+    replay_window: int = 64
+    log_interval: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Effect: encode `msg` and send it to `peer`."""
+
+    peer: PeerId
+    msg: Message
+
+
+Effect = Send | PeerDown | PeerUp
+
+
+class GossipProtocol:
+    """One node's protocol state machine; see the module docstring for how to drive it."""
+
+    def __init__(
+        self,
+        me: PeerId,
+        neighbours: Iterable[PeerId],
+        cfg: GossipConfig,
+        *,
+        dim: int,
+        now: float,
+        first_round: int = 0,
+        seq_start: int = 0,
+    ) -> None:
+        """Create the state for node `me` with model size `dim`, starting at `first_round`."""
+        self.me = me
+        self.neighbours = frozenset(neighbours)
+        if me in self.neighbours:
+            raise ValueError(f"node {me} cannot be its own neighbour.")
+        self.dim = dim
+        self.inbox = Inbox(
+            self.neighbours,
+            expected_dim=dim,
+            replay_window=cfg.replay_window,
+            log_interval=cfg.log_interval,
+        )
+        self.liveness = Liveness(self.neighbours, cfg.liveness, now)
+        self.book = RoundBook(self.neighbours, cfg.rounds, first_round=first_round)
+        self._seq = seq_start
+
+    # ---- outputs -------------------------------------------------------------------------
+
+    def hello(self, now: float) -> list[Send]:
+        """Hello to every neighbour."""
+        return [
+            self._send(p, Hello(self.me, self._round, self._next_seq(), self.dim), now)
+            for p in sorted(self.neighbours)
+        ]
+
+    def dual(self, peer: PeerId, payload: Tensor, now: float) -> Send:
+        """Our dual for `peer` in the open round."""
+        return self._send(peer, Dual(self.me, self._round, self._next_seq(), payload), now)
+
+    def primal(self, payload: Tensor, now: float) -> list[Send]:
+        """Our primal for every neighbour in the open round (one shared, read-only payload)."""
+        return [
+            self._send(p, Primal(self.me, self._round, self._next_seq(), payload), now)
+            for p in sorted(self.neighbours)
+        ]
+
+    def bye(self, reason: str, now: float) -> list[Send]:
+        """Bye to every neighbour."""
+        return [
+            self._send(p, Bye(self.me, self._round, self._next_seq(), reason), now)
+            for p in sorted(self.neighbours)
+        ]
+
+    # ---- inputs --------------------------------------------------------------------------
+
+    def receive(self, identity: bytes, frames: Sequence[Frame], now: float) -> list[Effect]:
+        """Feed one inbound message (identity as reported by the transport); never raises."""
+        msg = self.inbox.accept(identity, frames, now)
+        if msg is None:
+            return []
+        effects: list[Effect] = list(self.liveness.heard(msg.sender, now))
+        match msg:
+            case Dual() | Primal():
+                self.book.receive(msg, now)
+            case Bye():
+                effects += self.liveness.said_bye(msg.sender)
+            case Hello() | Heartbeat():
+                pass
+        return effects
+
+    def tick(self, now: float) -> list[Effect]:
+        """Advance time: heartbeats to send and peers that went down."""
+        effects: list[Effect] = []
+        for e in self.liveness.tick(now):
+            if isinstance(e, SendHeartbeat):
+                effects.append(Send(e.peer, Heartbeat(self.me, self._round, self._next_seq())))
+            else:
+                effects.append(e)
+        return effects
+
+    # ---- rounds --------------------------------------------------------------------------
+
+    def start_round(self, r: int, now: float) -> None:
+        """Open round `r`; its deadline is `now + cfg.rounds.deadline`."""
+        self.book.start_round(r, now)
+
+    def ready(self, now: float) -> bool:
+        """Whether the open round has every alive neighbour's message or hit its deadline."""
+        return self.book.ready(now, self.liveness.alive())
+
+    def close_round(self, now: float) -> tuple[RoundResult, list[Effect]]:
+        """Close the open round; peers that missed its deadline once too often go down."""
+        alive = self.liveness.alive()
+        result = self.book.close(alive)
+        effects: list[Effect] = []
+        for peer in sorted(self.neighbours):
+            if peer in result.duals:
+                self.liveness.delivered_on_time(peer)
+            elif peer in alive:
+                effects += self.liveness.missed_deadline(peer, now)
+        return result, effects
+
+    # ---- internals -----------------------------------------------------------------------
+
+    @property
+    def _round(self) -> int:
+        return max(self.book.round, 0)
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _send(self, peer: PeerId, msg: Message, now: float) -> Send:
+        self.liveness.sent(peer, now)
+        return Send(peer, msg)

@@ -1,0 +1,325 @@
+"""The ZeroMQ transport: one ROUTER bound for inbound messages, one DEALER per neighbour.
+
+    neighbour j's DEALER (IDENTITY=b"j") ──tcp──▶ our ROUTER ──recv()──▶ (b"j", frames)
+    send(j, frames) ──▶ our DEALER for j (IDENTITY=b"<me>") ──tcp──▶ j's ROUTER
+
+Guarantees and choices:
+- Sending never blocks the event loop: DEALERs are plain (synchronous) sockets used with
+  NOBLOCK and IMMEDIATE=1, so a full queue (SNDHWM) or a neighbour that is not connected makes
+  `send` return False and count a drop instead of queueing for a dead peer or waiting.
+- Frames go out with copy=False: a float32 tensor is handed to libzmq without a copy, so it must
+  not be modified after `send` (the codec contract). Received frames are memoryviews of the
+  libzmq messages, also without a copy.
+- libzmq guards the socket: MAXMSGSIZE (per frame) on the ROUTER disconnects a peer that sends
+  an oversized frame before we allocate it; RCVHWM bounds what waits in memory; ZMTP
+  heartbeats drop dead TCP connections. The protocol's own liveness is `gossip.liveness`.
+- CURVE (optional): every socket encrypts; our ROUTER's ZAP handler admits only the neighbours'
+  public keys and reports the admitted key's node id as the ZMQ User-Id, which `recv` returns
+  instead of the claimed routing identity. So with CURVE the identity is authenticated, and
+  without it (a warning is logged) it is only the peer's claim.
+- Each transport owns its ZeroMQ context, because the ZAP handler is per context; several nodes
+  can therefore share one process (tests, the in-process launcher).
+
+This module and `gossip.faults` are the only ones in `gossip` that touch zmq or asyncio. A
+transport must be created while the event loop runs (the ZAP handler is a task on it).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import zmq
+import zmq.asyncio
+from zmq.auth.asyncio import AsyncioAuthenticator
+from zmq.utils import z85
+
+from gossip.codec import MAX_HEADER_BYTES, Frame
+from gossip.errors import EndpointError, KeyFileError
+from gossip.keys import CurveKeys
+from gossip.messages import PeerId
+
+__all__ = ["LinkStats", "Transport", "TransportConfig", "TransportStats", "ZmqTransport"]
+
+logger = logging.getLogger(__name__)
+
+ZAP_DOMAIN = "dpnorm"
+
+
+class Transport(Protocol):
+    """What the runtime and `FaultyTransport` need from a transport."""
+
+    def send(self, peer: PeerId, frames: Sequence[Frame]) -> bool:
+        """Queue one message for `peer` without blocking; False if it was dropped."""
+        ...
+
+    async def recv(self) -> tuple[bytes, list[memoryview]]:
+        """Wait for the next inbound message: (peer identity, frames)."""
+        ...
+
+    def close(self, *, linger_ms: int = 0) -> None:
+        """Release sockets; queued messages get at most `linger_ms` to leave."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class TransportConfig:
+    """Socket options (times in milliseconds).
+
+    Attributes:
+        sndhwm: messages queued per neighbour before further sends are dropped.
+        rcvhwm: inbound messages queued before libzmq stops reading (TCP back-pressure).
+        max_frame_bytes: MAXMSGSIZE on the ROUTER; set it to 4 × dim + MAX_HEADER_BYTES.
+        heartbeat_ivl_ms, heartbeat_timeout_ms, heartbeat_ttl_ms: ZMTP heartbeats.
+        reconnect_ivl_ms, reconnect_ivl_max_ms: DEALER reconnect back-off.
+    """
+
+    sndhwm: int = 4
+    rcvhwm: int = 64
+    max_frame_bytes: int = 64 * 2**20 + MAX_HEADER_BYTES
+    heartbeat_ivl_ms: int = 1000
+    heartbeat_timeout_ms: int = 5000
+    heartbeat_ttl_ms: int = 5000
+    reconnect_ivl_ms: int = 100
+    reconnect_ivl_max_ms: int = 5000
+
+    @classmethod
+    def for_model(cls, dim: int, **overrides: int) -> TransportConfig:
+        """A config whose frame cap admits exactly one float32 tensor of `dim` elements."""
+        return cls(**{"max_frame_bytes": 4 * dim + MAX_HEADER_BYTES, **overrides})
+
+
+@dataclass(slots=True)
+class LinkStats:
+    """Counters for one neighbour; bytes are header plus payload frames."""
+
+    messages_sent: int = 0
+    bytes_sent: int = 0
+    dropped: int = 0  # sends that would have blocked (queue full or not connected)
+    messages_received: int = 0
+    bytes_received: int = 0
+
+
+@dataclass(slots=True)
+class TransportStats:
+    """Per-neighbour counters; `strangers` counts what arrived under any other identity."""
+
+    links: dict[PeerId, LinkStats]
+    strangers: LinkStats = field(default_factory=LinkStats)
+    auth_denied: int = 0
+
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes sent to all neighbours."""
+        return sum(s.bytes_sent for s in self.links.values())
+
+    @property
+    def bytes_received(self) -> int:
+        """Bytes received from anyone."""
+        return self.strangers.bytes_received + sum(s.bytes_received for s in self.links.values())
+
+
+class ZmqTransport:
+    """ROUTER-in, DEALER-per-neighbour ZeroMQ transport; see the module docstring."""
+
+    def __init__(
+        self,
+        me: PeerId,
+        listen: str,
+        peers: Mapping[PeerId, str],
+        *,
+        config: TransportConfig | None = None,
+        curve: CurveKeys | None = None,
+    ) -> None:
+        """Bind `listen` and connect to every neighbour.
+
+        Args:
+            me: our node id, sent as the DEALERs' routing identity.
+            listen: endpoint to bind, e.g. "tcp://0.0.0.0:5555" or "tcp://127.0.0.1:0".
+            peers: neighbour id -> its listen endpoint.
+            config: socket options.
+            curve: our keys and the neighbours' public keys; None runs in plaintext.
+
+        Raises:
+            EndpointError: `listen` cannot be bound or a neighbour endpoint is invalid.
+            KeyFileError: CURVE is on and a neighbour has no public key.
+        """
+        self.me = me
+        self.config = cfg = config or TransportConfig()
+        self.curve = curve
+        self.stats = TransportStats({p: LinkStats() for p in peers})
+        self._ctx = zmq.asyncio.Context()
+        self._auth: _NeighbourAuthenticator | None = None
+        self._dealers: dict[PeerId, zmq.Socket[bytes]] = {}
+        self._router = self._ctx.socket(zmq.ROUTER)
+        self._last_denial_log = float("-inf")
+        try:
+            self._setup_router(listen, cfg, curve)
+            for peer, endpoint in peers.items():
+                self.connect(peer, endpoint)
+        except BaseException:
+            self.close()
+            raise
+        self.endpoint: str = self._router.getsockopt_string(zmq.LAST_ENDPOINT)
+        if curve is None:
+            logger.warning(
+                "node %d runs without CURVE: traffic is unencrypted and a peer's node id is only "
+                "its claim",
+                me,
+            )
+
+    def _setup_router(self, listen: str, cfg: TransportConfig, curve: CurveKeys | None) -> None:
+        r = self._router
+        _set_common(r, cfg)
+        r.setsockopt(zmq.RCVHWM, cfg.rcvhwm)
+        r.setsockopt(zmq.MAXMSGSIZE, cfg.max_frame_bytes)
+        # A restarted neighbour reconnects with the same identity before its old connection
+        # has timed out; without handover the ROUTER would ignore the new connection.
+        r.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        if curve is not None:
+            self._auth = _NeighbourAuthenticator(self, curve)
+            self._auth.start()
+            r.setsockopt(zmq.CURVE_SERVER, 1)
+            r.setsockopt(zmq.CURVE_SECRETKEY, curve.secret)
+            r.setsockopt(zmq.CURVE_PUBLICKEY, curve.public)
+            r.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN.encode())
+        try:
+            r.bind(listen)
+        except zmq.ZMQError as exc:
+            raise EndpointError(
+                f"cannot listen on {listen!r} ({exc.strerror}); give a free tcp://HOST:PORT."
+            ) from exc
+
+    def connect(self, peer: PeerId, endpoint: str) -> None:
+        """Open (or replace) the DEALER towards `peer` at `endpoint`."""
+        self.disconnect(peer)
+        d: zmq.Socket[bytes] = zmq.Socket(self._ctx, zmq.DEALER)
+        cfg = self.config
+        _set_common(d, cfg)
+        d.setsockopt(zmq.IDENTITY, str(self.me).encode())
+        d.setsockopt(zmq.SNDHWM, cfg.sndhwm)
+        # IMMEDIATE: queue only on a live connection, so a dead peer costs a counted drop
+        # rather than a backlog that floods it when it returns.
+        d.setsockopt(zmq.IMMEDIATE, 1)
+        d.setsockopt(zmq.RECONNECT_IVL, cfg.reconnect_ivl_ms)
+        d.setsockopt(zmq.RECONNECT_IVL_MAX, cfg.reconnect_ivl_max_ms)
+        if self.curve is not None:
+            server_key = self.curve.peers.get(peer)
+            if server_key is None:
+                d.close(linger=0)
+                raise KeyFileError(f"CURVE is on but no public key was loaded for node {peer}.")
+            d.setsockopt(zmq.CURVE_SECRETKEY, self.curve.secret)
+            d.setsockopt(zmq.CURVE_PUBLICKEY, self.curve.public)
+            d.setsockopt(zmq.CURVE_SERVERKEY, server_key)
+        try:
+            d.connect(endpoint)
+        except zmq.ZMQError as exc:
+            d.close(linger=0)
+            raise EndpointError(
+                f"cannot connect to node {peer} at {endpoint!r} ({exc.strerror}); "
+                "give a tcp://HOST:PORT."
+            ) from exc
+        self._dealers[peer] = d
+        self.stats.links.setdefault(peer, LinkStats())
+
+    def disconnect(self, peer: PeerId) -> None:
+        """Close the DEALER towards `peer`, dropping what is queued for it."""
+        d = self._dealers.pop(peer, None)
+        if d is not None:
+            d.close(linger=0)
+
+    # ---- data path -----------------------------------------------------------------------
+
+    def send(self, peer: PeerId, frames: Sequence[Frame]) -> bool:
+        """Queue one message for `peer` without blocking; False (and counted) if dropped."""
+        d = self._dealers.get(peer)
+        link = self.stats.links.get(peer)
+        if d is None or link is None:
+            return False
+        try:
+            d.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            link.dropped += 1
+            return False
+        link.messages_sent += 1
+        link.bytes_sent += sum(f.nbytes if isinstance(f, memoryview) else len(f) for f in frames)
+        return True
+
+    async def recv(self) -> tuple[bytes, list[memoryview]]:
+        """Wait for the next inbound message.
+
+        Returns:
+            (identity, frames): identity is the authenticated node id (ASCII) with CURVE, the
+            peer's routing identity otherwise; frames are zero-copy views.
+        """
+        parts = await self._router.recv_multipart(copy=False)
+        identity = parts[0].bytes
+        if self.curve is not None:
+            # ZAP made the User-Id the node id bound to the peer's key; the routing identity
+            # is the peer's own claim and is ignored.
+            user = parts[-1].get("User-Id")
+            identity = user.encode() if isinstance(user, str) else b""
+        frames = [p.buffer for p in parts[1:]]
+        link = self.stats.links.get(_peer_id(identity), self.stats.strangers)
+        link.messages_received += 1
+        link.bytes_received += sum(f.nbytes for f in frames)
+        return identity, frames
+
+    def close(self, *, linger_ms: int = 0) -> None:
+        """Close all sockets; queued outbound messages get at most `linger_ms` to leave."""
+        for d in self._dealers.values():
+            d.close(linger=linger_ms)
+        self._dealers.clear()
+        self._router.close(linger=0)
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+        # Every socket has a finite linger, so term returns within linger_ms.
+        self._ctx.term()
+
+    def _auth_denied(self, key: bytes) -> None:
+        self.stats.auth_denied += 1
+        now = time.monotonic()
+        if now - self._last_denial_log >= 10.0:  # one line per 10 s: a scanner cannot flood logs
+            self._last_denial_log = now
+            logger.warning(
+                "node %d refused a CURVE client with unknown key %s (%d refused so far)",
+                self.me,
+                key.decode(),
+                self.stats.auth_denied,
+            )
+
+
+class _NeighbourAuthenticator(AsyncioAuthenticator):
+    """ZAP handler: admits the neighbours' keys and names each by its node id."""
+
+    def __init__(self, owner: ZmqTransport, curve: CurveKeys) -> None:
+        super().__init__(owner._ctx)
+        self._owner = owner
+        self._ids = {bytes(key): peer for peer, key in curve.peers.items()}
+        self.configure_curve_callback(ZAP_DOMAIN, self)
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        """Credentials-provider hook: `key` is the client's Z85 public key."""
+        if key in self._ids:
+            return True
+        self._owner._auth_denied(key)
+        return False
+
+    def curve_user_id(self, client_public_key: bytes) -> str:
+        """The admitted key's node id becomes the connection's ZMQ User-Id."""
+        return str(self._ids[z85.encode(client_public_key)])
+
+
+def _set_common(sock: zmq.Socket[Any], cfg: TransportConfig) -> None:
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.HEARTBEAT_IVL, cfg.heartbeat_ivl_ms)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, cfg.heartbeat_timeout_ms)
+    sock.setsockopt(zmq.HEARTBEAT_TTL, cfg.heartbeat_ttl_ms)
+
+
+def _peer_id(identity: bytes) -> PeerId:
+    return int(identity) if identity.isdigit() and len(identity) <= 10 else -1

@@ -1,0 +1,229 @@
+"""Run configuration: one frozen dataclass shared by the simulator, the launcher and the daemon.
+
+Every field is also a command-line option (`--privacy-mode` for `privacy_mode`) and a TOML key
+of the same name. Invariants are checked up front in `__post_init__`; a violation raises
+`ConfigError` whose message is one sentence a user can act on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+ALGORITHMS = ("dpnorm", "ecl", "dpsgd")
+PRIVACY_MODES = ("gradient", "message")
+MODELS = ("logreg", "mlp", "cnn", "resnet10")
+DATASETS = ("fashion-mnist", "synthetic")
+DEFAULT_GAMMA = 0.1  # DP-Norm's default denoising strength γ = α·η (DESIGN.md §1)
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message is one user-facing sentence."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that decides what a federation computes (not where it runs)."""
+
+    topology: str = "ring"
+    nodes: int = 6
+    rounds: int = 50
+    algorithm: Literal["dpnorm", "ecl", "dpsgd"] = "dpnorm"
+    epsilon: float = math.inf
+    delta: float = 1e-5
+    alpha: float | None = None
+    gamma: float | None = None
+    privacy_mode: Literal["gradient", "message"] | None = None
+    accept_no_guarantee: bool = False
+    local_steps: int = 1
+    lr: float = 0.05
+    eta: float | None = None
+    theta: float = 1.0
+    weight_decay: float = 0.0
+    batch_size: int = 64
+    clip: float = 1.0
+    model: Literal["logreg", "mlp", "cnn", "resnet10"] = "cnn"
+    width: int | None = None
+    dataset: Literal["fashion-mnist", "synthetic"] = "fashion-mnist"
+    data_dir: str = "/usr/share/datasets/fashion-mnist"
+    partition: str = "iid"
+    examples_per_node: int | None = None
+    test_examples: int | None = 2000
+    eval_every: int = 1
+    primal_every: int = 5
+    seed: int = 0
+    noise_seed: int | None = None
+    threads: int = 1
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        positive_ints = ("nodes", "rounds", "local_steps", "batch_size", "eval_every", "threads")
+        for name in positive_ints:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if self.algorithm not in ALGORITHMS:
+            raise ConfigError(f"unknown algorithm {self.algorithm!r}; choose one of "
+                              f"{', '.join(ALGORITHMS)}.")
+        if self.model not in MODELS:
+            raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}.")
+        if self.dataset not in DATASETS:
+            raise ConfigError(f"unknown dataset {self.dataset!r}; choose one of "
+                              f"{', '.join(DATASETS)}.")
+        if self.privacy_mode is not None and self.privacy_mode not in PRIVACY_MODES:
+            raise ConfigError(f"unknown privacy mode {self.privacy_mode!r}; choose gradient or "
+                              "message.")
+        for name in ("lr", "clip", "delta"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise ConfigError(f"{name} must be a positive finite number, got {value}.")
+        if not self.epsilon > 0:
+            raise ConfigError(f"epsilon must be positive (or inf for no privacy), got "
+                              f"{self.epsilon}.")
+        if self.delta >= 1:
+            raise ConfigError(f"delta must be below 1, got {self.delta}.")
+        if self.eta is not None and not (self.eta > 0 and math.isfinite(self.eta)):
+            raise ConfigError(f"eta must be a positive finite number, got {self.eta}.")
+        if not 0 < self.theta <= 1:
+            raise ConfigError(f"theta must be in (0, 1], got {self.theta}.")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be non-negative, got {self.weight_decay}.")
+        if self.alpha is not None and self.gamma is not None:
+            raise ConfigError("give either alpha or gamma (= alpha * eta), not both.")
+        for name in ("alpha", "gamma"):
+            value = getattr(self, name)
+            if value is not None and not (value >= 0 and math.isfinite(value)):
+                raise ConfigError(f"{name} must be a non-negative number, got {value}.")
+        if self.gamma is not None and self.gamma >= 1:
+            raise ConfigError(f"gamma = alpha*eta must be below 1 (keep it in [0, 0.5]), got "
+                              f"{self.gamma}.")
+        if self.algorithm == "ecl" and (self.alpha or self.gamma):
+            raise ConfigError("algorithm ecl has no denoising (alpha = 0); use dpnorm to set "
+                              "alpha or gamma.")
+        if self.algorithm == "dpsgd" and (self.alpha or self.gamma):
+            raise ConfigError("algorithm dpsgd has no dual variables, so alpha/gamma do not "
+                              "apply.")
+        if self.algorithm == "dpsgd" and self.privacy_mode == "message":
+            raise ConfigError("dpsgd sends its model, not duals; use --privacy-mode gradient.")
+        if (self.private and self.effective_privacy_mode == "message" and self.local_steps > 1
+                and not self.accept_no_guarantee):
+            raise ConfigError(
+                f"message-mode privacy has a formal guarantee only with local_steps = 1 (got "
+                f"{self.local_steps}); use --local-steps 1, --privacy-mode gradient, or "
+                "--accept-no-guarantee to run without a printed epsilon."
+            )
+        if self.examples_per_node is not None and self.examples_per_node < 1:
+            raise ConfigError("examples_per_node must be at least 1.")
+        if self.test_examples is not None and self.test_examples < 1:
+            raise ConfigError("test_examples must be at least 1.")
+        if self.primal_every < 0:
+            raise ConfigError("primal_every must be 0 (never) or a positive number of rounds.")
+        if not re.fullmatch(r"iid|dirichlet:[^:]+|classes:[^:]+", self.partition):
+            raise ConfigError(f"unknown partition {self.partition!r}; use iid, dirichlet:B or "
+                              "classes:K.")
+
+    @property
+    def private(self) -> bool:
+        return math.isfinite(self.epsilon)
+
+    @property
+    def effective_privacy_mode(self) -> Literal["gradient", "message"]:
+        if self.privacy_mode is not None:
+            return self.privacy_mode
+        return "gradient" if self.algorithm == "dpsgd" else "message"
+
+    @property
+    def effective_gamma(self) -> float | None:
+        """γ unless α was given explicitly (then it depends on η, known only per graph)."""
+        if self.algorithm != "dpnorm":
+            return 0.0
+        if self.alpha is not None:
+            return None
+        return DEFAULT_GAMMA if self.gamma is None else self.gamma
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        out["epsilon"] = None if math.isinf(self.epsilon) else self.epsilon
+        return out
+
+
+def run_config_from_mapping(values: Mapping[str, Any], base: RunConfig | None = None) -> RunConfig:
+    """Build a RunConfig from TOML/CLI values, rejecting unknown keys with one sentence."""
+    known = {f.name for f in dataclasses.fields(RunConfig)} - {"extra"}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown setting {unknown[0]!r}; valid settings are "
+                          f"{', '.join(sorted(known))}.")
+    coerced = {k: coerce(RunConfig, k, v) for k, v in values.items()}
+    return dataclasses.replace(base or RunConfig(), **coerced)
+
+
+def coerce(cls: type, name: str, value: Any) -> Any:
+    """Convert a string (from --set or argparse) or a TOML value to the field's declared type."""
+    hints = typing.get_type_hints(cls)
+    return _coerce_to(hints[name], name, value)
+
+
+def _coerce_to(tp: Any, name: str, value: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if type(None) in args and (value is None or (isinstance(value, str) and
+                                                      value.lower() in ("none", "null", ""))):
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce_to(inner[0], name, value)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{name} must be one of {', '.join(map(str, choices))}, got "
+                              f"{value!r}.")
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{name} must be true or false, got {value!r}.")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise ConfigError(f"{name} must be an integer, got {value!r}.")
+        try:
+            return int(value)
+        except ValueError:
+            raise ConfigError(f"{name} must be an integer, got {value!r}.") from None
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ConfigError(f"{name} must be a number, got {value!r}.")
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, got {value!r}.") from None
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{name} must be a string, got {value!r}.")
+        return value
+    return value
+
+
+def _check_types(cfg: Any) -> None:
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        if f.name == "extra":
+            continue
+        value = getattr(cfg, f.name)
+        try:
+            checked = _coerce_to(hints[f.name], f.name, value)
+        except ConfigError:
+            raise
+        if checked != value and not (isinstance(value, float) and math.isnan(value)):
+            object.__setattr__(cfg, f.name, checked)

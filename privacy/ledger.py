@@ -1,0 +1,210 @@
+"""A write-ahead, crash-safe record of the privacy spend of one node.
+
+Protocol (the caller's side): before any message of round r leaves the node, call
+``ledger.record(r, events)``; it returns only once the spend is on disk. Then send. So at any
+crash point the file on disk accounts for at least everything that was sent (a crash between
+record and send over-counts one round, which is the safe side). On restart ``released(r)`` tells
+the node that round r's noise already went out (or may have): it must not draw fresh noise for
+that round and send it again, or it would release the same data twice under two noises.
+
+File format (JSON, one object): ``{"format", "version", "identity", "rounds": [[r, [[z, q,
+count], ...]], ...], "sha256"}``; the checksum covers the canonical JSON of everything else, so a
+truncated, edited or bit-flipped file is refused instead of being read as a smaller spend.
+Writes go to a temp file in the same directory, which is fsynced, renamed over the ledger with
+``os.replace`` (atomic on POSIX) and followed by an fsync of the directory so the rename itself
+is durable. An exclusive ``flock`` on ``<path>.lock`` stops two processes from spending on the
+same ledger (each would overwrite the other's records and under-count).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from privacy.accountant import Accountant
+from privacy.errors import LedgerError, PrivacyError
+
+FORMAT = "dpnorm-privacy-ledger"
+VERSION = 1
+
+Event = tuple[float, float, int]   # (noise multiplier z, sample rate q, count)
+
+
+class Ledger:
+    """The durable spend of one node; use ``Ledger.open`` and close it (or use ``with``)."""
+
+    def __init__(self, path: Path, identity: dict[str, Any], rounds: dict[int, list[Event]],
+                 lock_fd: int) -> None:
+        self.path = path
+        self.identity = identity
+        self._rounds = rounds
+        self._lock_fd: int | None = lock_fd
+        self.accountant = Accountant()
+        for events in rounds.values():
+            for z, q, count in events:
+                self.accountant.spend(z, q, count)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str],
+             identity: Mapping[str, Any] | None = None) -> Ledger:
+        """Load the ledger at ``path`` or start an empty one there.
+
+        ``identity`` (JSON-able: node id, dataset fingerprint, privacy settings...) is stored in a
+        new ledger and must match an existing one exactly; a mismatch means the file belongs to
+        another node or configuration and is refused rather than silently reset.
+        """
+        path = Path(path)
+        ident = json.loads(json.dumps(dict(identity or {}), sort_keys=True))   # normalise
+        lock_fd = _lock(path)
+        try:
+            rounds = _load(path, ident) if path.exists() else {}
+            ledger = cls(path, ident, rounds, lock_fd)
+            if not path.exists():
+                ledger._write()
+            _remove_stale_temps(path)
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        return ledger
+
+    def record(self, round: int, events: Iterable[Event]) -> None:
+        """Durably record the releases of ``round``; call it *before* sending anything.
+
+        Raises PrivacyError if ``round`` was already recorded: its noise may have been sent, and
+        a fresh draw for the same round would be a second, unaccounted release.
+        """
+        if self._lock_fd is None:
+            raise LedgerError(f"The ledger {self.path} is closed; open it again before spending.")
+        if round in self._rounds:
+            raise PrivacyError(f"Round {round} was already released according to the ledger; a "
+                               "restarted node must skip it instead of sending new noise.")
+        checked: list[Event] = []
+        probe = Accountant()
+        for z, q, count in events:
+            probe.spend(z, q, count)   # validates before anything is written
+            checked.append((float(z), float(q), int(count)))
+        self._rounds[round] = checked
+        try:
+            self._write()
+        except BaseException:
+            del self._rounds[round]
+            raise
+        for z, q, count in checked:
+            self.accountant.spend(z, q, count)
+
+    def released(self, round: int) -> bool:
+        """Whether round ``round`` was recorded (and so may have been sent)."""
+        return round in self._rounds
+
+    @property
+    def rounds(self) -> list[int]:
+        """The recorded rounds, ascending."""
+        return sorted(self._rounds)
+
+    def epsilon(self, delta: float) -> float:
+        """ε (PLD) of everything recorded."""
+        return self.accountant.epsilon(delta)
+
+    def close(self) -> None:
+        """Release the lock; the file stays."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def _write(self) -> None:
+        body = {"format": FORMAT, "version": VERSION, "identity": self.identity,
+                "rounds": [[r, [list(e) for e in self._rounds[r]]] for r in sorted(self._rounds)]}
+        document = dict(body, sha256=_digest(body))
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
+                                   suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(document, handle, separators=(",", ":"))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(self.path.parent)
+
+
+def _digest(body: Mapping[str, Any]) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _load(path: Path, identity: dict[str, Any]) -> dict[int, list[Event]]:
+    def corrupt(why: str) -> LedgerError:
+        return LedgerError(f"The privacy ledger {path} is {why}; refusing to start because the "
+                           "spend it records cannot be trusted (restore it or start a new run "
+                           "with a new ledger path).")
+
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise corrupt("unreadable or not valid JSON") from None
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise corrupt("not a dpnorm privacy ledger")
+    if document.get("version") != VERSION:
+        raise corrupt(f"of unsupported version {document.get('version')!r}")
+    claimed = document.pop("sha256", None)
+    if claimed != _digest(document):
+        raise corrupt("damaged (checksum mismatch)")
+    if document.get("identity") != identity:
+        raise LedgerError(f"The privacy ledger {path} belongs to another node or configuration "
+                          f"({document.get('identity')} ≠ {identity}); refusing to start.")
+    rounds: dict[int, list[Event]] = {}
+    try:
+        for r, events in document["rounds"]:
+            if not isinstance(r, int) or r in rounds:
+                raise ValueError(r)
+            rounds[r] = [(float(z), float(q), int(c)) for z, q, c in events]
+            for z, q, c in rounds[r]:
+                Accountant().spend(z, q, c)   # raises PrivacyError on impossible values
+    except (KeyError, TypeError, ValueError):   # PrivacyError is a ValueError
+        raise corrupt("malformed") from None
+    return rounds
+
+
+def _lock(path: Path) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise LedgerError(f"The privacy ledger {path} is in use by another process; two nodes "
+                          "must never spend on the same ledger.") from None
+    return fd
+
+
+def _remove_stale_temps(path: Path) -> None:
+    # Left behind by a crash mid-write; never read, since only os.replace publishes a write.
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,41 @@
+#!/usr/bin/env python3
+"""Simulate a whole federation in one process: same options and outputs as launch_local.py.
+
+    python scripts/simulate.py --topology ring --nodes 6 --rounds 50 --out runs/sim
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from node.options import add_run_options, guarded, run_config_from_args  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--quiet", action="store_true", help="no live progress")
+    add_run_options(parser, skip=("threads",))
+    args = parser.parse_args(argv)
+    cfg = guarded(lambda: run_config_from_args(args))
+
+    import torch
+
+    from node.simulation import console_progress, simulate
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    progress = None if args.quiet else console_progress()
+    summary = guarded(lambda: simulate(cfg, args.out, progress=progress))
+    brief = {k: summary[k] for k in ("rounds", "mean_accuracy", "max_epsilon", "wall_seconds")}
+    print(json.dumps(brief))
+    return 0 if all(v["exit"] in ("finished", "budget") for v in summary["nodes"].values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
