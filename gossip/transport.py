@@ -77,7 +77,7 @@ class TransportConfig:
         reconnect_ivl_ms, reconnect_ivl_max_ms: DEALER reconnect back-off.
     """
 
-    sndhwm: int = 4
+    sndhwm: int = 8
     rcvhwm: int = 64
     max_frame_bytes: int = 64 * 2**20 + MAX_HEADER_BYTES
     heartbeat_ivl_ms: int = 1000

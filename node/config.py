@@ -42,7 +42,7 @@ class RunConfig:
     privacy_mode: Literal["gradient", "message"] | None = None
     accept_no_guarantee: bool = False
     local_steps: int = 1
-    lr: float = 0.05
+    lr: float = 0.1
     eta: float | None = None
     theta: float = 1.0
     weight_decay: float = 0.0

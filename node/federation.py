@@ -137,11 +137,13 @@ def privacy_plan(cfg: RunConfig, graph: nx.Graph, node: int, n: int) -> PrivacyP
         params = primal_dual_params(cfg, graph)
         z = calibrate_noise_multiplier(cfg.epsilon, cfg.delta, q, cfg.rounds)
         degree = graph.degree(node)
-        common = dict(lr=cfg.lr, beta=params.beta, eta=params.eta, sample_rate=q, n=n,
-                      clip=cfg.clip)
         # z(E) is not monotone in E; the largest σ over every degree the node can have keeps
         # each round's z at or above the calibrated one when neighbours go down.
-        sigma = max(message_mode_sigma(z, degree=e, **common) for e in range(1, degree + 1))
+        sigma = max(
+            message_mode_sigma(z, lr=cfg.lr, beta=params.beta, eta=params.eta, degree=e,
+                               sample_rate=q, n=n, clip=cfg.clip)
+            for e in range(1, degree + 1)
+        )
         return PrivacyPlan("message", cfg.delta, cfg.epsilon, q, z, sigma, cfg.rounds,
                            formal=cfg.local_steps == 1, lr=cfg.lr, beta=params.beta,
                            eta=params.eta, n=n, clip=cfg.clip)

@@ -50,16 +50,22 @@ def _conv3x3(c_in: int, c_out: int, stride: int = 1) -> nn.Conv2d:
 
 
 class SmallCNN(nn.Module):
-    """conv(w)-GN-ReLU-pool, conv(2w)-GN-ReLU-pool, linear. 28×28 → 7×7 before the classifier."""
+    """conv(w, stride 2)-GN-ReLU, conv(2w, stride 2)-GN-ReLU, linear; 28×28 → 7×7 features.
+
+    Strided convs instead of conv + max-pool: on CPU max-pool and full-resolution convs cost
+    ~4× more per step (and per-sample gradient), for ~1 point of Fashion-MNIST accuracy.
+    """
 
     def __init__(self, in_shape: tuple[int, int, int], num_classes: int, width: int) -> None:
         super().__init__()
         c, h, w = in_shape
         self.features = nn.Sequential(
-            _conv3x3(c, width), _groupnorm(width), nn.ReLU(), nn.MaxPool2d(2),
-            _conv3x3(width, 2 * width), _groupnorm(2 * width), nn.ReLU(), nn.MaxPool2d(2),
+            _conv3x3(c, width, stride=2), _groupnorm(width), nn.ReLU(),
+            _conv3x3(width, 2 * width, stride=2), _groupnorm(2 * width), nn.ReLU(),
         )  # fmt: skip
-        self.classifier = nn.Linear(2 * width * (h // 4) * (w // 4), num_classes)
+        # With padding 1, stride 2 maps a side of s to ceil(s / 2).
+        h, w = -(-h // 4), -(-w // 4)
+        self.classifier = nn.Linear(2 * width * h * w, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits: torch.Tensor = self.classifier(self.features(x).flatten(1))

@@ -24,7 +24,7 @@ from gossip.messages import Dual, Primal
 from node.config import RunConfig
 from node.federation import build_graph, build_node, load_data, shard
 from node.metrics import MetricsWriter, write_json_atomic
-from node.runner import NodeRunner
+from node.runner import NodeRunner, RoundOutput
 
 ProgressFn = Callable[[int, list[NodeRunner], float], None]
 
@@ -64,16 +64,16 @@ def simulate(cfg: RunConfig, out: str | Path | None, *,
     try:
         for rnd in range(cfg.rounds):
             round_start = time.perf_counter()
-            outputs = []
+            outputs: list[RoundOutput | None] = []
             for i, runner in enumerate(runners):
                 if exits[i] != "finished" or runner.over_budget(active[i]):
                     exits[i] = "budget"
                     outputs.append(None)
                     continue
                 t0 = time.perf_counter()
-                result = runner.step(inbox[i], active[i])
-                result.compute_seconds = time.perf_counter() - t0
-                outputs.append(result)
+                produced = runner.step(inbox[i], active[i])
+                produced.compute_seconds = time.perf_counter() - t0
+                outputs.append(produced)
             inbox = [{} for _ in range(n)]
             primals: list[dict[int, Tensor]] = [{} for _ in range(n)]
             for i, result in enumerate(outputs):

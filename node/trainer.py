@@ -54,8 +54,8 @@ class LocalTrainer:
     ) -> None:
         if len(x) == 0:
             raise ValueError("a node needs at least one training example")
-        if policy.kind == "noisy" and noise_generator is None:
-            raise ValueError("gradient-mode privacy needs a noise generator")
+        if policy.kind != "plain" and noise_generator is None:
+            raise ValueError("private gradient policies need a private generator")
         self.model = model
         self.layout = FlatParams.of(model)
         self.x, self.y = x, y
@@ -99,13 +99,16 @@ class LocalTrainer:
             idx = self._next_batch()
             grads, loss = self._grad(params, self.x[idx], self.y[idx])
             return self.layout.concat(grads).float(), float(loss)
-        idx = poisson_sample(self.n, self.sample_rate, self.data_generator)
+        # Which examples enter a batch is part of the mechanism: a batch drawn from a public
+        # seed would let an adversary know q = 1 for them, so sampling uses the private
+        # generator (OS entropy unless the user fixed a seed for an experiment).
+        assert self.noise_generator is not None
+        idx = poisson_sample(self.n, self.sample_rate, self.noise_generator)
         total, losses = clipped_grad_sum(
             self._mean_loss, params, self.x[idx], self.y[idx], self.policy.clip
         )
         expected = self.sample_rate * self.n
         if self.policy.kind == "noisy":
-            assert self.noise_generator is not None
             g = privatize_gradient_sum(
                 total, self.policy.clip, self.policy.noise_multiplier, expected,
                 self.noise_generator,

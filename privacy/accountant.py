@@ -24,14 +24,16 @@ from __future__ import annotations
 import functools
 import math
 from collections import Counter
-from collections.abc import Mapping
-from typing import Any
-
-import dp_accounting
-from dp_accounting import pld, rdp
-from dp_accounting.pld import privacy_loss_distribution
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from privacy.errors import PrivacyError
+
+if TYPE_CHECKING:
+    from dp_accounting.pld.privacy_loss_distribution import PrivacyLossDistribution
+
+# dp-accounting (with scipy) takes 1–3 s to import; it is loaded on the first ε, so that the
+# ledger, the modes and a restarted daemon do not pay for it up front.
 
 #: PLD value discretisation. dp-accounting's default is 1e-4; 1e-3 is 5–10× faster per call and
 #: still pessimistic (ε grows by < 0.2 % for ε ≥ 1, by ~8 % at ε ≈ 0.1; see docs/PRIVACY.md).
@@ -63,7 +65,7 @@ def calibrate_noise_multiplier(target_epsilon: float, delta: float, sample_rate:
                                resolution: float = DEFAULT_RESOLUTION) -> float:
     """Smallest z (within ``tol``) whose PLD ε after ``steps`` releases is ≤ ``target_epsilon``.
 
-    ε(z) is non-increasing in z. We bracket by doubling from [0, 1], let dp-accounting's
+    ε(z) is non-increasing in z. We bracket within a factor of two, let dp-accounting's
     ``calibrate_dp_mechanism`` (Brent's method) find the root, then re-evaluate with exactly
     the function the accountant uses and step z up until ε ≤ target: never on the unsafe side.
     """
@@ -76,7 +78,13 @@ def calibrate_noise_multiplier(target_epsilon: float, delta: float, sample_rate:
     def eps_of(z: float) -> float:
         return _pld_epsilon(((z, float(sample_rate), int(steps)),), delta, resolution)
 
-    lo, hi = 0.0, 1.0
+    # Bracket [lo, hi] within a factor 2, from z = 1 in both directions: small z are the
+    # expensive PLDs (wide loss distributions), so the search never evaluates near z = 0.
+    lo, hi = 0.5, 1.0
+    while eps_of(lo) <= target_epsilon:
+        if lo < 1e-3:
+            return lo   # an enormous budget; the noise hardly matters
+        lo, hi = lo / 2.0, lo
     while eps_of(hi) > target_epsilon:
         lo, hi = hi, 2.0 * hi
         if hi > MAX_NOISE_MULTIPLIER:
@@ -84,6 +92,9 @@ def calibrate_noise_multiplier(target_epsilon: float, delta: float, sample_rate:
                 f"The budget ε={target_epsilon} is too small for {steps} release(s) at sampling "
                 f"rate {sample_rate} (it would need a noise multiplier above "
                 f"{MAX_NOISE_MULTIPLIER:g}); raise ε or lower the rounds, steps or sampling rate.")
+    import dp_accounting
+    from dp_accounting import pld
+
     z = float(dp_accounting.calibrate_dp_mechanism(
         lambda: pld.PLDAccountant(value_discretization_interval=resolution),
         lambda z: dp_accounting.SelfComposedDpEvent(
@@ -138,10 +149,16 @@ class Accountant:
     def epsilon_if(self, delta: float, noise_multiplier: float, sample_rate: float,
                    count: int = 1) -> float:
         """ε that ``epsilon(delta)`` would return after ``spend(noise_multiplier, ...)``."""
-        _check_event(noise_multiplier, sample_rate, count)
+        return self.epsilon_after(delta, [(noise_multiplier, sample_rate, count)])
+
+    def epsilon_after(self, delta: float, events: Iterable[Group]) -> float:
+        """ε after also spending every (z, q, count) in ``events`` (one round's releases)."""
         _check_delta(delta)
-        extra = (float(noise_multiplier), float(sample_rate), int(count))
-        return _pld_epsilon(_canonical([*self.history, extra]), delta, self.resolution)
+        extra: list[Group] = []
+        for z, q, count in events:
+            _check_event(z, q, count)
+            extra.append((float(z), float(q), int(count)))
+        return _pld_epsilon(_canonical([*self.history, *extra]), delta, self.resolution)
 
     def would_exceed(self, budget: float, delta: float, noise_multiplier: float,
                      sample_rate: float, count: int = 1) -> bool:
@@ -214,12 +231,22 @@ def _canonical(history: list[Group]) -> tuple[Group, ...]:
 
 @functools.lru_cache(maxsize=64)
 def _unit_pld(noise_multiplier: float, sample_rate: float,
-              resolution: float) -> privacy_loss_distribution.PrivacyLossDistribution:
+              resolution: float) -> PrivacyLossDistribution:
+    import dp_accounting
+    from dp_accounting.pld import privacy_loss_distribution
+
     # The same call PLDAccountant makes for PoissonSampledDpEvent(q, GaussianDpEvent(z)).
     return privacy_loss_distribution.from_gaussian_mechanism(
         standard_deviation=noise_multiplier, sampling_prob=sample_rate,
         value_discretization_interval=resolution,
         neighboring_relation=dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE)
+
+
+@functools.lru_cache(maxsize=16)
+def _group_pld(noise_multiplier: float, sample_rate: float, count: int,
+               resolution: float) -> PrivacyLossDistribution:
+    # When the degree changes, most rounds grow one group; the others are reused from here.
+    return _unit_pld(noise_multiplier, sample_rate, resolution).self_compose(count)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -232,13 +259,16 @@ def _pld_epsilon(groups: tuple[Group, ...], delta: float, resolution: float) -> 
         return math.inf   # a release without noise: no finite guarantee
     composed = None
     for z, q, count in groups:
-        part = _unit_pld(z, q, resolution).self_compose(count)
+        part = _group_pld(z, q, count, resolution)
         composed = part if composed is None else composed.compose(part)
     assert composed is not None
     return float(composed.get_epsilon_for_delta(delta))
 
 
 def _rdp_epsilon(groups: tuple[Group, ...], delta: float) -> float:
+    import dp_accounting
+    from dp_accounting import rdp
+
     groups = _canonical(list(groups))
     if any(z == 0.0 for z, _, _ in groups):
         return math.inf

@@ -26,7 +26,7 @@ from torch.func import grad, vmap
 from privacy.errors import PrivacyError
 
 #: ``loss_fn(params, x_batch, y_batch) -> scalar mean loss``: a functional model call.
-LossFn = Callable[[Mapping[str, Tensor], Tensor, Tensor], Tensor]
+LossFn = Callable[[dict[str, Tensor], Tensor, Tensor], Tensor]
 
 # Clipping shrinks by this extra relative factor so that float32 rounding in the rescaling can
 # never leave a clipped norm above C (the sensitivity bound the accountant relies on).
@@ -49,7 +49,9 @@ def poisson_sample(n: int, rate: float, generator: torch.Generator) -> Tensor:
     """Indices of a Poisson sample: each of ``range(n)`` is kept independently with prob. ``rate``.
 
     The result is int64 and may be empty; the caller still steps (noise only) on an empty batch,
-    otherwise skipping would reveal that the batch was empty.
+    otherwise skipping would reveal that the batch was empty. ``generator`` must be as secret as
+    the noise generator: amplification by subsampling assumes the adversary does not know which
+    examples were drawn, so a sample reproducible from public seeds voids the accounted q.
     """
     if n < 0 or not 0.0 <= rate <= 1.0:
         raise PrivacyError(f"Poisson sampling needs n ≥ 0 and a rate in [0, 1], got n={n}, "

@@ -34,6 +34,12 @@ def test_flat_feature_models(name: str) -> None:
     assert model(torch.randn(4, 30)).shape == (4, 10)
 
 
+@pytest.mark.parametrize("name", MODELS)
+def test_other_image_shapes(name: str) -> None:
+    model = small(name, in_shape=(3, 13, 9))
+    assert model(torch.randn(2, 3, 13, 9)).shape == (2, 10)
+
+
 @pytest.mark.parametrize("name", ["cnn", "resnet10"])
 def test_image_models_refuse_flat_input(name: str) -> None:
     with pytest.raises(ValueError, match=f"model {name} needs image input"):

@@ -1,0 +1,262 @@
+"""Codec: round trips, strict rejection of every malformed field, and a seeded fuzz."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+
+import msgpack
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from gossip.codec import MAX_HEADER_BYTES, WIRE_DTYPES, decode, encode
+from gossip.errors import DecodeError, EncodeError
+from gossip.messages import Bye, Dual, Heartbeat, Hello, Message, Primal
+
+ids = st.integers(0, 2**31 - 1)
+rounds = st.integers(0, 2**53)
+seqs = st.integers(0, 2**64 - 1)
+
+
+def tensors(max_abs: float | None = None) -> st.SearchStrategy[np.ndarray]:
+    lo = None if max_abs is None else -max_abs
+    return hnp.arrays(
+        np.float32,
+        st.integers(0, 64),
+        elements=st.floats(lo, max_abs, width=32, allow_nan=False, allow_infinity=False),
+    )
+
+
+def messages(max_abs: float | None = None) -> st.SearchStrategy[Message]:
+    return st.one_of(
+        st.builds(Hello, ids, rounds, seqs, st.integers(1, 2**31 - 1)),
+        st.builds(Heartbeat, ids, rounds, seqs),
+        st.builds(Bye, ids, rounds, seqs, st.text(max_size=200)),
+        st.builds(Dual, ids, rounds, seqs, tensors(max_abs)),
+        st.builds(Primal, ids, rounds, seqs, tensors(max_abs)),
+    )
+
+
+def frame_bytes(frames: list) -> list[bytes]:
+    return [bytes(f) for f in frames]
+
+
+@given(messages())
+def test_round_trip_float32_is_exact(msg: Message) -> None:
+    assert decode(encode(msg)) == msg
+
+
+@given(messages(max_abs=60000.0))
+def test_round_trip_float16_equals_half_rounding(msg: Message) -> None:
+    out = decode(encode(msg, "float16"))
+    if isinstance(msg, Dual | Primal):
+        assert isinstance(out, type(msg))
+        assert out.payload.dtype == np.float32
+        np.testing.assert_array_equal(out.payload, msg.payload.astype(np.float16))
+    else:
+        assert out == msg
+
+
+@settings(deadline=None)  # the first example pays for importing torch
+@given(tensors())
+def test_bfloat16_matches_torch_rounding(x: np.ndarray) -> None:
+    torch = pytest.importorskip("torch")
+    reference = torch.from_numpy(x.copy()).to(torch.bfloat16).to(torch.float32).numpy()
+    if not np.isfinite(reference).all():  # rounds up to inf: the codec refuses it
+        with pytest.raises(EncodeError):
+            encode(Dual(0, 0, 0, x), "bfloat16")
+        return
+    out = decode(encode(Dual(0, 0, 0, x), "bfloat16"))
+    np.testing.assert_array_equal(out.payload, reference)  # type: ignore[union-attr]
+
+
+def test_float32_is_zero_copy_both_ways() -> None:
+    x = np.arange(1000, dtype=np.float32)
+    header, frame = encode(Dual(1, 2, 3, x))
+    assert np.shares_memory(np.frombuffer(frame, np.float32), x)
+    buf = bytearray(frame)
+    out = decode([header, memoryview(buf)])
+    assert np.shares_memory(out.payload, np.frombuffer(buf, np.float32))  # type: ignore[union-attr]
+    assert not out.payload.flags.writeable  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("wire", ["float16", "bfloat16"])
+def test_half_precision_halves_the_tensor_bytes(wire: str) -> None:
+    x = np.linspace(-1, 1, 100_000, dtype=np.float32)
+    full = sum(len(bytes(f)) for f in encode(Dual(0, 0, 0, x), "float32"))
+    half = sum(len(bytes(f)) for f in encode(Dual(0, 0, 0, x), wire))  # type: ignore[arg-type]
+    assert half <= full / 2 + 64
+    assert np.abs(decode(encode(Dual(0, 0, 0, x), wire)).payload - x).max() < 1e-2  # type: ignore[arg-type, union-attr]
+
+
+def test_encode_refuses_bad_payloads() -> None:
+    with pytest.raises(EncodeError):
+        encode(Dual(0, 0, 0, np.zeros(3, np.float64)))  # type: ignore[arg-type]
+    with pytest.raises(EncodeError):
+        encode(Dual(0, 0, 0, np.zeros((2, 2), np.float32)))
+    with pytest.raises(EncodeError):
+        encode(Dual(0, 0, 0, np.full(3, 1e6, np.float32)), "float16")
+    with pytest.raises(EncodeError):
+        encode(Dual(0, 0, 0, np.zeros(3, np.float32)), "int8")  # type: ignore[arg-type]
+
+
+# ---- strict decoding: each rule has a case -----------------------------------------------
+
+
+def _header(**changes: object) -> dict[str, object]:
+    h: dict[str, object] = {
+        "v": 1,
+        "t": "dual",
+        "src": 1,
+        "r": 0,
+        "seq": 1,
+        "f": [["float32", [4]]],
+    }
+    h.update(changes)
+    return {k: v for k, v in h.items() if v is not _DELETE}
+
+
+_DELETE = object()
+_GOOD = np.zeros(4, np.float32).tobytes()
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        pytest.param([], id="no frames"),
+        pytest.param([b"\xc1"], id="invalid msgpack"),
+        pytest.param([b"\x93\x01\x02\x03"], id="not a map"),
+        pytest.param([msgpack.packb({1: 2})], id="int map key"),
+        pytest.param([b"\x80" * (MAX_HEADER_BYTES + 1)], id="header too big"),
+        pytest.param([msgpack.packb(_header(v=2)), _GOOD], id="version"),
+        pytest.param([msgpack.packb(_header(v=True)), _GOOD], id="bool version"),
+        pytest.param([msgpack.packb(_header(t="share")), _GOOD], id="unknown type"),
+        pytest.param([msgpack.packb(_header(extra=1)), _GOOD], id="unknown key"),
+        pytest.param([msgpack.packb(_header(seq=_DELETE)), _GOOD], id="missing key"),
+        pytest.param([msgpack.packb(_header(src=-1)), _GOOD], id="negative sender"),
+        pytest.param([msgpack.packb(_header(r=1.5)), _GOOD], id="float round"),
+        pytest.param([msgpack.packb(_header(seq=True)), _GOOD], id="bool seq"),
+        pytest.param([msgpack.packb(_header(f=[["float64", [2]]])), _GOOD], id="dtype"),
+        pytest.param([msgpack.packb(_header(f=[["float32", [2, 2]]])), _GOOD], id="2-D"),
+        pytest.param([msgpack.packb(_header(f=[["float32", [5]]])), _GOOD], id="length"),
+        pytest.param([msgpack.packb(_header(f=[])), _GOOD], id="manifest short"),
+        pytest.param([msgpack.packb(_header()), _GOOD, _GOOD], id="extra frame"),
+        pytest.param([msgpack.packb(_header())], id="missing tensor"),
+        pytest.param(
+            [msgpack.packb(_header()), np.array([0, 0, np.nan, 0], np.float32).tobytes()],
+            id="nan",
+        ),
+        pytest.param(
+            [msgpack.packb(_header()), np.array([0, np.inf, 0, 0], np.float32).tobytes()],
+            id="inf",
+        ),
+        pytest.param(
+            [msgpack.packb(_header(f=[["float16", [2]]])), np.array([1, np.inf], "<f2").tobytes()],
+            id="half inf",
+        ),
+        pytest.param(
+            [msgpack.packb(_header(t="hb", f=[["float32", [4]]])), _GOOD], id="tensor on hb"
+        ),
+        pytest.param([msgpack.packb(_header(t="hello", f=[], dim=0))], id="zero dim"),
+        pytest.param([msgpack.packb(_header(t="bye", f=[], why=b"x"))], id="bin reason"),
+    ],
+)
+def test_decode_rejects(frames: list[bytes]) -> None:
+    with pytest.raises(DecodeError):
+        decode(frames)
+
+
+def test_decode_checks_the_expected_dimension() -> None:
+    x = np.zeros(4, np.float32)
+    assert decode(encode(Dual(1, 0, 1, x)), expected_dim=4) == Dual(1, 0, 1, x)
+    with pytest.raises(DecodeError):
+        decode(encode(Dual(1, 0, 1, x)), expected_dim=5)
+    with pytest.raises(DecodeError):
+        decode(encode(Hello(1, 0, 1, dim=4)), expected_dim=5)
+
+
+# ---- fuzzing -----------------------------------------------------------------------------
+
+_SEEDS = [
+    Hello(3, 7, 11, 4),
+    Heartbeat(3, 7, 12),
+    Bye(3, 7, 13, "done"),
+    Dual(3, 7, 14, np.linspace(-1, 1, 4, dtype=np.float32)),
+    Primal(3, 7, 15, np.linspace(-1, 1, 4, dtype=np.float32)),
+]
+_JUNK = [
+    None,
+    True,
+    -1,
+    -(2**63),
+    2**64 - 1,
+    1.5,
+    "",
+    "x" * 300,
+    b"b",
+    [],
+    [[]],
+    {},
+    {"a": 1},
+    ["float32", 4],
+]
+
+
+def mutate(rng: random.Random) -> list[bytes]:
+    """One hostile frame list: random bytes, a mutated valid encoding, or a hostile header."""
+    msg = rng.choice(_SEEDS)
+    frames = frame_bytes(encode(msg, rng.choice(WIRE_DTYPES)))
+    kind = rng.randrange(6)
+    if kind == 0:  # pure noise
+        return [rng.randbytes(rng.randrange(64)) for _ in range(rng.randrange(4))]
+    if kind == 1:  # flip bytes anywhere
+        i = rng.randrange(len(frames))
+        b = bytearray(frames[i])
+        for _ in range(rng.randint(1, 4)):
+            if b:
+                b[rng.randrange(len(b))] ^= rng.randrange(1, 256)
+        frames[i] = bytes(b)
+    elif kind == 2:  # truncate or extend a frame
+        i = rng.randrange(len(frames))
+        cut = rng.randrange(len(frames[i]) + 1)
+        frames[i] = frames[i][:cut] if rng.random() < 0.5 else frames[i] + rng.randbytes(cut % 9)
+    elif kind == 3:  # drop, duplicate or shuffle frames
+        rng.shuffle(frames)
+        if rng.random() < 0.5:
+            frames = frames[: rng.randrange(len(frames) + 1)] or frames + frames
+    elif kind == 4:  # a well-formed msgpack header with one hostile value
+        header = msgpack.unpackb(frames[0], raw=False)
+        header[rng.choice([*header, "zz"])] = rng.choice(_JUNK)
+        frames[0] = msgpack.packb(header, use_bin_type=True)
+    else:  # random msgpack objects as the header
+        frames[0] = msgpack.packb(rng.choice(_JUNK), use_bin_type=True)
+    return frames
+
+
+def fuzz(n: int, seed: int) -> int:
+    """Decode `n` hostile frame lists; return how many decoded. Anything but DecodeError fails."""
+    rng = random.Random(seed)
+    ok = 0
+    for _ in range(n):
+        try:
+            decode(mutate(rng), expected_dim=rng.choice([None, 4]))
+            ok += 1
+        except DecodeError:
+            pass
+    return ok
+
+
+def test_fuzz_10000_frame_lists_raise_only_decode_error() -> None:
+    accepted = fuzz(10_000, seed=20240601)
+    # Some mutations stay valid (a flipped mantissa bit); most must be refused.
+    assert accepted < 5_000
+
+
+@settings(max_examples=300)
+@given(st.lists(st.binary(max_size=80), max_size=4))
+def test_random_binary_frames_raise_only_decode_error(frames: list[bytes]) -> None:
+    with contextlib.suppress(DecodeError):
+        decode(frames)

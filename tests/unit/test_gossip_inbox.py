@@ -1,0 +1,83 @@
+"""Receive filter: neighbours only, no impersonation, no replays, counted and rate-limited."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from gossip.codec import encode
+from gossip.errors import ReplayError
+from gossip.inbox import Inbox, ReplayWindow
+from gossip.messages import Dual, Heartbeat
+
+
+def hb(sender: int, seq: int) -> list:
+    return encode(Heartbeat(sender, 0, seq))
+
+
+def test_accepts_a_neighbour_and_counts_it() -> None:
+    inbox = Inbox([1, 2], expected_dim=3)
+    msg = inbox.accept(b"1", encode(Dual(1, 0, 5, np.ones(3, np.float32))), now=0.0)
+    assert isinstance(msg, Dual)
+    assert inbox.accepted[1] == 1
+
+
+@pytest.mark.parametrize("identity", [b"7", b"", b"\x00k\x8bEg", b"01x", b"99999999999"])
+def test_non_neighbours_are_counted_under_none(identity: bytes) -> None:
+    inbox = Inbox([1, 2])
+    assert inbox.accept(identity, hb(7, 1), now=0.0) is None
+    assert inbox.rejected[None]["PeerError"] == 1
+
+
+def test_a_neighbour_cannot_speak_for_another() -> None:
+    inbox = Inbox([1, 2])
+    assert inbox.accept(b"1", hb(2, 1), now=0.0) is None
+    assert inbox.rejected[1]["PeerError"] == 1
+    assert inbox.accept(b"2", hb(2, 1), now=0.0) is not None  # node 2's window is untouched
+
+
+def test_garbage_is_a_decode_error_of_that_peer() -> None:
+    inbox = Inbox([1])
+    assert inbox.accept(b"1", [b"\x00" * 22], now=0.0) is None
+    assert inbox.rejected[1] == {"DecodeError": 1}
+    assert inbox.accept(b"1", encode(Dual(1, 0, 1, np.ones(4, np.float32))), 0.0) is not None
+    assert (
+        Inbox([1], expected_dim=3).accept(b"1", encode(Dual(1, 0, 1, np.ones(4, np.float32))), 0.0)
+        is None
+    )
+
+
+def test_duplicates_and_old_sequence_numbers_are_refused_reordering_is_not() -> None:
+    inbox = Inbox([1], replay_window=8)
+    accepted = [inbox.accept(b"1", hb(1, s), 0.0) is not None for s in [10, 12, 11, 12, 10, 3]]
+    assert accepted == [True, True, True, False, False, False]
+    assert inbox.rejected[1]["ReplayError"] == 3
+
+
+def test_replay_window_slides() -> None:
+    w = ReplayWindow(size=4)
+    for s in [0, 1, 5, 3, 4]:
+        w.check(s)
+    for s in [5, 4, 1, 0]:
+        with pytest.raises(ReplayError):
+            w.check(s)
+    w.check(2)  # age 3: still inside the window and unseen
+    w.check(100)
+    with pytest.raises(ReplayError):
+        w.check(96)
+
+
+def test_logging_is_rate_limited_per_peer_and_kind(caplog: pytest.LogCaptureFixture) -> None:
+    inbox = Inbox([1, 2], log_interval=10.0)
+    with caplog.at_level(logging.WARNING, logger="gossip.inbox"):
+        for i in range(100):
+            inbox.accept(b"1", [b"junk"], now=i * 0.01)  # 100 in one second
+        inbox.accept(b"2", [b"junk"], now=1.0)  # another peer gets its own line
+        inbox.accept(b"1", [b"junk"], now=11.0)  # the next interval reports the suppressed
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3
+    assert "peer 1" in lines[0] and "peer 2" in lines[1]
+    assert "99 similar suppressed" in lines[2]
+    assert inbox.rejections(1) == 101

@@ -1,0 +1,79 @@
+"""GossipProtocol end to end without sockets: two nodes wired through the codec by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gossip.codec import decode, encode
+from gossip.liveness import LivenessConfig, PeerDown, PeerUp
+from gossip.messages import Bye, Dual, Heartbeat, Hello
+from gossip.protocol import GossipConfig, GossipProtocol, Send
+from gossip.rounds import RoundConfig
+
+CFG = GossipConfig(
+    rounds=RoundConfig(deadline=1.0),
+    liveness=LivenessConfig(
+        heartbeat_interval=0.5, suspect_after=2.0, down_after=4.0, max_missed_deadlines=2
+    ),
+)
+
+
+def deliver(dst: GossipProtocol, sends: list[Send], now: float) -> list[object]:
+    effects: list[object] = []
+    for s in sends:
+        assert s.peer == dst.me
+        effects += dst.receive(str(s.msg.sender).encode(), encode(s.msg, "float16"), now)
+    return effects
+
+
+def test_two_nodes_exchange_a_round() -> None:
+    a = GossipProtocol(0, [1], CFG, dim=3, now=0.0, seq_start=1000)
+    b = GossipProtocol(1, [0], CFG, dim=3, now=0.0)
+    deliver(b, a.hello(0.0), 0.0)
+    a.start_round(0, 0.0)
+    b.start_round(0, 0.0)
+    send = a.dual(1, np.array([1, 2, 3], np.float32), 0.1)
+    assert isinstance(send.msg, Dual) and send.msg.seq == 1002 and send.msg.round == 0
+    deliver(b, [send], 0.1)
+    assert b.ready(0.1)
+    result, effects = b.close_round(0.1)
+    np.testing.assert_array_equal(result.duals[0], [1, 2, 3])
+    assert effects == []
+    assert not a.ready(0.5) and a.ready(1.0)  # nobody sent to a: it waits for the deadline
+
+
+def test_heartbeats_missed_deadlines_and_bye() -> None:
+    a = GossipProtocol(0, [1, 2], CFG, dim=3, now=0.0)
+    beats = [e for e in a.tick(0.6) if isinstance(e, Send)]
+    assert sorted(s.peer for s in beats) == [1, 2]
+    assert all(isinstance(s.msg, Heartbeat) for s in beats)
+    assert isinstance(decode(encode(beats[0].msg)), Heartbeat)
+    # Peer 1 never delivers; peer 2 does (as a hello and a dual each round).
+    down: list[object] = []
+    for r in range(3):
+        a.start_round(r, r * 1.0)
+        a.receive(b"2", encode(Dual(2, r, 10 + r, np.zeros(3, np.float32))), r * 1.0)
+        if r == 0:
+            a.receive(b"1", encode(Heartbeat(1, r, 10 + r)), r * 1.0)  # alive, but no dual
+        assert a.ready(r * 1.0 + 1.0)
+        _, effects = a.close_round(r * 1.0 + 1.0)
+        down += effects
+    assert down == [PeerDown(1, "deadlines")]
+    # Once 1 is down, a round completes as soon as 2 delivered.
+    a.start_round(3, 3.0)
+    a.receive(b"2", encode(Dual(2, 3, 20, np.zeros(3, np.float32))), 3.0)
+    assert a.ready(3.0)
+    a.close_round(3.0)
+    assert a.receive(b"1", encode(Hello(1, 3, 30, 3)), 3.1) == [PeerUp(1)]
+    assert a.receive(b"2", encode(Bye(2, 3, 31, "done")), 3.2) == [PeerDown(2, "bye")]
+    assert a.liveness.alive() == {1}
+
+
+def test_hostile_input_never_raises() -> None:
+    a = GossipProtocol(0, [1], CFG, dim=3, now=0.0)
+    a.start_round(0, 0.0)
+    for frames in ([b""], [b"\xff" * 22], [], encode(Dual(1, 0, 1, np.zeros(4, np.float32)))):
+        assert a.receive(b"1", frames, 0.0) == []
+    assert a.receive(b"5", encode(Heartbeat(5, 0, 1)), 0.0) == []
+    assert a.inbox.rejections(1) == 4 and a.inbox.rejections(None) == 1
+    assert not a.book.complete()
