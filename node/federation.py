@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import networkx as nx
+import numpy as np
 import torch
 
 from node.algorithm import Algorithm, DualNoise, Gossip, NoNoise, PrimalDual, PrimalDualParams
 from node.algorithm import default_eta
 from node.config import ConfigError, RunConfig
-from node.data import Dataset, load_dataset, node_dataset
+from node.data import DataError, Dataset, load_dataset, load_local, node_dataset
 from node.models import FlatParams, build_model
 from node.trainer import GradientPolicy, LocalTrainer
 from privacy.accountant import calibrate_noise_multiplier, check_delta
@@ -22,6 +24,9 @@ from privacy.errors import PrivacyError
 from privacy.mechanisms import gaussian_noise, make_generator
 from privacy.modes import message_mode_noise_multiplier, message_mode_sigma
 from topologies import build, metropolis_hastings, neighbours
+
+if TYPE_CHECKING:
+    from node.daemon_config import NodeConfig
 
 
 @dataclass(frozen=True)
@@ -199,3 +204,45 @@ def reported_epsilon(plan: PrivacyPlan, spent: float) -> float | None:
     if plan.mode == "none" or not plan.formal or not math.isfinite(spent):
         return None
     return spent
+
+
+def local_data(data_file: str, test_file: str, label_column: str, seed: int) -> Dataset:
+    """A node's own files (NPZ x/y or CSV with a label column); without a test file, a fixed
+    fifth of the local data is held out for evaluation."""
+    x, y = load_local(data_file, label_column=label_column)
+    if test_file:
+        xt, yt = load_local(test_file, label_column=label_column)
+    else:
+        order = np.random.default_rng(seed).permutation(len(y))
+        cut = max(1, len(y) // 5)
+        x, y, xt, yt = x[order[cut:]], y[order[cut:]], x[order[:cut]], y[order[:cut]]
+    if len(y) == 0:
+        raise DataError(f"{data_file} leaves no training examples after holding out a test "
+                        "split; add more rows or give a test file.")
+    classes = int(max(y.max(), yt.max())) + 1
+    t = torch.from_numpy
+    return Dataset(t(np.ascontiguousarray(x)), t(np.ascontiguousarray(y)),
+                   t(np.ascontiguousarray(xt)), t(np.ascontiguousarray(yt)),
+                   max(classes, 2), tuple(x.shape[1:]), Path(data_file).name)
+
+
+def build_node_for_daemon(cfg: NodeConfig) -> NodeSetup:
+    """The daemon's node: the graph from the run's topology (checked against the configured
+    neighbours), only this node's shard, and noise from OS entropy unless a seed was given."""
+    graph = build_graph(cfg.run)
+    me = cfg.node.id
+    expected = set(neighbours(graph, me))
+    if set(cfg.neighbours) != expected:
+        raise ConfigError(f"node {me}'s neighbours {sorted(cfg.neighbours)} do not match "
+                          f"topology {cfg.run.topology} with {cfg.run.nodes} nodes, which gives "
+                          f"{sorted(expected)}.")
+    if cfg.node.data_file:
+        data = local_data(cfg.node.data_file, cfg.node.test_file, cfg.node.label_column,
+                          cfg.run.seed)
+        if cfg.run.examples_per_node is not None:
+            data = Dataset(data.x_train[: cfg.run.examples_per_node],
+                           data.y_train[: cfg.run.examples_per_node], data.x_test, data.y_test,
+                           data.num_classes, data.in_shape, data.name)
+    else:
+        data = shard(cfg.run, load_data(cfg.run), me)
+    return build_node(cfg.run, graph, me, data, noise_seed=noise_seed_for(cfg.run, me))

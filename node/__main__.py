@@ -1,0 +1,92 @@
+"""`python -m node --config FILE.toml [--set key=value ...]`: run one dpnorm node daemon.
+
+Exit status: 0 when the node finished its rounds, hit its privacy budget or was asked to stop;
+2 for a bad config, data or key file (one sentence on stderr); 1 for an internal failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+
+def _setup_logging(out: Path, level: str, node: int) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    fmt = logging.Formatter(f"%(asctime)s node{node} %(levelname)s %(name)s: %(message)s")
+    file_handler = logging.FileHandler(out / "node.log", encoding="utf-8")
+    file_handler.setFormatter(fmt)
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(fmt)
+    console.setLevel(logging.WARNING)
+    root = logging.getLogger()
+    root.handlers[:] = [file_handler, console]
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dpnorm-node", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="the node's TOML file")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting, e.g. lr=0.1 or node.round_timeout=5")
+    args = parser.parse_args(argv)
+
+    from node.options import fail, parse_set_overrides, user_errors
+
+    try:
+        from node.daemon_config import load_node_config
+
+        cfg = load_node_config(args.config, parse_set_overrides(args.set))
+    except user_errors() as exc:
+        fail(str(exc))
+    os.environ.setdefault("OMP_NUM_THREADS", str(cfg.run.threads))
+    _setup_logging(Path(cfg.node.out), cfg.node.log_level, cfg.node.id)
+
+    import torch
+    import uvloop
+
+    from gossip.errors import SetupError
+    from node.checkpoint import CheckpointError
+    from node.federation import build_node_for_daemon
+    from node.runner import NodeRunner
+    from node.runtime import Daemon, resume, write_final
+    from privacy.errors import PrivacyError
+    from privacy.ledger import Ledger
+
+    torch.set_num_threads(cfg.run.threads)
+    expected: tuple[type[BaseException], ...] = (SetupError, CheckpointError, PrivacyError,
+                                                 *user_errors())
+    log = logging.getLogger("node")
+    ledger = None
+    try:
+        setup = build_node_for_daemon(cfg)
+        runner = NodeRunner(cfg.run, setup)
+        if setup.plan.mode != "none":
+            ledger = Ledger.open(Path(cfg.node.out) / "privacy_ledger.json",
+                                 {"node": cfg.node.id, "epsilon": cfg.run.epsilon,
+                                  "delta": cfg.run.delta, "mode": setup.plan.mode})
+        resume(runner, cfg, ledger)
+        daemon = Daemon(cfg, runner, ledger,
+                        announce=lambda line: print(line, flush=True))
+        uvloop.run(daemon.run())
+    except expected as exc:
+        log.error("%s", exc)
+        fail(str(exc))
+    except Exception:
+        log.exception("node %d failed", cfg.node.id)
+        sys.stderr.write(f"error: node {cfg.node.id} failed unexpectedly; see "
+                         f"{Path(cfg.node.out) / 'node.log'}.\n")
+        return 1
+    finally:
+        if ledger is not None:
+            ledger.close()
+    write_final(cfg, daemon.final())
+    log.info("exit: %s after %d rounds", daemon.exit_reason, runner.round)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

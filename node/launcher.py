@@ -1,0 +1,339 @@
+"""Start a federation of real node daemons on 127.0.0.1 and collect what they leave behind.
+
+`LocalLaunch` validates everything and writes one `node.toml` per node when it is built (no
+process starts before the whole federation is known to be valid), then `start()` runs one
+`python -m node` per node in its own process group, collects every `READY <endpoint>` line and
+writes `endpoints.json` atomically; the nodes wait for that file. Tests drive it directly (kill,
+stop, restart one node); `scripts/launch_local.py` and `scripts/demo.py` go through `run()`.
+Every wait here has a deadline: a node that never becomes ready, or never exits, is killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from node.config import ConfigError, RunConfig
+from node.daemon_config import (
+    FaultSettings,
+    NodeConfig,
+    NodeSettings,
+    node_config_from_mapping,
+    render_toml,
+)
+from node.metrics import read_metrics, write_json_atomic
+
+LOCAL_LISTEN = "tcp://127.0.0.1:0"
+ROOT = Path(__file__).resolve().parents[1]
+NODE_KEYS = ("accuracy", "loss", "epsilon", "bytes_sent", "rounds_completed", "exit")
+GOOD_EXITS = ("finished", "budget")
+# The launcher owns these per-node settings; letting --set change them would break the wiring.
+RESERVED = ("node.id", "node.out", "node.listen", "node.endpoints_file")
+_CUT = re.compile(r"\s*(\d+(?:\.\d*)?):(\d+(?:\.\d*)?):((?:n\d+|\d+-\d+)(?:,(?:n\d+|\d+-\d+))*)\s*")
+
+
+class LaunchError(RuntimeError):
+    """The federation could not be started or run; the message is one sentence."""
+
+
+@dataclass(frozen=True)
+class DaemonOptions:
+    """How the daemons run, on top of the RunConfig that says what they compute."""
+
+    node: Mapping[str, Any] = field(default_factory=dict)  # NodeSettings fields for every node
+    faults: FaultSettings = field(default_factory=FaultSettings)
+    overrides: Mapping[str, str] = field(default_factory=dict)  # --set, passed to every node
+    curve: bool = False
+
+
+def default_threads(nodes: int) -> int:
+    """Torch threads per node so that N processes share the machine's cores without fighting."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // nodes)
+
+
+def check_faults(faults: FaultSettings, nodes: int) -> None:
+    """Reject fault settings the daemon would refuse, before anything starts."""
+    from gossip.faults import FaultConfig
+
+    try:
+        FaultConfig(drop=faults.drop, duplicate=faults.duplicate, corrupt=faults.corrupt,
+                    reorder=faults.reorder, reorder_ms=faults.reorder_ms,
+                    jitter_ms=faults.jitter_ms, seed=faults.seed)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    for part in filter(None, (p.strip() for p in faults.cuts.split(";"))):
+        match = _CUT.fullmatch(part)
+        if not match or float(match[1]) >= float(match[2]):
+            raise ConfigError(f"cannot read the cut {part!r}; write start:end:a-b,c-d (seconds, "
+                              "start < end) or start:end:nK to isolate node K.")
+        ids = [int(x) for x in re.findall(r"\d+", match[3])]
+        if any(i >= nodes for i in ids):
+            raise ConfigError(f"the cut {part!r} names a node outside 0..{nodes - 1}.")
+
+
+def node_configs(cfg: RunConfig, out: Path, options: DaemonOptions) -> list[tuple[NodeConfig, str]]:
+    """Every node's validated config and its TOML text (neighbour endpoints left empty)."""
+    from node.federation import build_graph
+    from topologies import neighbours
+
+    for key in options.overrides:
+        if key in RESERVED:
+            raise ConfigError(f"the launcher sets {key} itself; remove --set {key}.")
+    check_faults(options.faults, cfg.nodes)
+    graph = build_graph(cfg)
+    result = []
+    for i in range(cfg.nodes):
+        fields = {**options.node, "id": i, "listen": LOCAL_LISTEN, "out": str(out / str(i)),
+                  "endpoints_file": str(out / "endpoints.json")}
+        if options.curve:
+            fields["curve_keys"] = str(out / "keys")
+        try:
+            settings = NodeSettings(**fields)
+        except TypeError:
+            raise ConfigError(f"unknown node setting among {', '.join(sorted(fields))}.") from None
+        text = render_toml(cfg, settings, {j: "" for j in neighbours(graph, i)}, options.faults)
+        # Read the text back through the daemon's own loader: what validates here validates there.
+        result.append((node_config_from_mapping(tomllib.loads(text), options.overrides), text))
+    return result
+
+
+def privacy_plans(cfg: RunConfig) -> list[Any]:
+    """Each node's noise calibration, as the daemon will compute it (also checks the data)."""
+    from node.federation import build_graph, load_data, privacy_plan, shard
+
+    graph, data = build_graph(cfg), load_data(cfg)
+    return [privacy_plan(cfg, graph, i, len(shard(cfg, data, i).x_train))
+            for i in range(cfg.nodes)]
+
+
+@dataclass
+class NodeProcess:
+    id: int
+    config: Path
+    out: Path
+    proc: subprocess.Popen[str] | None = None
+    endpoint: str | None = None
+    ready: threading.Event = field(default_factory=threading.Event)
+
+
+class LocalLaunch:
+    """N daemons on this machine. Build (validates, writes configs), `start()`, `wait()`."""
+
+    def __init__(self, cfg: RunConfig, out: str | Path, options: DaemonOptions | None = None, *,
+                 command: Sequence[str] | None = None, fresh: bool = True,
+                 plans: list[Any] | None = None) -> None:
+        self.cfg, self.out = cfg, Path(out)
+        self.options = options or DaemonOptions()
+        self.command = list(command or [sys.executable, "-m", "node"])
+        configs = node_configs(cfg, self.out, self.options)
+        self.plans = plans
+        self.startup_timeout = configs[0][0].node.startup_timeout
+        if fresh:
+            self._clear()
+        if self.options.curve:
+            from gossip.keys import generate_topology_keys
+
+            generate_topology_keys(self.out / "keys", range(cfg.nodes))
+        self.nodes: list[NodeProcess] = []
+        for i, (_, text) in enumerate(configs):
+            node_dir = self.out / str(i)
+            node_dir.mkdir(parents=True, exist_ok=True)
+            (node_dir / "node.toml").write_text(text, encoding="utf-8")
+            self.nodes.append(NodeProcess(i, node_dir / "node.toml", node_dir))
+
+    def _clear(self) -> None:
+        # Only what a launch writes: a fresh run must not resume old checkpoints or append to
+        # old metrics, but other files a user keeps in DIR stay.
+        import shutil
+
+        for child in self.out.glob("*"):
+            if child.is_dir() and child.name.isdigit():
+                shutil.rmtree(child)
+        for name in ("endpoints.json", "summary.json"):
+            (self.out / name).unlink(missing_ok=True)
+
+    @property
+    def processes(self) -> dict[int, subprocess.Popen[str]]:
+        return {n.id: n.proc for n in self.nodes if n.proc is not None}
+
+    @property
+    def endpoints(self) -> dict[int, str]:
+        return {n.id: n.endpoint for n in self.nodes if n.endpoint is not None}
+
+    def _spawn(self, n: NodeProcess, extra: Sequence[str] = ()) -> None:
+        sets = [f"{k}={v}" for k, v in self.options.overrides.items()]
+        args = [*self.command, "--config", str(n.config)]
+        for pair in [*sets, *extra]:
+            args += ["--set", pair]
+        threads = str(self.cfg.threads)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": threads,
+               "MKL_NUM_THREADS": threads,
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
+                                                           os.environ.get("PYTHONPATH")]))}
+        n.ready.clear()
+        with open(n.out / "stderr.log", "a", encoding="utf-8") as err:
+            # A process group of its own: the terminal's Ctrl-C reaches only the launcher, which
+            # then stops every node in order instead of all of them dying mid-write.
+            n.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                      stderr=err, text=True, cwd=ROOT, env=env,
+                                      start_new_session=True)
+        threading.Thread(target=self._read_stdout, args=(n, n.proc.stdout), daemon=True).start()
+
+    def _read_stdout(self, n: NodeProcess, stream: IO[str] | None) -> None:
+        # Drains stdout for the node's whole life so a chatty node never blocks on a full pipe.
+        if stream is None:
+            return
+        with open(n.out / "stdout.log", "a", encoding="utf-8") as log:
+            for line in stream:
+                if line.startswith("READY ") and not n.ready.is_set():
+                    n.endpoint = line.split(None, 1)[1].strip()
+                    n.ready.set()
+                log.write(line)
+                log.flush()
+
+    def _await_ready(self, nodes: Sequence[NodeProcess], timeout: float,
+                     stop: threading.Event | None) -> None:
+        deadline = time.monotonic() + timeout
+        while not all(n.ready.is_set() for n in nodes):
+            for n in nodes:
+                if not n.ready.is_set() and n.proc is not None and n.proc.poll() is not None:
+                    time.sleep(0.2)  # let the reader thread see a READY printed just before exit
+                    if not n.ready.is_set():
+                        raise LaunchError(f"node {n.id} exited with status {n.proc.returncode} "
+                                          f"before it was ready{self._last_error(n)}")
+            if stop is not None and stop.is_set():
+                raise LaunchError("interrupted while the nodes were starting.")
+            if time.monotonic() > deadline:
+                late = [str(n.id) for n in nodes if not n.ready.is_set()]
+                raise LaunchError(f"node(s) {', '.join(late)} did not print READY within "
+                                  f"{timeout:.0f} s; see {self.out}/<id>/stderr.log.")
+            time.sleep(0.05)
+
+    def _last_error(self, n: NodeProcess) -> str:
+        lines = (n.out / "stderr.log").read_text(encoding="utf-8", errors="replace").splitlines()
+        last = next((ln.strip() for ln in reversed(lines) if ln.strip()), "")
+        return f" ({last})." if last else f"; see {n.out / 'stderr.log'}."
+
+    def start(self, timeout: float | None = None, stop: threading.Event | None = None) -> None:
+        """Start every node, wait for all READY lines, then publish endpoints.json."""
+        try:
+            for n in self.nodes:
+                self._spawn(n)
+            self._await_ready(self.nodes, timeout or self.startup_timeout, stop)
+        except BaseException:
+            self.stop_all()
+            raise
+        write_json_atomic(self.out / "endpoints.json",
+                          {str(i): ep for i, ep in sorted(self.endpoints.items())})
+
+    def signal(self, node: int, sig: int) -> None:
+        proc = self.nodes[node].proc
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+
+    def kill(self, node: int) -> None:
+        self.signal(node, signal.SIGKILL)
+        self.stop_all([node], grace=5.0)
+
+    def stop(self, node: int, grace: float = 10.0) -> None:
+        self.stop_all([node], grace)
+
+    def restart(self, node: int, timeout: float | None = None) -> None:
+        """Start a stopped node again on the endpoint its neighbours already know."""
+        n = self.nodes[node]
+        if n.proc is not None and n.proc.poll() is None:
+            raise LaunchError(f"node {node} is still running; stop or kill it first.")
+        (n.out / "final.json").unlink(missing_ok=True)
+        self._spawn(n, [f"node.listen={n.endpoint or LOCAL_LISTEN}"])
+        self._await_ready([n], timeout or self.startup_timeout, None)
+
+    def running(self) -> list[int]:
+        return [n.id for n in self.nodes if n.proc is not None and n.proc.poll() is None]
+
+    def wait(self, timeout: float, *, tick: float = 1.0, on_tick: Any = None,
+             stop: threading.Event | None = None) -> bool:
+        """Wait until every node exits (True) or the deadline passes / `stop` is set (False)."""
+        deadline = time.monotonic() + timeout
+        next_tick = 0.0
+        while self.running():
+            now = time.monotonic()
+            if now >= deadline or (stop is not None and stop.is_set()):
+                return False
+            if on_tick is not None and now >= next_tick:
+                on_tick()
+                next_tick = now + tick
+            time.sleep(0.1)
+        return True
+
+    def stop_all(self, nodes: Sequence[int] | None = None, grace: float = 10.0) -> None:
+        """SIGTERM the nodes, give them `grace` seconds to say BYE and flush, then SIGKILL."""
+        ids = list(range(len(self.nodes))) if nodes is None else list(nodes)
+        for i in ids:
+            self.signal(i, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for i in ids:
+            proc = self.nodes[i].proc
+            if proc is None:
+                continue
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.signal(i, signal.SIGKILL)
+                proc.wait(5.0)
+
+    def results(self) -> dict[str, dict[str, Any]]:
+        """summary.json's per-node entries: final.json where the node wrote one, else metrics."""
+        return {str(n.id): node_result(n.out) for n in self.nodes}
+
+    def succeeded(self) -> bool:
+        results = self.results()
+        return all(n.proc is not None and n.proc.returncode == 0
+                   and results[str(n.id)]["exit"] in GOOD_EXITS for n in self.nodes)
+
+    def summary(self, wall: float) -> dict[str, Any]:
+        from node.simulation import summary_from_nodes
+
+        finals = [read_final(n.out) or {} for n in self.nodes]
+        summary = summary_from_nodes(self.cfg, self.results(), wall, self.plans or [])
+        reported = {str(n.id): f["privacy"] for n, f in zip(self.nodes, finals, strict=True)
+                    if isinstance(f.get("privacy"), dict)}
+        if reported:  # the daemon's own numbers win over the launcher's recomputation
+            summary["config"]["privacy"] = reported
+        return summary
+
+
+def read_final(out: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((out / "final.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def node_result(out: Path) -> dict[str, Any]:
+    final = read_final(out)
+    if final is not None:
+        return {k: final.get(k) for k in NODE_KEYS}
+    # No final.json: the process was killed hard (or died); report what its metrics show.
+    path = out / "metrics.jsonl"
+    records = read_metrics(path) if path.exists() else []
+    last = records[-1] if records else {}
+    accuracies = [r["accuracy"] for r in records if r.get("accuracy") is not None]
+    return {"accuracy": accuracies[-1] if accuracies else None, "loss": last.get("loss"),
+            "epsilon": last.get("epsilon"), "bytes_sent": last.get("bytes_sent", 0),
+            "rounds_completed": max((r["round"] + 1 for r in records), default=0),
+            "exit": "crashed"}

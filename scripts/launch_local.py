@@ -1,0 +1,131 @@
+#!/usr/bin/env python3
+"""Start N node daemons on 127.0.0.1 wired as a topology, show progress, write summary.json.
+
+    python scripts/launch_local.py --topology ring --nodes 6 --rounds 20 --out runs/ring
+
+Same run options and outputs as scripts/simulate.py, but every node is its own process talking
+ZeroMQ. Exit status: 0 when every node finished, 1 when one failed or the time limit passed,
+2 for bad options (nothing is started then), 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from node.config import ConfigError, RunConfig
+from node.daemon_config import WIRE_DTYPES, FaultSettings
+from node.options import (
+    add_run_options,
+    fail,
+    guarded,
+    parse_set_overrides,
+    run_config_from_args,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--quiet", action="store_true", help="no live progress")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="overall wall-clock limit in seconds (default: from the rounds)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep DIR's node directories, so nodes resume from checkpoints")
+    add_run_options(parser)
+    daemon = parser.add_argument_group("daemon")
+    daemon.add_argument("--round-timeout", type=float, help="seconds a round waits (default 30)")
+    daemon.add_argument("--wire-dtype", choices=WIRE_DTYPES, help="dtype of tensors on the wire")
+    daemon.add_argument("--curve", action="store_true",
+                        help="encrypt and authenticate with ZMQ CURVE (keys go to DIR/keys)")
+    daemon.add_argument("--checkpoint-every", type=int, help="rounds between checkpoints")
+    daemon.add_argument("--max-message-norm", type=float,
+                        help="drop incoming messages with a larger L2 norm")
+    daemon.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="any node setting, passed to every node (e.g. node.log_level=DEBUG)")
+    faults = parser.add_argument_group("fault injection")
+    faults.add_argument("--drop", type=float, help="probability a message is dropped")
+    faults.add_argument("--duplicate", type=float, help="probability a message is sent twice")
+    faults.add_argument("--corrupt", type=float, help="probability a byte is flipped")
+    faults.add_argument("--reorder", type=float, help="probability a message is held back")
+    faults.add_argument("--jitter-ms", type=float, help="uniform extra delay up to this many ms")
+    faults.add_argument("--fault-seed", type=int, help="seed of the fault layer")
+    faults.add_argument("--cut", action="append", default=[], metavar="START:END:A-B,C-D",
+                        help="cut links (or nK: isolate node K) between START and END seconds")
+    return parser
+
+
+def daemon_options(args: argparse.Namespace) -> Any:
+    from node.launcher import DaemonOptions
+
+    node = {"round_timeout": args.round_timeout, "wire_dtype": args.wire_dtype,
+            "checkpoint_every": args.checkpoint_every, "max_message_norm": args.max_message_norm}
+    given = {"drop": args.drop, "duplicate": args.duplicate, "corrupt": args.corrupt,
+             "reorder": args.reorder, "jitter_ms": args.jitter_ms, "seed": args.fault_seed}
+    faults = FaultSettings(**{k: v for k, v in given.items() if v is not None},
+                           cuts=";".join(args.cut))
+    return DaemonOptions(node={k: v for k, v in node.items() if v is not None}, faults=faults,
+                         overrides=parse_set_overrides(args.sets), curve=args.curve)
+
+
+def default_timeout(cfg: RunConfig, round_timeout: float | None, startup: float) -> float:
+    """Generous: only a hung federation should ever reach it."""
+    return startup + cfg.rounds * max(60.0, 4 * (round_timeout or 30.0)) + 60.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cfg = guarded(lambda: run_config_from_args(args))
+    if args.threads is None:
+        from node.launcher import default_threads
+
+        cfg = cfg.replace(threads=default_threads(cfg.nodes))
+    if args.timeout is not None and not args.timeout > 0:
+        fail(f"--timeout must be a positive number of seconds, got {args.timeout}.")
+    return launch(cfg, Path(args.out), daemon_options_or_fail(args), timeout=args.timeout,
+                  quiet=args.quiet, fresh=not args.resume)
+
+
+def daemon_options_or_fail(args: argparse.Namespace) -> Any:
+    try:
+        return daemon_options(args)
+    except (ConfigError, TypeError, ValueError) as exc:
+        fail(str(exc))
+
+
+def launch(cfg: RunConfig, out: Path, options: Any, *, timeout: float | None = None,
+           quiet: bool = False, fresh: bool = True, stream: Any = sys.stderr) -> int:
+    """Validate, start, watch, summarise. Also what scripts/demo.py calls."""
+    from gossip.errors import KeyFileError
+    from node.launcher import LaunchError, LocalLaunch, privacy_plans
+    from node.live import format_table, run
+
+    # The daemon will refuse data or privacy settings it cannot use; find out before starting.
+    own_data = "node.data_file" in options.overrides or options.node.get("data_file")
+    plans = None if own_data else guarded(lambda: privacy_plans(cfg))
+    try:
+        federation = guarded(lambda: LocalLaunch(cfg, out, options, fresh=fresh, plans=plans))
+    except KeyFileError as exc:
+        fail(str(exc))
+    limit = timeout or default_timeout(cfg, options.node.get("round_timeout"),
+                                       federation.startup_timeout)
+    try:
+        summary, code = run(federation, timeout=limit, quiet=quiet, stream=stream)
+    except LaunchError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 1
+    if not quiet:
+        stream.write(format_table(summary) + "\n")
+    brief = {k: summary[k] for k in ("rounds", "mean_accuracy", "max_epsilon", "wall_seconds")}
+    print(json.dumps(brief), flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
