@@ -144,8 +144,9 @@ class RoundBook:
         expected = self.neighbours if alive is None else self.neighbours & frozenset(alive)
         # A neighbour already past this round will never send its message for it (it was lost,
         # or the neighbour ran on without us); waiting for it would only burn the deadline.
+        r = self.round
         expected = frozenset(
-            p for p in expected if p in slot.duals or self.peer_round.get(p, self.round) <= self.round
+            p for p in expected if p in slot.duals or self.peer_round.get(p, r) <= r
         )
         if not expected <= slot.duals.keys():
             return False

@@ -13,8 +13,15 @@ import networkx as nx
 import numpy as np
 import torch
 
-from node.algorithm import Algorithm, DualNoise, Gossip, NoNoise, PrimalDual, PrimalDualParams
-from node.algorithm import default_eta
+from node.algorithm import (
+    Algorithm,
+    DualNoise,
+    Gossip,
+    NoNoise,
+    PrimalDual,
+    PrimalDualParams,
+    default_eta,
+)
 from node.config import ConfigError, RunConfig
 from node.data import DataError, Dataset, load_dataset, load_local, node_dataset
 from node.models import FlatParams, build_model
@@ -64,7 +71,7 @@ class PrivacyPlan:
 
     def round_events(self, active_degree: int, local_steps: int) -> list[tuple[float, float, int]]:
         """The (z, q, count) releases one round adds to the accountant."""
-        if self.mode == "none" or active_degree == 0 and self.mode == "message":
+        if self.mode == "none" or (active_degree == 0 and self.mode == "message"):
             return []
         if self.mode == "gradient":
             return [(self.noise_multiplier, self.sample_rate, local_steps)]

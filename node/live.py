@@ -57,7 +57,7 @@ class MetricsTail:
 def _num(value: Any, fmt: str, scale: float = 1.0) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
-    return format(value * scale, fmt)
+    return format(value * scale if scale != 1.0 else value, fmt)
 
 
 class LiveView:

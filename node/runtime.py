@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -31,8 +32,8 @@ import torch
 from gossip.codec import encode
 from gossip.faults import FaultyTransport
 from gossip.keys import load_curve_keys
-from gossip.protocol import GossipConfig, GossipProtocol, Send
 from gossip.liveness import LivenessConfig, PeerDown, PeerUp
+from gossip.protocol import GossipConfig, GossipProtocol, Send
 from gossip.rounds import RoundConfig
 from gossip.transport import Transport, TransportConfig, ZmqTransport
 from node.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -228,7 +229,7 @@ class Daemon:
                 logger.warning("the next round would exceed the privacy budget; stopping")
                 self.exit_reason = "budget"
                 return
-            step = in_daemon_thread(lambda: runner.step({}, active))
+            step = in_daemon_thread(functools.partial(runner.step, {}, active))
             stopping: asyncio.Future[Any] = asyncio.ensure_future(self.stop.wait())
             pending: list[asyncio.Future[Any]] = [step, stopping]
             await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)

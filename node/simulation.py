@@ -174,7 +174,8 @@ def console_progress(stream: TextIO = sys.stderr) -> ProgressFn:
         losses = [r.last_loss for r in runners if not math.isnan(r.last_loss)]
         accs = [r.last_accuracy for r in runners if r.last_accuracy is not None]
         eps = [e for e in (r.epsilon() for r in runners) if e is not None]
-        line = (f"round {rnd + 1:>4}/{cfg.rounds}  loss {np.mean(losses) if losses else math.nan:.4f}"
+        mean_loss = np.mean(losses) if losses else math.nan
+        line = (f"round {rnd + 1:>4}/{cfg.rounds}  loss {mean_loss:.4f}"
                 f"  acc {100 * np.mean(accs) if accs else math.nan:5.1f}%"
                 f"  eps {max(eps) if eps else math.inf:.3g}"
                 f"  {elapsed / (rnd + 1):.2f} s/round")

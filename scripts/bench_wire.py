@@ -18,7 +18,8 @@ of gossip/raw of *adjacent* batches, with its spread. `--shared-context` adds, f
 only, raw pyzmq with both ends in one context (one I/O thread does both sides of the loopback,
 which no pair of nodes can do).
 
-    python scripts/bench_wire.py [--sizes 262144,5242880] [--repeat 7] [--mb-per-batch 600]
+    python scripts/bench_wire.py [--sizes 262144,5242880] [--repeat 21] [--mb-per-batch 200]
+                                 [--window 4] [--shared-context]
 
 Sizes are float32 element counts (262144 = 1 MiB, 5242880 = 20 MiB).
 """
@@ -55,9 +56,12 @@ HWM = 1000
 
 
 async def _paced(
-    send_one: Callable[[int], bool | Awaitable[bool]], recv_one: Callable[[], Awaitable[None]], n: int
+    send_one: Callable[[int], bool | Awaitable[bool]],
+    recv_one: Callable[[], Awaitable[None]],
+    n: int,
+    window: int = WINDOW,
 ) -> float:
-    """Move n messages with at most WINDOW in flight; return the seconds it took."""
+    """Move n messages with at most `window` in flight; return the seconds it took."""
     received = 0
     room = asyncio.Event()
     room.set()
@@ -72,7 +76,7 @@ async def _paced(
     t0 = time.perf_counter()
     task = asyncio.create_task(receiver())
     for i in range(n):
-        while i - received >= WINDOW:
+        while i - received >= window:
             room.clear()
             await room.wait()
         while True:
@@ -160,17 +164,29 @@ class RawPair:
             self.ctx_push.term()
 
 
-def _stats(seconds: list[float], n: int, nbytes: int) -> dict[str, float]:
-    rates = sorted(n / t for t in seconds)
+def _stats(runs: list[tuple[float, float]], n: int, nbytes: int) -> dict[str, float]:
+    rates = sorted(n / wall for wall, _ in runs)
+    mid = statistics.median(rates)
     return {
-        "msgs_per_s": round(statistics.median(rates), 1),
-        "mb_per_s": round(statistics.median(rates) * nbytes / 1e6, 1),
+        "msgs_per_s": round(mid, 1),
+        "mb_per_s": round(mid * nbytes / 1e6, 1),
         "mb_per_s_min": round(rates[0] * nbytes / 1e6, 1),
         "mb_per_s_max": round(rates[-1] * nbytes / 1e6, 1),
+        # CPU of the whole process (event loop + libzmq I/O threads + pyzmq's gc thread) per
+        # message: much less sensitive to other load on the machine than wall-clock rates.
+        "cpu_us_per_msg": round(statistics.median(cpu for _, cpu in runs) / n * 1e6, 1),
     }
 
 
-async def bench_size(dim: int, repeat: int, mb_per_batch: float, shared: bool) -> dict[str, Any]:
+async def _batch(pair: Any, n: int, window: int) -> tuple[float, float]:
+    cpu0 = time.process_time()
+    wall = await _paced(pair.send_one, pair.recv_one, n, window)
+    return wall, time.process_time() - cpu0
+
+
+async def bench_size(
+    dim: int, repeat: int, mb_per_batch: float, window: int, shared: bool
+) -> dict[str, Any]:
     payload = np.random.default_rng(0).standard_normal(dim).astype(np.float32)
     nbytes = payload.nbytes
     n = max(10, round(mb_per_batch * 1e6 / nbytes))
@@ -180,42 +196,49 @@ async def bench_size(dim: int, repeat: int, mb_per_batch: float, shared: bool) -
     }
     if shared:
         pairs["raw_pyzmq_shared_context"] = RawPair(dim, payload, shared_context=True)
-    times: dict[str, list[float]] = {k: [] for k in pairs}
+    runs: dict[str, list[tuple[float, float]]] = {k: [] for k in pairs}
     try:
         for p in pairs.values():
             await p.connect()
-            await _paced(p.send_one, p.recv_one, max(3, n // 4))  # warm-up: caches, allocator
+            await _paced(p.send_one, p.recv_one, 2 * n, window)  # warm-up: caches, allocator
         names = list(pairs)
         for r in range(repeat):
             for name in names if r % 2 == 0 else reversed(names):
-                p = pairs[name]
-                times[name].append(await _paced(p.send_one, p.recv_one, n))
+                runs[name].append(await _batch(pairs[name], n, window))
     finally:
         for p in pairs.values():
             p.close()
-    ratios = sorted(tr / tg for tg, tr in zip(times["gossip"], times["raw_pyzmq"], strict=True))
-    result: dict[str, Any] = {
+    ratios = sorted(
+        raw[0] / gossip[0] for gossip, raw in zip(runs["gossip"], runs["raw_pyzmq"], strict=True)
+    )
+    cpu = {k: statistics.median(c for _, c in v) for k, v in runs.items()}
+    return {
         "floats": dim,
         "payload_bytes": nbytes,
         "messages_per_batch": n,
-        **{name: _stats(t, n, nbytes) for name, t in times.items()},
+        **{name: _stats(v, n, nbytes) for name, v in runs.items()},
         "ratio": round(statistics.median(ratios), 3),
+        "ratio_p25": round(ratios[len(ratios) // 4], 3),
+        "ratio_p75": round(ratios[(3 * len(ratios)) // 4], 3),
         "ratio_min": round(ratios[0], 3),
         "ratio_max": round(ratios[-1], 3),
+        "cpu_ratio": round(cpu["raw_pyzmq"] / cpu["gossip"], 3),
         # A realistic header: a large round and a wall-clock-microseconds sequence number.
         "header_bytes": header_size(Dual(1, 10**6, int(time.time() * 1e6), payload)),
     }
-    return result
 
 
-async def bench(sizes: list[int], repeat: int, mb_per_batch: float, shared: bool) -> dict[str, Any]:
-    results = [await bench_size(dim, repeat, mb_per_batch, shared) for dim in sizes]
+async def bench(
+    sizes: list[int], repeat: int, mb_per_batch: float, window: int, shared: bool
+) -> dict[str, Any]:
+    results = [await bench_size(d, repeat, mb_per_batch, window, shared) for d in sizes]
     return {
         "what": "gossip (encode+send+recv+validate+decode) vs raw pyzmq PUSH/PULL, copy=False",
-        "ratio": "gossip throughput / raw throughput; median of adjacent batch pairs",
+        "ratio": "gossip throughput / raw throughput, median over adjacent batch pairs",
+        "cpu_ratio": "raw CPU per message / gossip CPU per message (medians)",
         "loop": "uvloop",
         "contexts": "one per node, both paths",
-        "window": WINDOW,
+        "window": window,
         "hwm": HWM,
         "repeat": repeat,
         "zmq": zmq.zmq_version(),
@@ -228,8 +251,9 @@ async def bench(sizes: list[int], repeat: int, mb_per_batch: float, shared: bool
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--sizes", default="262144,5242880", help="float32 element counts")
-    parser.add_argument("--repeat", type=int, default=7, help="measured batches per path")
-    parser.add_argument("--mb-per-batch", type=float, default=600.0, help="payload per batch")
+    parser.add_argument("--repeat", type=int, default=21, help="measured batches per path")
+    parser.add_argument("--mb-per-batch", type=float, default=200.0, help="payload per batch")
+    parser.add_argument("--window", type=int, default=WINDOW, help="messages in flight")
     parser.add_argument(
         "--shared-context",
         action="store_true",
@@ -238,7 +262,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.getLogger("gossip.transport").setLevel(logging.ERROR)  # plaintext warning is moot
     sizes = [int(s) for s in args.sizes.split(",")]
-    out = uvloop.run(bench(sizes, args.repeat, args.mb_per_batch, args.shared_context))
+    out = uvloop.run(bench(sizes, args.repeat, args.mb_per_batch, args.window, args.shared_context))
     print(json.dumps(out, indent=2))
 
 

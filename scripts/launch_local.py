@@ -14,11 +14,11 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from node.config import ConfigError, RunConfig
+from node.config import ConfigError, RunConfig, run_config_from_mapping
 from node.daemon_config import WIRE_DTYPES, FaultSettings
 from node.options import (
     add_run_options,
@@ -29,9 +29,14 @@ from node.options import (
 )
 
 
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One sentence, like every other bad-input error, rather than the usage dump.
+        fail(f"{message}; see --help.")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--quiet", action="store_true", help="no live progress")
     parser.add_argument("--timeout", type=float, default=None,
@@ -81,14 +86,17 @@ def default_timeout(cfg: RunConfig, round_timeout: float | None, startup: float)
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    cfg = guarded(lambda: run_config_from_args(args))
+    options = daemon_options_or_fail(args)
+    # Run-level --set keys (lr=0.05) change what the summary reports too, not only the nodes.
+    run_level = {k: v for k, v in options.overrides.items() if "." not in k}
+    cfg = guarded(lambda: run_config_from_mapping(run_level, run_config_from_args(args)))
     if args.threads is None:
         from node.launcher import default_threads
 
         cfg = cfg.replace(threads=default_threads(cfg.nodes))
     if args.timeout is not None and not args.timeout > 0:
         fail(f"--timeout must be a positive number of seconds, got {args.timeout}.")
-    return launch(cfg, Path(args.out), daemon_options_or_fail(args), timeout=args.timeout,
+    return launch(cfg, Path(args.out), options, timeout=args.timeout,
                   quiet=args.quiet, fresh=not args.resume)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from node.options import add_run_options, guarded, run_config_from_args  # noqa: E402
+from node.options import add_run_options, guarded, run_config_from_args
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -64,7 +64,8 @@ def test_alpha_zero_without_noise_is_textbook_ecl_step_for_step() -> None:
     observed: list[list[torch.Tensor]] = []
     # Our step() absorbs round r's messages at the start of round r+1, so after round r our
     # w equals the reference w after its local phase of round r.
-    run_rounds(nodes, problem, rounds=30, on_round=lambda r: observed.append([n.w.clone() for n in nodes]))
+    run_rounds(nodes, problem, rounds=30,
+               on_round=lambda r: observed.append([n.w.clone() for n in nodes]))
     for r, (exp, obs) in enumerate(zip(expected, observed, strict=True)):
         for i, (a, b) in enumerate(zip(exp, obs, strict=True)):
             assert torch.allclose(a, b, atol=1e-12, rtol=0), f"round {r} node {i}"
