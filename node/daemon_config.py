@@ -65,6 +65,8 @@ class NodeSettings:
     down_after: float = 10.0
     max_missed_deadlines: int = 3
     checkpoint_every: int = 5
+    # Pace rounds to at most one per this many seconds (shared links, demos, fault drills).
+    min_round_seconds: float = 0.0
     wire_dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     curve_keys: str = ""
     max_message_norm: float = math.inf
@@ -96,6 +98,8 @@ class NodeConfig:
                 raise ConfigError(f"node.{name} must be positive, got {getattr(n, name)}.")
         if n.heartbeat_interval * 2 > n.down_after:
             raise ConfigError("node.down_after must be at least twice node.heartbeat_interval.")
+        if n.min_round_seconds < 0:
+            raise ConfigError("node.min_round_seconds must be non-negative.")
         if n.checkpoint_every < 1 or n.max_missed_deadlines < 1:
             raise ConfigError("node.checkpoint_every and node.max_missed_deadlines must be at "
                               "least 1.")

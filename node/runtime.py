@@ -262,6 +262,9 @@ class Daemon:
                 primals = dict(received)
             await self._finish_round(r, out.loss, compute, wait, started,
                                      {j: y for j, y in primals.items() if y is not None})
+            pace_until = started + self.cfg.node.min_round_seconds
+            while time.monotonic() < pace_until and not self.stop.is_set():
+                await self._wait_wake(pace_until)
 
     def _tensor(self, peer: int, payload: np.ndarray) -> torch.Tensor | None:
         """A received tensor as our own float32 copy, or None if it breaks the norm bound."""
