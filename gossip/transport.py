@@ -26,6 +26,7 @@ transport must be created while the event loop runs (the ZAP handler is a task o
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -265,10 +266,8 @@ class ZmqTransport:
         # zmq.asyncio recv does not yield to the loop either.
         parts: list[zmq.Frame] | None = None
         if not self._router.closed:  # the shadow must never touch a closed socket
-            try:
+            with contextlib.suppress(zmq.Again):
                 parts = self._router_now.recv_multipart(_NOBLOCK, copy=False)
-            except zmq.Again:
-                pass
         if parts is None:
             parts = await self._router.recv_multipart(copy=False)
         identity = parts[0].bytes

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import IO, Any
 
 from node.config import ConfigError, RunConfig
@@ -41,7 +41,6 @@ NODE_KEYS = ("accuracy", "loss", "epsilon", "bytes_sent", "rounds_completed", "e
 GOOD_EXITS = ("finished", "budget")
 # The launcher owns these per-node settings; letting --set change them would break the wiring.
 RESERVED = ("node.id", "node.out", "node.listen", "node.endpoints_file")
-_CUT = re.compile(r"\s*(\d+(?:\.\d*)?):(\d+(?:\.\d*)?):((?:n\d+|\d+-\d+)(?:,(?:n\d+|\d+-\d+))*)\s*")
 
 
 class LaunchError(RuntimeError):
@@ -66,22 +65,13 @@ def default_threads(nodes: int) -> int:
 
 def check_faults(faults: FaultSettings, nodes: int) -> None:
     """Reject fault settings the daemon would refuse, before anything starts."""
-    from gossip.faults import FaultConfig
+    from node.faults_config import fault_config
 
-    try:
-        FaultConfig(drop=faults.drop, duplicate=faults.duplicate, corrupt=faults.corrupt,
-                    reorder=faults.reorder, reorder_ms=faults.reorder_ms,
-                    jitter_ms=faults.jitter_ms, seed=faults.seed)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    for part in filter(None, (p.strip() for p in faults.cuts.split(";"))):
-        match = _CUT.fullmatch(part)
-        if not match or float(match[1]) >= float(match[2]):
-            raise ConfigError(f"cannot read the cut {part!r}; write start:end:a-b,c-d (seconds, "
-                              "start < end) or start:end:nK to isolate node K.")
-        ids = [int(x) for x in re.findall(r"\d+", match[3])]
-        if any(i >= nodes for i in ids):
-            raise ConfigError(f"the cut {part!r} names a node outside 0..{nodes - 1}.")
+    config = fault_config(faults)  # the daemon's own parser: same errors, same sentences
+    for cut in config.cuts if config else ():
+        named = set(cut.nodes).union(*cut.edges)
+        if any(not 0 <= i < nodes for i in named):
+            raise ConfigError(f"a --cut names node {max(named)}, outside 0..{nodes - 1}.")
 
 
 def node_configs(cfg: RunConfig, out: Path, options: DaemonOptions) -> list[tuple[NodeConfig, str]]:
@@ -307,13 +297,12 @@ class LocalLaunch:
     def summary(self, wall: float) -> dict[str, Any]:
         from node.simulation import summary_from_nodes
 
-        finals = [read_final(n.out) or {} for n in self.nodes]
-        summary = summary_from_nodes(self.cfg, self.results(), wall, self.plans or [])
-        reported = {str(n.id): f["privacy"] for n, f in zip(self.nodes, finals, strict=True)
-                    if isinstance(f.get("privacy"), dict)}
-        if reported:  # the daemon's own numbers win over the launcher's recomputation
-            summary["config"]["privacy"] = reported
-        return summary
+        reported = [(read_final(n.out) or {}).get("privacy") for n in self.nodes]
+        plans = self.plans or []
+        if all(isinstance(p, dict) for p in reported):
+            # What each daemon actually calibrated wins over the launcher's recomputation.
+            plans = [SimpleNamespace(**p) for p in reported]  # type: ignore[arg-type]
+        return summary_from_nodes(self.cfg, self.results(), wall, plans)
 
 
 def read_final(out: Path) -> dict[str, Any] | None:

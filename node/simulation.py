@@ -71,7 +71,7 @@ def simulate(cfg: RunConfig, out: str | Path | None, *,
                     outputs.append(None)
                     continue
                 t0 = time.perf_counter()
-                produced = runner.step(inbox[i], active[i])
+                produced = runner.step({}, active[i])
                 produced.compute_seconds = time.perf_counter() - t0
                 outputs.append(produced)
             inbox = [{} for _ in range(n)]
@@ -95,6 +95,9 @@ def simulate(cfg: RunConfig, out: str | Path | None, *,
             for i, (runner, result) in enumerate(zip(runners, outputs, strict=True)):
                 if result is None:
                     continue
+                # Absorb at the end of the round, as the daemon does once its round closes, so
+                # that evaluation and checkpoints see the same state in both.
+                runner.setup.algorithm.absorb(inbox[i])
                 accuracy = runner.evaluate() if runner.due_for_evaluation(rnd) else None
                 if cfg.algorithm == "dpsgd":  # the message is the primal
                     primals[i] = {j: inbox[i][j] for j in inbox[i]}

@@ -260,3 +260,37 @@ def test_fuzz_10000_frame_lists_raise_only_decode_error() -> None:
 def test_random_binary_frames_raise_only_decode_error(frames: list[bytes]) -> None:
     with contextlib.suppress(DecodeError):
         decode(frames)
+
+
+# ---- the finite-values check is exact ------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 31, 33, 1000, 100_003])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("fill", [0.0, 1.0, 3e38], ids=["zeros", "ones", "huge"])
+def test_one_non_finite_value_anywhere_is_refused(n: int, bad: float, fill: float) -> None:
+    # The fast path (a dot product) overflows on huge values; the exact fallback must still
+    # find the one bad element, wherever SIMD lanes or BLAS blocking put it.
+    for pos in sorted({0, n // 2, n - 1}):
+        x = np.full(n, fill, np.float32)
+        x[pos] = bad
+        frames = [msgpack.packb(_header(f=[["float32", [n]]])), x.tobytes()]
+        with pytest.raises(DecodeError):
+            decode(frames)
+
+
+def test_huge_but_finite_values_are_accepted() -> None:
+    # Sums and squares of these overflow float32; the check must not mistake that for inf.
+    x = np.array([3.4e38, -3.4e38, 3.4e38, 1e-45, -0.0], np.float32)
+    assert decode(encode(Dual(1, 0, 1, x))) == Dual(1, 0, 1, x)
+
+
+def test_unaligned_frames_are_checked_exactly() -> None:
+    # libzmq message buffers need not be 16-byte aligned; numpy then skips BLAS.
+    x = np.linspace(-1, 1, 1001, dtype=np.float32)
+    raw = bytearray(1) + bytearray(x.tobytes())
+    header = msgpack.packb(_header(f=[["float32", [1001]]]))
+    assert isinstance(decode([header, memoryview(raw)[1:]]), Dual)
+    raw[1 + 4 * 500 : 1 + 4 * 501] = np.array([np.nan], np.float32).tobytes()
+    with pytest.raises(DecodeError):
+        decode([header, memoryview(raw)[1:]])

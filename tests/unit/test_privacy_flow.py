@@ -15,7 +15,9 @@ NodeRunner, LocalTrainer, PrimalDual/Gossip) rather than through privacy/ alone:
 from __future__ import annotations
 
 import copy
+import functools
 import math
+from collections.abc import Iterator
 
 import networkx as nx
 import pytest
@@ -24,6 +26,7 @@ from torch import Tensor
 
 from gossip.codec import encode
 from gossip.messages import Dual, Primal
+from node import federation
 from node.algorithm import NoNoise, PrimalDual
 from node.config import RunConfig
 from node.data import Dataset, synthetic
@@ -31,6 +34,7 @@ from node.federation import NodeSetup, build_graph, build_node
 from node.models import build_model
 from node.runner import NodeRunner
 from node.trainer import GradientPolicy, LocalTrainer
+from privacy.accountant import calibrate_noise_multiplier
 from privacy.mechanisms import poisson_sample
 
 NODE = 0
@@ -45,11 +49,34 @@ def _cfg(**changes: object) -> RunConfig:
     return RunConfig(**base)  # type: ignore[arg-type]
 
 
-def _shard(seed: int, n: int, *, image: bool = False, test: Dataset | None = None) -> Dataset:
-    data = synthetic(n, 50, dim=24, image=image, seed=seed)
+def _shard(seed: int, n: int, *, image: bool = False, dim: int = 24,
+           test: Dataset | None = None) -> Dataset:
+    data = synthetic(n, 50, dim=dim, image=image, seed=seed)
     test = test or data
     return Dataset(data.x_train, data.y_train, test.x_test, test.y_test, data.num_classes,
                    data.in_shape, "synthetic")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    # Tiny models: torch's thread pool only adds contention on a shared 2-core machine (a
+    # logreg step takes ~100 ms with 2 busy threads, ~0.3 ms with one).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _calibrate_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nodes are built by the real build_node/privacy_plan, but each (ε, δ, q, steps) is
+    calibrated once: a PLD calibration takes about a second and these tests build many nodes."""
+    monkeypatch.setattr(federation, "calibrate_noise_multiplier", _calibrate)
+
+
+@functools.cache
+def _calibrate(epsilon: float, delta: float, q: float, steps: int) -> float:
+    return calibrate_noise_multiplier(epsilon, delta, q, steps)
 
 
 def _node(cfg: RunConfig, data: Dataset, *, noise_seed: int = 123) -> tuple[NodeSetup, nx.Graph]:
@@ -279,14 +306,16 @@ def _cosine(a: Tensor, b: Tensor) -> float:
 def _attack(cfg: RunConfig, data: Dataset, *, clip: float | None = None
             ) -> tuple[float, float]:
     """Run node 0's round 0 on a one-example batch; return (cosine, Pearson r) of the attack."""
+    setup, _ = _node(cfg, data)
+    trainer = setup.trainer
     for noise_seed in range(100):   # private policies: find a Poisson sample of exactly one
-        setup, _ = _node(cfg, data, noise_seed=noise_seed)
-        trainer = setup.trainer
         if trainer.policy.kind == "plain":
             probe = torch.Generator().set_state(trainer.data_generator.get_state())
             picked = torch.randperm(trainer.n, generator=probe)[:1]
         else:
-            probe = torch.Generator().set_state(trainer.noise_generator.get_state())  # type: ignore[union-attr]
+            assert trainer.noise_generator is not None   # shared with the dual noise
+            trainer.noise_generator.manual_seed(noise_seed)
+            probe = torch.Generator().set_state(trainer.noise_generator.get_state())
             picked = poisson_sample(trainer.n, trainer.sample_rate, probe)
         if len(picked) == 1:
             break
@@ -304,7 +333,7 @@ def _attack(cfg: RunConfig, data: Dataset, *, clip: float | None = None
 
 
 def test_gradient_inversion_recovers_the_input_without_dp_but_not_with_dp() -> None:
-    data = _shard(6, 100)
+    data = _shard(6, 100, dim=64)   # a random guess has |cosine| ≈ 1/√64 = 0.125
     common = dict(model="logreg", batch_size=1, local_steps=1, primal_every=0)
     cos, r = _attack(_cfg(algorithm="ecl", epsilon=math.inf, **common), data)
     assert cos > 0.99 and r > 0.99, (cos, r)
