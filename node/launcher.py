@@ -100,13 +100,25 @@ def node_configs(cfg: RunConfig, out: Path, options: DaemonOptions) -> list[tupl
     return result
 
 
-def privacy_plans(cfg: RunConfig) -> list[Any]:
-    """Each node's noise calibration, as the daemon will compute it (also checks the data)."""
+def preflight(cfg: RunConfig) -> None:
+    """Load the data and check δ against every shard, as each daemon will at start-up, so that
+    such mistakes stop the launch before any process starts. (Noise calibration is left to the
+    daemons: it takes seconds per node.)"""
+    from node.federation import load_data, shard
+    from privacy.accountant import check_delta
+
+    data = load_data(cfg)
+    if cfg.private:
+        for i in range(cfg.nodes):
+            check_delta(cfg.delta, len(shard(cfg, data, i).x_train))
+
+
+def privacy_plans(cfg: RunConfig, nodes: Sequence[int]) -> dict[int, Any]:
+    """The noise calibration of these nodes, recomputed as the daemon computes it."""
     from node.federation import build_graph, load_data, privacy_plan, shard
 
     graph, data = build_graph(cfg), load_data(cfg)
-    return [privacy_plan(cfg, graph, i, len(shard(cfg, data, i).x_train))
-            for i in range(cfg.nodes)]
+    return {i: privacy_plan(cfg, graph, i, len(shard(cfg, data, i).x_train)) for i in nodes}
 
 
 @dataclass
@@ -124,12 +136,14 @@ class LocalLaunch:
 
     def __init__(self, cfg: RunConfig, out: str | Path, options: DaemonOptions | None = None, *,
                  command: Sequence[str] | None = None, fresh: bool = True,
-                 plans: list[Any] | None = None) -> None:
+                 recompute_privacy: bool = True) -> None:
         self.cfg, self.out = cfg, Path(out)
         self.options = options or DaemonOptions()
         self.command = list(command or [sys.executable, "-m", "node"])
         configs = node_configs(cfg, self.out, self.options)
-        self.plans = plans
+        # Off when nodes read their own files: the launcher cannot see their shard sizes.
+        self.recompute_privacy = recompute_privacy and not any(
+            c.node.data_file for c, _ in configs)
         self.startup_timeout = configs[0][0].node.startup_timeout
         if fresh:
             self._clear()
@@ -297,12 +311,18 @@ class LocalLaunch:
     def summary(self, wall: float) -> dict[str, Any]:
         from node.simulation import summary_from_nodes
 
-        reported = [(read_final(n.out) or {}).get("privacy") for n in self.nodes]
-        plans = self.plans or []
-        if all(isinstance(p, dict) for p in reported):
-            # What each daemon actually calibrated wins over the launcher's recomputation.
-            plans = [SimpleNamespace(**p) for p in reported]  # type: ignore[arg-type]
-        return summary_from_nodes(self.cfg, self.results(), wall, plans)
+        # The noise each daemon calibrated, from its final.json; recomputed only for nodes
+        # that died without writing one, so that ε stays recomputable from the summary.
+        plans: dict[int, Any] = {}
+        for n in self.nodes:
+            reported = (read_final(n.out) or {}).get("privacy")
+            if isinstance(reported, dict):
+                plans[n.id] = SimpleNamespace(**reported)
+        missing = [n.id for n in self.nodes if n.id not in plans]
+        if missing and plans and self.recompute_privacy:
+            plans.update(privacy_plans(self.cfg, missing))
+        ordered = [plans[i] for i in sorted(plans)] if len(plans) == len(self.nodes) else []
+        return summary_from_nodes(self.cfg, self.results(), wall, ordered)
 
 
 def read_final(out: Path) -> dict[str, Any] | None:

@@ -17,7 +17,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-from node.launcher import LaunchError, LocalLaunch
+from node.config import RunConfig
+from node.launcher import DaemonOptions, LaunchError, LocalLaunch, preflight
 from node.metrics import write_json_atomic
 
 
@@ -175,3 +176,33 @@ def run(launch: LocalLaunch, *, timeout: float, quiet: bool = False,
     write_json_atomic(launch.out / "summary.json", summary)
     code = 0 if launch.succeeded() else 1
     return summary, 130 if reason else code
+
+
+def default_timeout(cfg: RunConfig, round_timeout: float | None, startup: float) -> float:
+    """Generous: only a hung federation should ever reach it."""
+    return startup + cfg.rounds * max(60.0, 4 * (round_timeout or 30.0)) + 60.0
+
+
+def launch(cfg: RunConfig, out: Path, options: DaemonOptions, *, timeout: float | None = None,
+           quiet: bool = False, fresh: bool = True,
+           stream: TextIO = sys.stderr) -> tuple[int, dict[str, Any] | None]:
+    """What scripts/launch_local.py and scripts/demo.py do: validate (bad input: one sentence,
+    exit 2, nothing started), start, watch, summarise. Returns (exit status, summary)."""
+    from gossip.errors import KeyFileError
+    from node.options import fail, guarded
+
+    own_data = "node.data_file" in options.overrides or options.node.get("data_file")
+    if not own_data:
+        guarded(lambda: preflight(cfg))
+    try:
+        federation = guarded(lambda: LocalLaunch(cfg, out, options, fresh=fresh))
+    except KeyFileError as exc:
+        fail(str(exc))
+    limit = timeout or default_timeout(cfg, options.node.get("round_timeout"),
+                                       federation.startup_timeout)
+    try:
+        summary, code = run(federation, timeout=limit, quiet=quiet, stream=stream)
+    except LaunchError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 1, None
+    return code, summary

@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from node.config import ConfigError, RunConfig, run_config_from_mapping
+from node.config import ConfigError, run_config_from_mapping
 from node.daemon_config import WIRE_DTYPES, FaultSettings
 from node.options import (
     add_run_options,
@@ -79,11 +79,6 @@ def daemon_options(args: argparse.Namespace) -> Any:
                          overrides=parse_set_overrides(args.sets), curve=args.curve)
 
 
-def default_timeout(cfg: RunConfig, round_timeout: float | None, startup: float) -> float:
-    """Generous: only a hung federation should ever reach it."""
-    return startup + cfg.rounds * max(60.0, 4 * (round_timeout or 30.0)) + 60.0
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     options = daemon_options_or_fail(args)
@@ -96,8 +91,17 @@ def main(argv: list[str] | None = None) -> int:
         cfg = cfg.replace(threads=default_threads(cfg.nodes))
     if args.timeout is not None and not args.timeout > 0:
         fail(f"--timeout must be a positive number of seconds, got {args.timeout}.")
-    return launch(cfg, Path(args.out), options, timeout=args.timeout,
-                  quiet=args.quiet, fresh=not args.resume)
+    from node.live import format_table, launch
+
+    code, summary = launch(cfg, Path(args.out), options, timeout=args.timeout, quiet=args.quiet,
+                           fresh=not args.resume)
+    if summary is not None:
+        if not args.quiet:
+            sys.stderr.write(format_table(summary) + "\n")
+        brief = {k: summary[k] for k in ("rounds", "mean_accuracy", "max_epsilon",
+                                         "wall_seconds")}
+        print(json.dumps(brief), flush=True)
+    return code
 
 
 def daemon_options_or_fail(args: argparse.Namespace) -> Any:
@@ -105,34 +109,6 @@ def daemon_options_or_fail(args: argparse.Namespace) -> Any:
         return daemon_options(args)
     except (ConfigError, TypeError, ValueError) as exc:
         fail(str(exc))
-
-
-def launch(cfg: RunConfig, out: Path, options: Any, *, timeout: float | None = None,
-           quiet: bool = False, fresh: bool = True, stream: Any = sys.stderr) -> int:
-    """Validate, start, watch, summarise. Also what scripts/demo.py calls."""
-    from gossip.errors import KeyFileError
-    from node.launcher import LaunchError, LocalLaunch, privacy_plans
-    from node.live import format_table, run
-
-    # The daemon will refuse data or privacy settings it cannot use; find out before starting.
-    own_data = "node.data_file" in options.overrides or options.node.get("data_file")
-    plans = None if own_data else guarded(lambda: privacy_plans(cfg))
-    try:
-        federation = guarded(lambda: LocalLaunch(cfg, out, options, fresh=fresh, plans=plans))
-    except KeyFileError as exc:
-        fail(str(exc))
-    limit = timeout or default_timeout(cfg, options.node.get("round_timeout"),
-                                       federation.startup_timeout)
-    try:
-        summary, code = run(federation, timeout=limit, quiet=quiet, stream=stream)
-    except LaunchError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        return 1
-    if not quiet:
-        stream.write(format_table(summary) + "\n")
-    brief = {k: summary[k] for k in ("rounds", "mean_accuracy", "max_epsilon", "wall_seconds")}
-    print(json.dumps(brief), flush=True)
-    return code
 
 
 if __name__ == "__main__":
