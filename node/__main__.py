@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                         announce=lambda line: print(line, flush=True))
         uvloop.run(daemon.run())
     except expected as exc:
-        log.error("%s", exc)
+        log.info("refused to start: %s", exc)  # stderr gets the one sentence from fail()
         fail(str(exc))
     except Exception:
         log.exception("node %d failed", cfg.node.id)

@@ -18,7 +18,8 @@ from types import FrameType
 from typing import Any, TextIO
 
 from node.config import RunConfig
-from node.launcher import DaemonOptions, LaunchError, LocalLaunch, preflight
+from node.launch_plan import DaemonOptions, preflight
+from node.launcher import LaunchError, LocalLaunch
 from node.metrics import write_json_atomic
 
 
@@ -126,10 +127,10 @@ def format_table(summary: dict[str, Any]) -> str:
              f"{'rounds':>7}  exit"]
     for node, r in sorted(summary["nodes"].items(), key=lambda kv: int(kv[0])):
         lines.append(f"{node:>4}  {_num(r.get('accuracy'), '.2%'):>8}  "
-                     f"{_num(r.get('epsilon'), '.3g'):>8}  {_num(r.get('bytes_sent'), ',d'):>12}"
+                     f"{_num(r.get('epsilon'), '.2f'):>8}  {_num(r.get('bytes_sent'), ',d'):>12}"
                      f"  {r.get('rounds_completed', 0):>7}  {r.get('exit')}")
     lines.append(f"mean accuracy {_num(summary.get('mean_accuracy'), '.2%')}, max epsilon "
-                 f"{_num(summary.get('max_epsilon'), '.3g')}, {summary['wall_seconds']:.0f} s")
+                 f"{_num(summary.get('max_epsilon'), '.2f')}, {summary['wall_seconds']:.0f} s")
     return "\n".join(lines)
 
 
@@ -153,8 +154,13 @@ def run(launch: LocalLaunch, *, timeout: float, quiet: bool = False,
     started = time.monotonic()
     view = None if quiet else LiveView(launch, stream)
     try:
+        if view is not None:  # start-up (imports, data, noise calibration) takes a while
+            stream.write(f"starting {len(launch.nodes)} nodes (logs in {launch.out}/<id>/)...\n")
         try:
             launch.start(stop=stop)
+            if view is not None:
+                stream.write(f"all nodes listening after {time.monotonic() - started:.0f} s; "
+                             "training.\n")
         except LaunchError:
             write_json_atomic(launch.out / "summary.json", launch.summary(0.0))
             raise

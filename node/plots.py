@@ -46,17 +46,17 @@ def plot_run(run_dir: str | Path, out_dir: str | Path | None = None,
     for key in metrics:
         title, scale, label = PLOTS[key]
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        drawn = False
+        drawn, low, high = False, float("inf"), 0.0
         for node, records in runs.items():
             points = [(r["round"] + 1, r[key] * scale) for r in records if r.get(key) is not None]
             if points:
                 xs, ys = zip(*points, strict=True)
                 ax.plot(xs, ys, marker="." if len(points) < 40 else None, label=f"node {node}")
-                drawn = True
+                drawn, low, high = True, min(low, *ys), max(high, *ys)
         if drawn:
             ax.set(title=title, xlabel="round", ylabel=label)
-            if key == "dual_norm":
-                ax.set_yscale("log")  # the denoising story is about orders of magnitude
+            if key == "dual_norm" and low > 0 and high / low > 20:
+                ax.set_yscale("log")  # an exploding dual norm spans orders of magnitude
             ax.grid(alpha=0.3)
             ax.legend(fontsize="small", ncol=2)
             fig.tight_layout()

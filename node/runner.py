@@ -62,9 +62,21 @@ class NodeRunner:
         events = self.next_events(active)
         if not events:
             return False
+        if self._dominated_by_plan(events):
+            return False
         # Calibration and the accountant compute ε the same way, so a calibrated run lands
         # exactly on its target and is not stopped early.
         return self.accountant.epsilon_after(plan.delta, events) > plan.target_epsilon
+
+    def _dominated_by_plan(self, events: list[Event]) -> bool:
+        """True when the history plus `events` is provably within the calibrated schedule: at
+        most `steps_per_node` releases, each with the planned q and at least the planned z.
+        ε is monotone in both, so the budget holds without a PLD evaluation."""
+        plan = self.setup.plan
+        history = [*self.accountant.history, *events]
+        if any(q != plan.sample_rate or z < plan.noise_multiplier for z, q, _ in history):
+            return False
+        return sum(count for _, _, count in history) <= plan.steps_per_node
 
     def step(self, received: Mapping[int, Tensor], active: Collection[int]) -> RoundOutput:
         """Run round `self.round`: absorb `received`, local steps, outgoing messages."""

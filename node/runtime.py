@@ -40,7 +40,7 @@ from node.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from node.daemon_config import NodeConfig
 from node.faults_config import fault_config
 from node.metrics import MetricsWriter, read_metrics, write_json_atomic
-from node.runner import NodeRunner
+from node.runner import NodeRunner, RoundOutput
 from privacy.ledger import Ledger
 
 logger = logging.getLogger(__name__)
@@ -225,11 +225,7 @@ class Daemon:
             r = runner.round
             started = time.monotonic()
             active = set(self.proto.liveness.alive())
-            if runner.over_budget(active):
-                logger.warning("the next round would exceed the privacy budget; stopping")
-                self.exit_reason = "budget"
-                return
-            step = in_daemon_thread(functools.partial(runner.step, {}, active))
+            step = in_daemon_thread(functools.partial(compute_round, runner, active))
             stopping: asyncio.Future[Any] = asyncio.ensure_future(self.stop.wait())
             pending: list[asyncio.Future[Any]] = [step, stopping]
             await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
@@ -240,6 +236,10 @@ class Daemon:
                 if not step.done():
                     return
             out = step.result()
+            if out is None:
+                logger.warning("the next round would exceed the privacy budget; stopping")
+                self.exit_reason = "budget"
+                return
             compute = time.monotonic() - started
             if self.ledger is not None:
                 self.ledger.record(r, out.events)  # durable before anything leaves the node
@@ -327,6 +327,16 @@ class Daemon:
         return out
 
 
+def compute_round(runner: NodeRunner, active: set[int]) -> RoundOutput | None:
+    """A round's CPU work, off the event loop: budget check, step, and the new ε (the PLD
+    evaluation is cached, so the metrics record reads it for free). None: budget exhausted."""
+    if runner.over_budget(active):
+        return None
+    out = runner.step({}, active)
+    runner.epsilon()
+    return out
+
+
 def checkpoint_identity(cfg: NodeConfig) -> dict[str, Any]:
     """What must match for a checkpoint to be resumed: same node, same computation."""
     run = cfg.run.to_dict()
@@ -351,6 +361,11 @@ def resume(runner: NodeRunner, cfg: NodeConfig, ledger: Ledger | None) -> None:
             runner.round = max(runner.round, ledger.rounds[-1] + 1)
     if ckpt is not None or (ledger is not None and ledger.rounds):
         logger.info("resuming at round %d", runner.round)
+        seed = cfg.run.noise_seed
+        if seed is not None:
+            # A fixed experiment seed would otherwise replay round 0's noise after a restart.
+            fresh = (seed * 1_000_003 + cfg.node.id) * 1_000_033 + runner.round
+            runner.setup.trainer.noise_generator_reseed(fresh)
 
 
 def write_final(cfg: NodeConfig, data: dict[str, Any]) -> None:

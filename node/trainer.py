@@ -68,6 +68,11 @@ class LocalTrainer:
         self._order = torch.empty(0, dtype=torch.int64)
         self._grad = grad(self._loss, has_aux=True)
 
+    def noise_generator_reseed(self, seed: int) -> None:
+        """Reseed the private generator (shared with the dual noise) for a fixed-seed restart."""
+        if self.noise_generator is not None:
+            self.noise_generator.manual_seed(seed)
+
     @property
     def n(self) -> int:
         return len(self.x)

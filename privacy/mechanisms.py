@@ -17,7 +17,7 @@ touches the global RNG. Generators come from OS entropy unless a caller asks for
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -31,6 +31,9 @@ LossFn = Callable[[dict[str, Tensor], Tensor, Tensor], Tensor]
 # Clipping shrinks by this extra relative factor so that float32 rounding in the rescaling can
 # never leave a clipped norm above C (the sensitivity bound the accountant relies on).
 _CLIP_SAFETY = 1.0 + 1e-6
+# Elements per float64 temporary when computing row norms (2 MiB): small enough to be reused
+# by the allocator instead of mapped and page-faulted afresh on every call.
+_NORM_BLOCK = 1 << 18
 
 
 def make_generator(seed: int | None = None, device: str | torch.device = "cpu") -> torch.Generator:
@@ -75,12 +78,24 @@ def per_sample_gradients(
     """
     if chunk_size < 1:
         raise PrivacyError(f"chunk_size must be at least 1, got {chunk_size}.")
-    names = list(params)
     d = sum(p.numel() for p in params.values())
     device = next(iter(params.values())).device if params else x.device
-    batch = x.shape[0]
-    if batch == 0:
+    if x.shape[0] == 0:
         return torch.zeros(0, d, dtype=torch.float32, device=device), torch.zeros(0, device=device)
+    rows: list[Tensor] = []
+    losses: list[Tensor] = []
+    for start in range(0, x.shape[0], chunk_size):
+        parts, loss = _per_sample_parts(loss_fn, params, x[start:start + chunk_size],
+                                        y[start:start + chunk_size])
+        rows.append(torch.cat(parts, dim=1))
+        losses.append(loss)
+    return torch.cat(rows), torch.cat(losses)
+
+
+def _per_sample_parts(loss_fn: LossFn, params: Mapping[str, Tensor], x: Tensor,
+                      y: Tensor) -> tuple[list[Tensor], Tensor]:
+    """One chunk's per-sample gradients as one float32 (b, numel) block per parameter (in
+    ``params`` order, not concatenated), and the per-sample losses (b,)."""
 
     def loss_one(p: dict[str, Tensor], xi: Tensor, yi: Tensor) -> tuple[Tensor, Tensor]:
         loss = loss_fn(p, xi.unsqueeze(0), yi.unsqueeze(0))
@@ -88,16 +103,35 @@ def per_sample_gradients(
 
     # randomness="different": dropout masks differ per example, as in an ordinary batch.
     per_example = vmap(grad(loss_one, has_aux=True), in_dims=(None, 0, 0), randomness="different")
-    detached = {k: v.detach() for k, v in params.items()}
-    rows: list[Tensor] = []
-    losses: list[Tensor] = []
-    for start in range(0, batch, chunk_size):
-        end = start + chunk_size
-        grads, loss = per_example(detached, x[start:end], y[start:end])
-        b = loss.shape[0]
-        rows.append(torch.cat([grads[k].reshape(b, -1) for k in names], dim=1).float())
-        losses.append(loss.reshape(b))
-    return torch.cat(rows), torch.cat(losses)
+    grads, loss = per_example({k: v.detach() for k, v in params.items()}, x, y)
+    b = loss.shape[0]
+    return [grads[k].reshape(b, -1).float() for k in params], loss.reshape(b)
+
+
+def _row_norms(blocks: Sequence[Tensor]) -> Tensor:
+    """Float64 L2 norm of each row of the concatenation of ``blocks`` (each (b, k)).
+
+    Converting a whole (b, d) block to float64 at once allocates, and page-faults, twice its
+    size, which for large models costs far more than the arithmetic; a few rows at a time
+    keeps every temporary small. The result is the same float64 norm.
+    """
+    total: Tensor | None = None
+    for block in blocks:
+        rows = max(1, _NORM_BLOCK // max(1, block.shape[1]))
+        sq = torch.cat([
+            torch.linalg.vector_norm(block[i:i + rows], dim=1, dtype=torch.float64).square()
+            for i in range(0, block.shape[0], rows)
+        ])
+        total = sq if total is None else total + sq
+    assert total is not None, "at least one block"
+    return total.sqrt()
+
+
+def _clip_factors(norms: Tensor, clip: float) -> Tensor:
+    """min(1, C/(‖g‖(1+1e-6))) per row, in float64."""
+    shrunk = norms * _CLIP_SAFETY
+    # where() rather than clamp(C/‖g‖): C = 0 with a zero row would give 0/0 = NaN.
+    return torch.where(shrunk > clip, clip / shrunk, torch.ones_like(shrunk))
 
 
 def clip_per_sample(grads: Tensor, clip: float) -> tuple[Tensor, Tensor]:
@@ -107,10 +141,10 @@ def clip_per_sample(grads: Tensor, clip: float) -> tuple[Tensor, Tensor]:
     Norms are computed in float64 so that large d does not round a norm below its true value.
     """
     _check_clip(clip)
-    norms = torch.linalg.vector_norm(grads, dim=1, dtype=torch.float64)
-    shrunk = norms * _CLIP_SAFETY
-    # where() rather than clamp(C/‖g‖): C = 0 with a zero row would give 0/0 = NaN.
-    factor = torch.where(shrunk > clip, clip / shrunk, torch.ones_like(shrunk))
+    if grads.shape[0] == 0:
+        return grads.clone(), torch.zeros(0, dtype=torch.float64, device=grads.device)
+    norms = _row_norms([grads])
+    factor = _clip_factors(norms, clip)
     return grads * factor.to(grads.dtype).unsqueeze(1), norms
 
 
@@ -127,18 +161,22 @@ def clipped_grad_sum(
     The clipping is joint over all parameters, so one example moves the sum by at most C in L2.
     An empty batch gives a zero vector of length d = Σ numel(params) and an empty loss tensor.
     Chunks are clipped and summed as they are produced; only one chunk of per-sample gradients
-    is held at a time.
+    is held at a time, and never as one concatenated (b, d) copy: the norms are accumulated
+    over the per-parameter blocks, and the clipped sum of each block is one matrix-vector
+    product with the clipping factors.
     """
     _check_clip(clip)
+    if chunk_size < 1:
+        raise PrivacyError(f"chunk_size must be at least 1, got {chunk_size}.")
     d = sum(p.numel() for p in params.values())
     device = next(iter(params.values())).device if params else x.device
     total = torch.zeros(d, dtype=torch.float32, device=device)
     losses: list[Tensor] = [torch.zeros(0, device=device)]
     for start in range(0, x.shape[0], chunk_size):
-        grads, loss = per_sample_gradients(loss_fn, params, x[start:start + chunk_size],
-                                           y[start:start + chunk_size], chunk_size)
-        clipped, _ = clip_per_sample(grads, clip)
-        total += clipped.sum(dim=0)
+        parts, loss = _per_sample_parts(loss_fn, params, x[start:start + chunk_size],
+                                        y[start:start + chunk_size])
+        factor = _clip_factors(_row_norms(parts), clip).to(torch.float32)
+        total += torch.cat([factor @ part for part in parts])
         losses.append(loss)
     return total, torch.cat(losses)
 

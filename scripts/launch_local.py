@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def daemon_options(args: argparse.Namespace) -> Any:
-    from node.launcher import DaemonOptions
+    from node.launch_plan import DaemonOptions
 
     node = {"round_timeout": args.round_timeout, "wire_dtype": args.wire_dtype,
             "checkpoint_every": args.checkpoint_every, "max_message_norm": args.max_message_norm}
@@ -85,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     # Run-level --set keys (lr=0.05) change what the summary reports too, not only the nodes.
     run_level = {k: v for k, v in options.overrides.items() if "." not in k}
     cfg = guarded(lambda: run_config_from_mapping(run_level, run_config_from_args(args)))
-    if args.threads is None:
-        from node.launcher import default_threads
+    if args.threads is None and "threads" not in run_level:
+        from node.launch_plan import default_threads
 
         cfg = cfg.replace(threads=default_threads(cfg.nodes))
     if args.timeout is not None and not args.timeout > 0:

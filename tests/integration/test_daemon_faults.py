@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from node.config import RunConfig
-from node.launcher import DaemonOptions, LocalLaunch
+from node.launch_plan import DaemonOptions
+from node.launcher import LocalLaunch
 from node.metrics import read_metrics
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from node.config import RunConfig
-from node.launcher import DaemonOptions, LocalLaunch
+from node.launch_plan import DaemonOptions
+from node.launcher import LocalLaunch
 from node.metrics import read_metrics
 from node.simulation import simulate
 

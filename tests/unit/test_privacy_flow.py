@@ -24,6 +24,7 @@ import pytest
 import torch
 from torch import Tensor
 
+import node.trainer as trainer_module
 from gossip.codec import encode
 from gossip.messages import Dual, Primal
 from node import federation
@@ -31,7 +32,7 @@ from node.algorithm import NoNoise, PrimalDual
 from node.config import RunConfig
 from node.data import Dataset, synthetic
 from node.federation import NodeSetup, build_graph, build_node
-from node.models import build_model
+from node.models import build_model, flatten
 from node.runner import NodeRunner
 from node.trainer import GradientPolicy, LocalTrainer
 from privacy.accountant import calibrate_noise_multiplier
@@ -127,7 +128,7 @@ def test_outgoing_bytes_do_not_depend_on_the_private_data_when_clipping_is_zero(
     zero = GradientPolicy(kind, clip=0.0, noise_multiplier=z)   # noise z·C = 0 too
     real = GradientPolicy(kind, clip=1.0, noise_multiplier=z)
     # Message mode: with and without its (data-independent, same-seed) dual noise.
-    for dual_noise in ({False, True} if mode == "message" else {False}):
+    for dual_noise in ((False, True) if mode == "message" else (False,)):
         a = _wire_transcript(cfg, d_a, zero, dual_noise=dual_noise)
         b = _wire_transcript(cfg, d_b, zero, dual_noise=dual_noise)
         assert len(a) > 0 and a == b, f"{algorithm}/{mode}: messages depend on the data"
@@ -167,11 +168,10 @@ def test_one_example_moves_the_step_by_at_most_c_over_qn(monkeypatch: pytest.Mon
     data = _shard(3, n)
     qn = batch   # q·n = (B/n)·n, also for the set with one more example
     x_star, y_star = _canary(data)
-    w = _trainer(data, GradientPolicy("plain"), batch=batch, seed=0).layout.flatten(
-        build_model("logreg", in_shape=data.in_shape, num_classes=data.num_classes, seed=0))
+    w = flatten(build_model("logreg", in_shape=data.in_shape, num_classes=data.num_classes,
+                            seed=0))
 
     # Add/remove: D' = D ∪ {x*}, with the same Poisson sample of D's examples and x* in it.
-    import node.trainer as trainer_module
     real_sample = trainer_module.poisson_sample
 
     def same_sample_plus_new(count: int, rate: float, gen: torch.Generator) -> Tensor:
