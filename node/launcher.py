@@ -4,7 +4,8 @@
 process starts before the whole federation is known to be valid), then `start()` runs one
 `python -m node` per node in its own process group, collects every `READY <endpoint>` line and
 writes `endpoints.json` atomically; the nodes wait for that file. Tests drive it directly (kill,
-stop, restart one node); `scripts/launch_local.py` and `scripts/demo.py` go through `run()`.
+stop, restart one node); `scripts/launch_local.py` and `scripts/demo.py` go through
+`node.live.launch()`, which adds the live view, signals and summary.json.
 Every wait here has a deadline: a node that never becomes ready, or never exits, is killed.
 """
 

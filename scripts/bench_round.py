@@ -22,20 +22,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from node.config import RunConfig  # noqa: E402
-from node.launch_plan import DaemonOptions, default_threads  # noqa: E402
-from node.launcher import LocalLaunch  # noqa: E402
-from node.metrics import read_metrics  # noqa: E402
+from node.config import RunConfig
+from node.launch_plan import DaemonOptions, default_threads
+from node.launcher import LocalLaunch
+from node.metrics import read_metrics
 
 
 def compute_only(cfg_json: str, node: int, rounds: int) -> None:
     """Worker: the node's rounds without sockets; prints seconds per round (after warm-up)."""
+    import torch
+
     from node.config import run_config_from_mapping
     from node.federation import build_graph, build_node, load_data, shard
     from node.runner import NodeRunner
     from node.runtime import compute_round
-
-    import torch
 
     cfg = run_config_from_mapping(json.loads(cfg_json))
     torch.set_num_threads(cfg.threads)

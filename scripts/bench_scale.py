@@ -20,10 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from node.config import RunConfig  # noqa: E402
-from node.launch_plan import DaemonOptions  # noqa: E402
-from node.launcher import LaunchError, LocalLaunch  # noqa: E402
-from node.metrics import read_metrics  # noqa: E402
+from node.config import RunConfig
+from node.launch_plan import DaemonOptions
+from node.launcher import LaunchError, LocalLaunch
+from node.metrics import read_metrics
 
 
 def peak_rss_mb(pid: int) -> float | None:

@@ -7,7 +7,9 @@ as JSON so later changes can be compared.
 Three configurations: no DP, DP in message mode (noise on each dual) and DP in gradient mode
 (DP-SGD noise). Each runs `simulate` without output files; the first round is a warm-up (lazy
 torch initialisation, first allocations) and is left out. The baseline, compute only, is one
-node's local gradient step alone (no algorithm, no evaluation, no messages), per policy.
+node's local gradient step alone (no algorithm, no evaluation, no messages), per policy;
+`compute_share` is N such steps over the measured round, and `evaluate_seconds_per_node` shows
+where most of the rest goes (each node evaluates on `test_examples` every round).
 """
 
 from __future__ import annotations
@@ -53,15 +55,19 @@ def seconds_per_round(cfg: RunConfig) -> dict[str, float]:
     return {"mean": statistics.fmean(per_round), "min": min(per_round), "max": max(per_round)}
 
 
-def compute_per_step(cfg: RunConfig, steps: int) -> float:
-    """One node's local gradient step, nothing else: the floor a round cannot go below."""
+def compute_per_step(cfg: RunConfig, steps: int) -> tuple[float, float]:
+    """One node's local gradient step, nothing else (the floor a round cannot go below), and
+    one evaluation on the test split (every round evaluates by default)."""
     trainer = build_runners(cfg)[0].setup.trainer
     w = trainer.layout.flatten(trainer.model)
     trainer.gradient(w)  # warm-up
     start = time.perf_counter()
     for _ in range(steps):
         trainer.gradient(w)
-    return (time.perf_counter() - start) / steps
+    step = (time.perf_counter() - start) / steps
+    start = time.perf_counter()
+    trainer.evaluate(w)
+    return step, time.perf_counter() - start
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,12 +88,14 @@ def main(argv: list[str] | None = None) -> int:
         "nodes": args.nodes, "model": "cnn", "dataset": base.dataset, "rounds_timed":
         args.rounds, "torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
         "machine": platform.processor() or platform.machine(), "seconds_per_round": {},
-        "compute_seconds_per_node_step": {},
+        "compute_seconds_per_node_step": {}, "evaluate_seconds_per_node": {},
     }
     for name, changes in CASES.items():
         cfg = base.replace(**changes)
         result["seconds_per_round"][name] = seconds_per_round(cfg)
-        result["compute_seconds_per_node_step"][name] = compute_per_step(cfg, args.steps)
+        step, evaluate = compute_per_step(cfg, args.steps)
+        result["compute_seconds_per_node_step"][name] = step
+        result["evaluate_seconds_per_node"][name] = evaluate
     for name, timing in result["seconds_per_round"].items():
         floor = args.nodes * result["compute_seconds_per_node_step"][name]
         # What the simulator adds on top of the gradient steps (algorithm, evaluation, noise).
