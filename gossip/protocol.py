@@ -25,6 +25,7 @@ back and we send fewer than a million messages per second.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -32,7 +33,7 @@ from gossip.codec import Frame
 from gossip.inbox import Inbox
 from gossip.liveness import Liveness, LivenessConfig, PeerDown, PeerUp, SendHeartbeat
 from gossip.messages import Bye, Dual, Heartbeat, Hello, Message, PeerId, Primal, Tensor
-from gossip.rounds import RoundBook, RoundConfig, RoundResult
+from gossip.rounds import RoundBook, RoundConfig, RoundResult, Verdict
 
 __all__ = ["Effect", "GossipConfig", "GossipProtocol", "Send"]
 
@@ -56,6 +57,15 @@ class Send:
 
 
 Effect = Send | PeerDown | PeerUp
+
+# Tensor messages the round book drops, by the name their per-peer rejection count gets: a
+# message for a round already closed (late, or an old round re-sent), a second one for the same
+# round, one too far ahead to buffer.
+_DROPPED = {
+    Verdict.STALE: "StaleRound",
+    Verdict.DUPLICATE: "DuplicateRound",
+    Verdict.TOO_FAR: "TooFarAhead",
+}
 
 
 class GossipProtocol:
@@ -125,7 +135,9 @@ class GossipProtocol:
         effects: list[Effect] = list(self.liveness.heard(msg.sender, now))
         match msg:
             case Dual() | Primal():
-                self.book.receive(msg, now)
+                dropped = _DROPPED.get(self.book.receive(msg, now))
+                if dropped is not None:  # counted per peer, like the inbox's rejections
+                    self.inbox.rejected.setdefault(msg.sender, Counter())[dropped] += 1
             case Bye():
                 effects += self.liveness.said_bye(msg.sender)
             case Hello() | Heartbeat():
