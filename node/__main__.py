@@ -40,6 +40,16 @@ def main(argv: list[str] | None = None) -> int:
         from node.daemon_config import load_node_config
 
         cfg = load_node_config(args.config, parse_set_overrides(args.set))
+        if cfg.node.curve_keys:
+            # Key files first: a missing key should be refused before any data is touched or
+            # any output (ledger, metrics) is created.
+            from gossip.errors import SetupError
+            from gossip.keys import load_curve_keys
+
+            try:
+                load_curve_keys(Path(cfg.node.curve_keys), cfg.node.id, cfg.neighbours)
+            except SetupError as exc:
+                fail(str(exc))
     except user_errors() as exc:
         fail(str(exc))
     os.environ.setdefault("OMP_NUM_THREADS", str(cfg.run.threads))
@@ -88,5 +98,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def exit_now(code: int) -> None:
+    """Exit without the interpreter's teardown: collecting torch's object graph at exit takes
+    seconds on a loaded machine, and a SIGTERM'd node must be gone within 5 s. Everything
+    durable (metrics, checkpoint, ledger, final.json) is already written and closed."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_now(main())
