@@ -41,6 +41,9 @@ class RunConfig:
     gamma: float | None = None
     privacy_mode: Literal["gradient", "message"] | None = None
     accept_no_guarantee: bool = False
+    # The clipped, noise-free control: Poisson sampling and per-sample clipping, no noise and no
+    # privacy claim — it measures what clipping alone costs, so privacy's cost is the rest.
+    clip_only: bool = False
     local_steps: int = 1
     lr: float = 0.1
     eta: float | None = None
@@ -118,6 +121,8 @@ class RunConfig:
                 f"{self.local_steps}); use --local-steps 1, --privacy-mode gradient, or "
                 "--accept-no-guarantee to run without a printed epsilon."
             )
+        if self.clip_only and self.private:
+            raise ConfigError("clip_only is the noise-free control; use it with epsilon = inf.")
         if self.examples_per_node is not None and self.examples_per_node < 1:
             raise ConfigError("examples_per_node must be at least 1.")
         if self.test_examples is not None and self.test_examples < 1:

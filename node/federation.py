@@ -179,7 +179,7 @@ def build_node(
     nbrs = neighbours(graph, node)
     plan = privacy_plan(cfg, graph, node, len(data.x_train))
     if plan.mode == "none":
-        policy = GradientPolicy("plain")
+        policy = GradientPolicy("clipped", cfg.clip) if cfg.clip_only else GradientPolicy("plain")
     elif plan.mode == "gradient":
         policy = GradientPolicy("noisy", cfg.clip, plan.noise_multiplier)
     else:

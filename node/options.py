@@ -29,6 +29,7 @@ HELP = {
     "privacy_mode": "gradient (DP-SGD noise) or message (noise on each dual; needs K = 1)",
     "accept_no_guarantee": "run message mode with K > 1 (epsilon is then reported as null)",
     "local_steps": "local steps K per round",
+    "clip_only": "clipped, noise-free control: per-sample clipping, no noise, no privacy",
     "partition": "iid, dirichlet:B or classes:K",
     "examples_per_node": "cap each node's shard (data-scarce experiments)",
     "test_examples": "evaluate on this many test examples (none = all)",

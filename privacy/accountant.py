@@ -60,6 +60,7 @@ def epsilon_rdp(noise_multiplier: float, sample_rate: float, steps: int, delta: 
     return _rdp_epsilon(((float(noise_multiplier), float(sample_rate), int(steps)),), delta)
 
 
+@functools.lru_cache(maxsize=256)  # pure and slow (seconds); experiments repeat the same inputs
 def calibrate_noise_multiplier(target_epsilon: float, delta: float, sample_rate: float,
                                steps: int, *, tol: float = 1e-4,
                                resolution: float = DEFAULT_RESOLUTION) -> float:

@@ -1,0 +1,457 @@
+"""Figures and tables from an experiment directory written by `node.experiment`.
+
+    from node.report import write_report
+    write_report("runs/quick")                 # → runs/quick/report/REPORT.md + PNGs
+
+Reads only finished runs (`DONE`), so it can be run on a grid that is still going. Accuracy is
+the final test accuracy of each node; "mean ± std" is over nodes and seeds together. ε spent is
+the largest ε any node of any seed reported (the accountant's PLD value, a proven upper bound).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from node.experiment import CONTROLS, METHODS
+from node.metrics import read_metrics
+
+
+@dataclass
+class Run:
+    spec: dict[str, Any]
+    summary: dict[str, Any]
+    metrics: dict[int, list[dict[str, Any]]]
+
+    @property
+    def method(self) -> str:
+        return str(self.spec["method"])
+
+    @property
+    def key(self) -> str:
+        """Method plus denoising strength where it has one: one row of the table."""
+        return f"{self.method}-g{self.gamma:g}" if METHODS[self.method].denoise else self.method
+
+    @property
+    def regime(self) -> str:
+        return str(self.spec["regime"])
+
+    @property
+    def epsilon(self) -> float:
+        eps = self.spec["epsilon"]
+        return math.inf if eps is None else float(eps)
+
+    @property
+    def gamma(self) -> float:
+        return float(self.spec["gamma"])
+
+    @property
+    def seed(self) -> int:
+        return int(self.spec["seed"])
+
+    def final_accuracies(self) -> dict[int, float]:
+        return {int(k): float(v["accuracy"]) for k, v in self.summary["nodes"].items()
+                if v.get("accuracy") is not None}
+
+    def mean_accuracy(self) -> float:
+        values = list(self.final_accuracies().values())
+        return sum(values) / len(values) if values else math.nan
+
+    def curve(self, metric: str) -> tuple[list[int], list[float]]:
+        """The metric averaged over nodes at every round where any node reported it."""
+        by_round: dict[int, list[float]] = defaultdict(list)
+        for records in self.metrics.values():
+            for r in records:
+                if r.get(metric) is not None:
+                    by_round[int(r["round"])].append(float(r[metric]))
+        rounds = sorted(by_round)
+        return [r + 1 for r in rounds], [sum(by_round[r]) / len(by_round[r]) for r in rounds]
+
+
+def load_runs(root: str | Path) -> list[Run]:
+    runs = []
+    for done in sorted(Path(root).glob("**/DONE")):
+        d = done.parent
+        try:
+            spec = json.loads((d / "run.json").read_text())
+            summary = json.loads((d / "summary.json").read_text())
+        except (OSError, ValueError):
+            continue
+        metrics = {int(p.parent.name): read_metrics(p) for p in d.glob("*/metrics.jsonl")
+                   if p.parent.name.isdigit()}
+        runs.append(Run(spec, summary, metrics))
+    return runs
+
+
+def method_of(key: str) -> tuple[str, str]:
+    """Split a row key such as "dpnorm-grad-g0.1" into ("dpnorm-grad", "0.1")."""
+    method, sep, gamma = key.rpartition("-g")
+    try:
+        float(gamma)
+    except ValueError:
+        return key, ""
+    return (method, gamma) if sep and method in METHODS else (key, "")
+
+
+def label(key: str) -> str:
+    method, gamma = method_of(key)
+    if method not in METHODS:
+        return key
+    return METHODS[method].label + (f", γ={gamma}" if gamma else "")
+
+
+def _eps_name(eps: float) -> str:
+    return "∞" if math.isinf(eps) else f"{eps:g}"
+
+
+def _mean_std(values: Sequence[float]) -> str:
+    if not values:
+        return "–"
+    mean = 100 * statistics.fmean(values)
+    std = 100 * statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{mean:.1f} ± {std:.1f}"
+
+
+def _row_order(keys: Iterable[str]) -> list[str]:
+    order = list(METHODS)
+    return sorted(set(keys), key=lambda k: (order.index(method_of(k)[0])
+                                            if method_of(k)[0] in order else 99, k))
+
+
+def _group(runs: Iterable[Run]) -> dict[tuple[str, str, float], list[Run]]:
+    groups: dict[tuple[str, str, float], list[Run]] = defaultdict(list)
+    for r in runs:
+        groups[(r.regime, r.key, r.epsilon)].append(r)
+    return groups
+
+
+def _pooled_accuracies(runs: Sequence[Run]) -> list[float]:
+    return [a for r in runs for a in r.final_accuracies().values()]
+
+
+def _max_eps(runs: Sequence[Run]) -> float | None:
+    values = [r.summary.get("max_epsilon") for r in runs]
+    finite = [float(v) for v in values if v is not None]
+    return max(finite) if finite else None
+
+
+def accuracy_table(runs: Sequence[Run], regime: str) -> str:
+    """Markdown: method × ε → final accuracy (mean ± std over nodes and seeds) and ε spent."""
+    groups = _group(r for r in runs if r.regime == regime)
+    epsilons = sorted({e for (_, _, e) in groups}, key=lambda e: -e)
+    keys = _row_order(k for (_, k, _) in groups)
+    head = "| method | " + " | ".join(f"ε = {_eps_name(e)}" for e in epsilons) + " |"
+    lines = [head, "|---|" + "---|" * len(epsilons)]
+    for key in keys:
+        cells = []
+        for eps in epsilons:
+            group = groups.get((regime, key, eps), [])
+            if not group:
+                cells.append("")
+                continue
+            spent = _max_eps(group)
+            cell = _mean_std(_pooled_accuracies(group))
+            cell += f" (n={len(group)}, ε̂={spent:.2f})" if spent is not None else \
+                f" (n={len(group)})"
+            cells.append(cell)
+        lines.append(f"| {label(key)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _mean_curve(group: Sequence[Run], metric: str) -> tuple[list[int], list[float]]:
+    acc: dict[int, list[float]] = defaultdict(list)
+    for r in group:
+        for x, y in zip(*r.curve(metric), strict=True):
+            acc[x].append(y)
+    xs = sorted(acc)
+    return xs, [sum(acc[x]) / len(acc[x]) for x in xs]
+
+
+PANELS = {
+    "a": ("(a) no privacy", ["ecl", "dpsgd", "fedavg", "scaffold", "solo", "pooled",
+                             "ecl-clipped", "dpsgd-clipped"]),
+    "b": ("(b) privacy, no denoising", ["dp-ecl", "dp-ecl-grad", "dp-dpsgd", "fedavg",
+                                        "scaffold", "solo"]),
+    "c": ("(c) privacy with denoising", ["dpnorm-msg", "dpnorm-grad", "dp-ecl"]),
+}
+
+
+def plot_panels(runs: Sequence[Run], regime: str, eps: float, path: Path) -> Path | None:
+    """One PNG like the talk's figure: columns (a)/(b)/(c), rows accuracy and dual norm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = _group(r for r in runs if r.regime == regime)
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8), sharex=True)
+    drawn = False
+    for col, (title, methods) in enumerate(PANELS.values()):
+        panel_eps = math.inf if col == 0 else eps
+        for (_reg, key, e), group in sorted(groups.items()):
+            if e != panel_eps or method_of(key)[0] not in methods:
+                continue
+            dashed = col == 2 and key == "dp-ecl"  # the no-denoising baseline in panel (c)
+            style = "--" if dashed or "clipped" in key else "-"
+            for row, metric in enumerate(("accuracy", "dual_norm")):
+                xs, ys = _mean_curve(group, metric)
+                if xs:
+                    scale = 100.0 if metric == "accuracy" else 1.0
+                    axes[row][col].plot(xs, [scale * y for y in ys], style, label=label(key))
+                    drawn = True
+        axes[0][col].set_title(f"{title}, ε = {_eps_name(panel_eps)}")
+    for col in range(3):
+        axes[0][col].set_ylabel("test accuracy (%)")
+        axes[1][col].set_ylabel("dual norm (RMS)")
+        axes[1][col].set_xlabel("round")
+        axes[1][col].set_yscale("log")
+        for row in range(2):
+            axes[row][col].grid(alpha=0.3)
+            if axes[row][col].lines:
+                axes[row][col].legend(fontsize="x-small")
+    fig.suptitle(f"regime {regime}: mean over nodes and seeds")
+    fig.tight_layout()
+    if drawn:
+        fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path if drawn else None
+
+
+def denoising_pairs(runs: Sequence[Run], regime: str) -> str:
+    """Seed-paired Δ accuracy and dual-norm ratio of γ > 0 against γ = 0 (same seeds)."""
+    base_of = {"dpnorm-msg": "dp-ecl", "dpnorm-grad": "dp-ecl-grad"}
+    by: dict[tuple[str, float, int], Run] = {}
+    for r in runs:
+        if r.regime == regime:
+            by[(r.key, r.epsilon, r.seed)] = r
+    lines = ["| method | ε | seeds | Δ acc (pts, mean ± std over seeds) | seeds improved | "
+             "final dual norm γ / γ=0 |", "|---|---|---|---|---|---|"]
+    rows = 0
+    for (key, eps, _seed) in sorted({(k, e, 0) for (k, e, _) in by}):
+        method = method_of(key)[0]
+        if method not in base_of:
+            continue
+        pairs = [(r, by[(base_of[method], eps, s)]) for (k, e, s), r in by.items()
+                 if k == key and e == eps and (base_of[method], eps, s) in by]
+        if not pairs:
+            continue
+        deltas = [100 * (a.mean_accuracy() - b.mean_accuracy()) for a, b in pairs]
+        ratios = []
+        for a, b in pairs:
+            da, db = a.curve("dual_norm")[1], b.curve("dual_norm")[1]
+            if da and db and db[-1] > 0:
+                ratios.append(da[-1] / db[-1])
+        spread = statistics.stdev(deltas) if len(deltas) > 1 else 0.0
+        ratio = f"{statistics.fmean(ratios):.3g}" if ratios else "–"
+        lines.append(f"| {label(key)} | {_eps_name(eps)} | {len(pairs)} | "
+                     f"{statistics.fmean(deltas):+.2f} ± {spread:.2f} | "
+                     f"{sum(d > 0 for d in deltas)}/{len(deltas)} | {ratio} |")
+        rows += 1
+    return "\n".join(lines) if rows else "_no paired runs (need dp-ecl and dpnorm at equal ε)_"
+
+
+def federation_vs_solo(runs: Sequence[Run], regime: str) -> str:
+    groups = _group(r for r in runs if r.regime == regime)
+    solo = groups.get((regime, "solo", math.inf), [])
+    if not solo:
+        return "_no solo run at ε = ∞_"
+    methods = [k for k in ("ecl", "dpsgd", "fedavg", "scaffold", "pooled")
+               if groups.get((regime, k, math.inf))]
+
+    def per_node(group: Sequence[Run]) -> dict[int, float]:
+        acc: dict[int, list[float]] = defaultdict(list)
+        for r in group:
+            for node, a in r.final_accuracies().items():
+                acc[node].append(a)
+        return {n: statistics.fmean(v) for n, v in acc.items()}
+
+    solo_nodes = per_node(solo)
+    others = {k: per_node(groups[(regime, k, math.inf)]) for k in methods}
+    head = "| node | solo | " + " | ".join(label(k) for k in methods) + " | ECL − solo |"
+    lines = [head, "|---|---|" + "---|" * len(methods) + "---|"]
+    for node in sorted(solo_nodes):
+        cells = []
+        for k in methods:
+            value = others[k].get(node, others[k].get(0))  # pooled has one site, node 0
+            cells.append(f"{100 * value:.1f}" if value is not None else "")
+        ecl = others.get("ecl", {}).get(node)
+        gain = f"{100 * (ecl - solo_nodes[node]):+.1f}" if ecl is not None else ""
+        lines.append(f"| {node} | {100 * solo_nodes[node]:.1f} | " + " | ".join(cells) +
+                     f" | {gain} |")
+    return "\n".join(lines)
+
+
+def gap_to_pooled(runs: Sequence[Run], regime: str) -> str:
+    groups = _group(r for r in runs if r.regime == regime)
+    pooled = groups.get((regime, "pooled", math.inf))
+    if not pooled:
+        return "_no pooled run_"
+    ref = statistics.fmean(_pooled_accuracies(pooled))
+    lines = [f"Pooled (ε = ∞): {100 * ref:.1f}%.", "", "| method | ε | accuracy | gap to pooled "
+             "(pts) |", "|---|---|---|---|"]
+    for (_, key, eps), group in sorted(groups.items(), key=lambda kv: (-kv[0][2], kv[0][1])):
+        if key == "pooled":
+            continue
+        acc = statistics.fmean(_pooled_accuracies(group))
+        lines.append(f"| {label(key)} | {_eps_name(eps)} | {100 * acc:.1f} | "
+                     f"{100 * (acc - ref):+.1f} |")
+    return "\n".join(lines)
+
+
+def privacy_cost(runs: Sequence[Run], regime: str) -> str:
+    """Accuracy lost to privacy at each ε, against the same family's clipped noise-free run."""
+    groups = _group(r for r in runs if r.regime == regime)
+    lines = ["| method | ε | accuracy | control | control accuracy | cost (pts) |",
+             "|---|---|---|---|---|---|"]
+    for (_, key, eps), group in sorted(groups.items(), key=lambda kv: (kv[0][1], -kv[0][2])):
+        method = METHODS.get(method_of(key)[0])
+        if method is None or math.isinf(eps):
+            continue
+        control_key = CONTROLS.get(method.family)
+        # references have no decentralised control: their own non-private run, which also
+        # differs by clipping (say so in the column)
+        control_key = control_key or method.name
+        control = groups.get((regime, control_key, math.inf))
+        if not control:
+            continue
+        acc = statistics.fmean(_pooled_accuracies(group))
+        ref = statistics.fmean(_pooled_accuracies(control))
+        name = label(control_key) + ("" if control_key in CONTROLS.values() else " (unclipped)")
+        lines.append(f"| {label(key)} | {_eps_name(eps)} | {100 * acc:.1f} | {name} | "
+                     f"{100 * ref:.1f} | {100 * (ref - acc):+.1f} |")
+    return "\n".join(lines)
+
+
+def time_breakdown(daemon_run: str | Path) -> str:
+    """Compute / communication & overhead / waiting per node of a launch_local.py run."""
+    root = Path(daemon_run)
+    lines = ["| node | rounds | compute s/round | communication & overhead s/round | "
+             "waiting s/round | round s | compute % | comm % | wait % |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    found = 0
+    for path in sorted(root.glob("*/metrics.jsonl"), key=lambda p: p.parent.name):
+        if not path.parent.name.isdigit():
+            continue
+        records = [r for r in read_metrics(path) if r.get("round_seconds") is not None]
+        if not records:
+            continue
+        found += 1
+        n = len(records)
+        compute = sum(float(r.get("compute_seconds") or 0.0) for r in records) / n
+        wait = sum(float(r.get("wait_seconds") or 0.0) for r in records) / n
+        total = sum(float(r["round_seconds"]) for r in records) / n
+        comm = max(total - compute - wait, 0.0)
+        shares = [100 * x / total if total > 0 else math.nan for x in (compute, comm, wait)]
+        lines.append(f"| {path.parent.name} | {n} | {compute:.4f} | {comm:.4f} | {wait:.4f} | "
+                     f"{total:.4f} | " + " | ".join(f"{s:.0f}" for s in shares) + " |")
+    if not found:
+        return f"_no `<node>/metrics.jsonl` with round timings under {root}_"
+    return "\n".join(lines) + (
+        "\n\nCompute is the local training step(s); waiting is the time a node spent waiting "
+        "for its neighbours' messages after sending its own; communication & overhead is the "
+        "rest of the round (encoding and sending, absorbing, evaluation, metrics, checkpoints).")
+
+
+def claims(runs: Sequence[Run], regime: str) -> list[str]:
+    """The issue's four claims, checked against the measured numbers (whatever they say)."""
+    groups = _group(r for r in runs if r.regime == regime)
+
+    def acc(key: str, eps: float) -> float | None:
+        g = groups.get((regime, key, eps))
+        return statistics.fmean(_pooled_accuracies(g)) if g else None
+
+    def dual_growth(key: str, eps: float) -> float | None:
+        g = groups.get((regime, key, eps))
+        if not g:
+            return None
+        ys = _mean_curve(g, "dual_norm")[1]
+        return ys[-1] / ys[len(ys) // 4] if len(ys) >= 4 and ys[len(ys) // 4] > 0 else None
+
+    out = []
+    eps_private = sorted({e for (_, _, e) in groups if math.isfinite(e)}, reverse=True)
+    gammas = sorted({k for (_, k, _) in groups if k.startswith("dpnorm-msg")})
+    for eps in eps_private:
+        base = dual_growth("dp-ecl", eps)
+        parts = [f"DP-ECL {base:.2f}×" if base else "DP-ECL –"]
+        parts += [f"{label(k)} {g:.2f}×" for k in gammas
+                  if (g := dual_growth(k, eps)) is not None]
+        grad = [k for (_, k, e) in groups if e == eps and k.startswith("dpnorm-grad")]
+        parts += [f"{label(k)} {g:.2f}×" for k in sorted(grad)
+                  if (g := dual_growth(k, eps)) is not None]
+        out.append(f"1. ε = {_eps_name(eps)}: dual norm, last / quarter-way: " +
+                   ", ".join(parts))
+    for eps in eps_private:
+        d = acc("dp-dpsgd", eps)
+        pd = {k: a for k in ["dp-ecl", *gammas] if (a := acc(k, eps)) is not None}
+        if d is None or not pd:
+            continue
+        verdict = all(a > d for a in pd.values())
+        out.append(f"2. ε = {_eps_name(eps)}: DP-D-PSGD {100 * d:.1f}% vs " +
+                   ", ".join(f"{label(k)} {100 * a:.1f}%" for k, a in pd.items()) +
+                   f" → primal-dual {'better' if verdict else 'NOT all better'}")
+    ecl, dps, solo, pooled = (acc(k, math.inf) for k in ("ecl", "dpsgd", "solo", "pooled"))
+    if ecl is not None:
+        bits = [f"ECL {100 * ecl:.1f}%"]
+        for name, v in (("D-PSGD", dps), ("solo", solo), ("pooled", pooled)):
+            if v is not None:
+                bits.append(f"{name} {100 * v:.1f}%")
+        verdicts = []
+        if dps is not None:
+            verdicts.append("beats D-PSGD" if ecl > dps else "does NOT beat D-PSGD")
+        if solo is not None:
+            verdicts.append("beats solo" if ecl > solo else "does NOT beat solo")
+        if pooled is not None:
+            verdicts.append("within 3 pts of pooled" if pooled - ecl <= 0.03
+                            else f"{100 * (pooled - ecl):.1f} pts below pooled")
+        out.append("3. no DP: " + ", ".join(bits) + " → ECL " + "; ".join(verdicts))
+    out.append("4. denoising: see the seed-paired table (Δ accuracy of γ > 0 vs γ = 0).")
+    return out
+
+
+def write_report(root: str | Path, out: str | Path | None = None,
+                 daemon_run: str | Path | None = None) -> Path:
+    """Write REPORT.md and one PNG per (regime, private ε); returns the Markdown file."""
+    runs = load_runs(root)
+    target = Path(out) if out is not None else Path(root) / "report"
+    target.mkdir(parents=True, exist_ok=True)
+    regimes = sorted({r.regime for r in runs})
+    doc = [f"# Experiment report: {Path(root).resolve()}", "",
+           f"{len(runs)} finished runs. Accuracy: final test accuracy in %, mean ± std over "
+           "nodes and seeds; n = number of seeds; ε̂ = the largest ε any node spent (PLD "
+           "accountant, δ as configured).", ""]
+    for regime in regimes:
+        regime_runs = [r for r in runs if r.regime == regime]
+        cfg = regime_runs[0].summary.get("config", {})
+        doc += [f"## Regime `{regime}`", "",
+                f"model {cfg.get('model')}, dataset {cfg.get('dataset')}, partition "
+                f"{cfg.get('partition')}, {cfg.get('nodes')} nodes on a {cfg.get('topology')}, "
+                f"{cfg.get('rounds')} rounds, examples per node "
+                f"{cfg.get('examples_per_node') or 'all'}, δ = {cfg.get('delta')}.", "",
+                "### Final accuracy (method × ε)", "", accuracy_table(runs, regime), "",
+                "### Figures", ""]
+        private = sorted({r.epsilon for r in regime_runs if math.isfinite(r.epsilon)},
+                         reverse=True) or [math.inf]
+        for eps in private:
+            png = plot_panels(runs, regime, eps, target / f"{regime}_eps-{_eps_name(eps)}.png")
+            if png is not None:
+                doc += [f"![{regime}, ε = {_eps_name(eps)}]({png.name})", ""]
+        doc += ["### Denoising, seed-paired (same seed and noise seed)", "",
+                denoising_pairs(runs, regime), "",
+                "### Claims, as measured", "", *claims(runs, regime), "",
+                "### Pre-validation", "", "#### Federation vs solo, per node (ε = ∞)", "",
+                federation_vs_solo(runs, regime), "", "#### Gap to pooled", "",
+                gap_to_pooled(runs, regime), "", "#### Privacy cost per ε (against the clipped, "
+                "noise-free control)", "", privacy_cost(runs, regime), ""]
+    doc += ["## Time breakdown (daemon run)", ""]
+    doc += [time_breakdown(daemon_run) if daemon_run is not None else
+            "_not given: pass `--daemon-run DIR` (a `scripts/launch_local.py` output "
+            "directory)._", ""]
+    path = target / "REPORT.md"
+    path.write_text("\n".join(doc), encoding="utf-8")
+    return path
