@@ -23,6 +23,7 @@ __all__ = [
     "EndpointError",
     "GossipError",
     "KeyFileError",
+    "NormError",
     "PeerError",
     "ProtocolError",
     "ReplayError",
@@ -48,6 +49,10 @@ class PeerError(ProtocolError):
 
 class ReplayError(ProtocolError):
     """The message's sequence number was already seen or is too old to tell."""
+
+
+class NormError(ProtocolError):
+    """The message's tensor is larger (RMS per coordinate) than the configured bound."""
 
 
 class EncodeError(GossipError):

@@ -8,7 +8,10 @@ Pure and synchronous; `now` is only used to rate-limit log lines. Checks, in ord
 2. the frames decode (`gossip.codec.decode`, with the model size we expect);
 3. the header's `sender` equals that identity, so a neighbour cannot speak for another node;
 4. the sequence number was not seen before and is not too old to tell (a sliding replay window,
-   as in IPsec/DTLS, so that reordering within the window is still accepted).
+   as in IPsec/DTLS, so that reordering within the window is still accepted);
+5. a tensor's RMS per coordinate is at most `max_rms` (default: no bound), so that a neighbour
+   sending huge values is dropped like any other bad message: it is not a sign of life and its
+   missing round messages count as missed deadlines.
 
 Rejections never raise: each is counted per peer and error kind, and logged at WARNING at most
 once per `log_interval` seconds per (peer, kind) with the number suppressed meanwhile. Messages
@@ -18,13 +21,16 @@ from non-neighbours are counted under the peer `None`, so strangers cannot grow 
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from gossip.codec import Frame, decode
-from gossip.errors import PeerError, ProtocolError, ReplayError
-from gossip.messages import Message, PeerId
+from gossip.errors import NormError, PeerError, ProtocolError, ReplayError
+from gossip.messages import Dual, Message, PeerId, Primal
 
 __all__ = ["Inbox", "ReplayWindow"]
 
@@ -66,6 +72,7 @@ class Inbox:
         expected_dim: int | None = None,
         replay_window: int = 64,
         log_interval: float = 10.0,
+        max_rms: float = math.inf,
     ) -> None:
         """Create the filter.
 
@@ -74,6 +81,7 @@ class Inbox:
             expected_dim: the model size every tensor (and Hello.dim) must have, if known.
             replay_window: how many recent sequence numbers per peer are remembered.
             log_interval: at most one log line per (peer, error kind) per this many seconds.
+            max_rms: the largest RMS per coordinate a Dual/Primal tensor may have.
         """
         self.neighbours = frozenset(neighbours)
         self.expected_dim = expected_dim
@@ -82,6 +90,7 @@ class Inbox:
         self.rejected: dict[PeerId | None, Counter[str]] = {}
         self._windows = {p: ReplayWindow(replay_window) for p in self.neighbours}
         self._log_interval = log_interval
+        self._max_sq = max_rms * max_rms
         self._last_log: dict[tuple[PeerId | None, str], float] = {}
         self._suppressed: Counter[tuple[PeerId | None, str]] = Counter()
 
@@ -96,6 +105,13 @@ class Inbox:
             if msg.sender != peer:
                 raise PeerError(f"node {peer} sent a message claiming to be node {msg.sender}.")
             self._windows[peer].check(msg.seq)
+            if isinstance(msg, Dual | Primal) and math.isfinite(self._max_sq):
+                with np.errstate(over="ignore"):
+                    sq = float(np.dot(msg.payload, msg.payload))  # inf on overflow: rejected
+                if sq > self._max_sq * len(msg.payload):
+                    rms = math.sqrt(sq / max(len(msg.payload), 1))
+                    raise NormError(f"node {peer} sent a tensor with RMS {rms:.3g}, above the "
+                                    f"bound {math.sqrt(self._max_sq):g}.")
         except ProtocolError as exc:
             self._reject(peer, exc, now)
             return None

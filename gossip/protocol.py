@@ -25,6 +25,7 @@ back and we send fewer than a million messages per second.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ class GossipConfig:
     liveness: LivenessConfig = field(default_factory=LivenessConfig)
     replay_window: int = 64
     log_interval: float = 10.0
+    max_message_rms: float = math.inf  # Dual/Primal tensors above this RMS are rejected
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +95,7 @@ class GossipProtocol:
             expected_dim=dim,
             replay_window=cfg.replay_window,
             log_interval=cfg.log_interval,
+            max_rms=cfg.max_message_rms,
         )
         self.liveness = Liveness(self.neighbours, cfg.liveness, now)
         self.book = RoundBook(self.neighbours, cfg.rounds, first_round=first_round)

@@ -142,7 +142,10 @@ class Daemon:
                 rounds=RoundConfig(deadline=n.round_timeout, future_window=4),
                 liveness=LivenessConfig(heartbeat_interval=n.heartbeat_interval,
                                         suspect_after=n.down_after / 2, down_after=n.down_after,
-                                        max_missed_deadlines=n.max_missed_deadlines))
+                                        max_missed_deadlines=n.max_missed_deadlines),
+                # Checked on receipt: an oversized message is not a sign of life and does not
+                # count as delivered, so a peer sending only those goes down like a silent one.
+                max_message_rms=n.max_message_norm)
             self.proto = GossipProtocol(self.me, self.neighbours, gossip_cfg,
                                         dim=self.runner.setup.layout.numel,
                                         now=time.monotonic(), first_round=self.runner.round,
