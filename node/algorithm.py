@@ -27,6 +27,7 @@ neighbour's edge leaves the primal update and receives no message until it is he
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -119,7 +120,32 @@ def alpha_for_gamma(gamma: float, eta: float) -> float:
     return gamma / eta
 
 
-class PrimalDual:
+class RoundAlgorithm(ABC):
+    """What every algorithm of a node does in a round; `step` is the one entry point."""
+
+    @abstractmethod
+    def absorb(self, received: Mapping[int, Tensor]) -> None: ...
+
+    @abstractmethod
+    def local_steps(self, oracle: GradientOracle, active: Collection[int]) -> float: ...
+
+    @abstractmethod
+    def messages(self, active: Collection[int], noise: DualNoise) -> dict[int, Tensor]: ...
+
+    def step(
+        self,
+        received: Mapping[int, Tensor],
+        oracle: GradientOracle,
+        active: Collection[int],
+        noise: DualNoise | None = None,
+    ) -> tuple[dict[int, Tensor], float]:
+        """One round: absorb, K local steps, messages. Returns (messages, mean loss)."""
+        self.absorb(received)
+        loss = self.local_steps(oracle, active)
+        return self.messages(active, noise or NoNoise()), loss
+
+
+class PrimalDual(RoundAlgorithm):
     """One node of DP-Norm / DP-ECL / ECL: primal model w and one dual z per neighbour."""
 
     def __init__(
@@ -183,18 +209,6 @@ class PrimalDual:
             self.w = self.w - released_noise / (2.0 * p.beta * len(edges))
         return out
 
-    def step(
-        self,
-        received: Mapping[int, Tensor],
-        oracle: GradientOracle,
-        active: Collection[int],
-        noise: DualNoise | None = None,
-    ) -> tuple[dict[int, Tensor], float]:
-        """One round: absorb, K local steps, messages. Returns (messages, mean loss)."""
-        self.absorb(received)
-        loss = self.local_steps(oracle, active)
-        return self.messages(active, noise or NoNoise()), loss
-
     def dual_norm(self) -> float | None:
         """RMS per coordinate of the duals: sqrt(Σ_j ‖z_{i|j}‖² / (E_i·d))."""
         if not self.duals:
@@ -213,7 +227,7 @@ class PrimalDual:
             self.duals[j] = state[f"z{j}"].clone()
 
 
-class Gossip:
+class Gossip(RoundAlgorithm):
     """One node of D-PSGD / DP-D-PSGD: local SGD steps, then Metropolis–Hastings averaging."""
 
     def __init__(
@@ -263,17 +277,6 @@ class Gossip:
         if noise.std > 0:
             raise ValueError("gossip algorithms have no dual messages; use gradient-mode privacy")
         return {j: self.w for j in self.weights if j in active}
-
-    def step(
-        self,
-        received: Mapping[int, Tensor],
-        oracle: GradientOracle,
-        active: Collection[int],
-        noise: DualNoise | None = None,
-    ) -> tuple[dict[int, Tensor], float]:
-        self.absorb(received)
-        loss = self.local_steps(oracle, active)
-        return self.messages(active, noise or NoNoise()), loss
 
     def dual_norm(self) -> float | None:
         return None
