@@ -512,7 +512,7 @@ def run_hostile(out: Path, seed: int, quick: bool, node: Mapping[str, Any],
             if kind == "stranger":
                 got = counted.get("stranger", {}).get("PeerError", 0)
             elif kind == "norm":
-                got = mine.get("NormError", 0) + mine.get("norm", 0)
+                got = mine.get("NormError", 0)
                 if not bounded:
                     continue
             else:

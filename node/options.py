@@ -39,6 +39,14 @@ HELP = {
 }
 
 
+class OneSentenceParser(argparse.ArgumentParser):
+    """argparse whose errors are one sentence and exit 2, like every other bad-input error,
+    rather than the usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(f"{message}; see --help.")
+
+
 def add_run_options(parser: argparse.ArgumentParser, skip: Sequence[str] = ()) -> None:
     hints = typing.get_type_hints(RunConfig)
     defaults = RunConfig()

@@ -18,7 +18,6 @@ import contextlib
 import functools
 import json
 import logging
-import math
 import signal
 import threading
 import time
@@ -83,7 +82,6 @@ class Daemon:
         self.stop = asyncio.Event()
         self.wake = asyncio.Event()
         self.exit_reason = "finished"
-        self.rejected_norm: dict[int, int] = {}
         self.metrics = MetricsWriter(self.out)
         previous = read_metrics(self.metrics.path) if self.metrics.path.stat().st_size else []
         # Counters stay monotone across a restart: continue from the last recorded values.
@@ -257,28 +255,14 @@ class Daemon:
             result, effects = self.proto.close_round(time.monotonic())
             self._apply(effects)
             wait = time.monotonic() - wait_start
-            checked = {j: self._tensor(j, y) for j, y in result.duals.items()}
-            received = {j: y for j, y in checked.items() if y is not None}
+            received = {j: own_copy(y) for j, y in result.duals.items()}
             runner.setup.algorithm.absorb(received)
-            primals = {j: self._tensor(j, y) for j, y in result.primals.items()}
-            if cfg.algorithm == "dpsgd":
-                primals = dict(received)
-            await self._finish_round(r, out.loss, compute, wait, started,
-                                     {j: y for j, y in primals.items() if y is not None})
+            primals = (dict(received) if cfg.algorithm == "dpsgd"
+                       else {j: own_copy(y) for j, y in result.primals.items()})
+            await self._finish_round(r, out.loss, compute, wait, started, primals)
             pace_until = started + self.cfg.node.min_round_seconds
             while time.monotonic() < pace_until and not self.stop.is_set():
                 await self._wait_wake(pace_until)
-
-    def _tensor(self, peer: int, payload: np.ndarray) -> torch.Tensor | None:
-        """A received tensor as our own float32 copy, or None if it breaks the norm bound."""
-        y = torch.from_numpy(np.array(payload, dtype=np.float32, copy=True))
-        bound = self.cfg.node.max_message_norm
-        if math.isfinite(bound) and float(y.norm()) / math.sqrt(y.numel()) > bound:
-            self.rejected_norm[peer] = self.rejected_norm.get(peer, 0) + 1
-            logger.warning("dropped a message from %d: RMS above max_message_norm=%g (%d so far)",
-                           peer, bound, self.rejected_norm[peer])
-            return None
-        return y
 
     async def _finish_round(self, r: int, loss: float, compute: float, wait: float,
                             started: float, primals: dict[int, torch.Tensor]) -> None:
@@ -325,9 +309,13 @@ class Daemon:
         if proto is not None:
             for peer, kinds in proto.inbox.rejected.items():
                 out.setdefault("stranger" if peer is None else str(peer), {}).update(kinds)
-        for peer, count in self.rejected_norm.items():
-            out.setdefault(str(peer), {})["norm"] = count
         return out
+
+
+def own_copy(payload: np.ndarray) -> torch.Tensor:
+    """A received tensor as our own writable float32 copy (decoded frames are read-only views;
+    oversized ones were already refused by the inbox's `max_message_norm` check)."""
+    return torch.from_numpy(np.array(payload, dtype=np.float32, copy=True))
 
 
 def compute_round(runner: NodeRunner, active: set[int]) -> RoundOutput | None:

@@ -14,13 +14,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from node.config import ConfigError, run_config_from_mapping
 from node.daemon_config import WIRE_DTYPES, FaultSettings
 from node.options import (
+    OneSentenceParser,
     add_run_options,
     fail,
     guarded,
@@ -29,14 +30,9 @@ from node.options import (
 )
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        # One sentence, like every other bad-input error, rather than the usage dump.
-        fail(f"{message}; see --help.")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneSentenceParser(description=__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--quiet", action="store_true", help="no live progress")
     parser.add_argument("--timeout", type=float, default=None,

@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from node.config import ConfigError, run_config_from_mapping
 from node.daemon_config import WIRE_DTYPES
 from node.options import (
+    OneSentenceParser,
     add_run_options,
     fail,
     parse_set_overrides,
@@ -30,13 +30,9 @@ from node.options import (
 )
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        fail(f"{message}; see --help.")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneSentenceParser(description=__doc__,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--force", action="store_true",
                         help="replace existing CURVE keys in DIR/keys")
