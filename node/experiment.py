@@ -109,6 +109,10 @@ class Preset:
     # RunConfig settings for one method only (e.g. FedAvg/SCAFFOLD with K > 1: at K = 1 and
     # full participation SCAFFOLD's correction averages to zero and it equals FedAvg exactly)
     method_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # RunConfig settings for every run that clips per-sample gradients (finite ε and the
+    # clipped controls): clipped gradients are at most C long, so they want a larger step than
+    # raw ones. Chosen on the clipped noise-free control, never on the private runs.
+    clipped: dict[str, Any] = field(default_factory=dict)
 
 
 INF = math.inf
@@ -133,6 +137,11 @@ PRESETS: dict[str, Preset] = {
                        "fedavg": (INF, 4.0, 1.0), "scaffold": (INF, 4.0, 1.0),
                        "solo": (INF, 4.0, 1.0)},
         method_overrides={"fedavg": {"local_steps": 4}, "scaffold": {"local_steps": 4}},
+        # Clipped noise-free control, scarce regime, seed 0, 200 rounds (ECL / D-PSGD accuracy):
+        # lr 0.1 → 61.0 / 70.3 %, 0.3 → 72.1 / 77.5, 1.0 → 78.9 / 80.6, 2.0 → 80.9 / 81.0,
+        # 3.0 → 80.9 / 81.0. 1.0 is within 2 points of the plateau; a larger step also scales
+        # the privacy noise that reaches the model, so we stop where the control flattens.
+        clipped={"lr": 1.0},
     ),
     # A smoke-sized version of the same grid (≤ 10 minutes on 2 cores): fewer rounds, ε values,
     # test examples and a narrower CNN. Its numbers show the pipeline, not the paper's claims.
@@ -211,7 +220,9 @@ def build_grid(p: Preset, *, seeds: Sequence[int] | None = None,
                     if math.isinf(eps) and m.kind == "sim" and m.privacy_mode is not None:
                         continue  # without DP these are ECL / D-PSGD, which run on their own
                     for gamma in p.gammas if m.denoise else (0.0,):
+                        clips = math.isfinite(eps) or m.kind == "control"
                         cfg: dict[str, Any] = {**p.base, **regime_cfg,
+                                               **(p.clipped if clips else {}),
                                                **p.method_overrides.get(name, {}),
                                                **(overrides or {})}
                         cfg.update(seed=seed, noise_seed=seed, epsilon=eps)

@@ -10,143 +10,36 @@ the largest ε any node of any seed reported (the accountant's PLD value, a prov
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from node.experiment import CONTROLS, METHODS
+from node.figures import plot_panels, plot_vs_epsilon
 from node.metrics import read_metrics
-
-
-@dataclass
-class Run:
-    spec: dict[str, Any]
-    summary: dict[str, Any]
-    metrics: dict[int, list[dict[str, Any]]]
-
-    @property
-    def method(self) -> str:
-        return str(self.spec["method"])
-
-    @property
-    def key(self) -> str:
-        """Method plus denoising strength where it has one: one row of the table."""
-        return f"{self.method}-g{self.gamma:g}" if METHODS[self.method].denoise else self.method
-
-    @property
-    def regime(self) -> str:
-        return str(self.spec["regime"])
-
-    @property
-    def epsilon(self) -> float:
-        eps = self.spec["epsilon"]
-        return math.inf if eps is None else float(eps)
-
-    @property
-    def gamma(self) -> float:
-        return float(self.spec["gamma"])
-
-    @property
-    def seed(self) -> int:
-        return int(self.spec["seed"])
-
-    def final_accuracies(self) -> dict[int, float]:
-        return {int(k): float(v["accuracy"]) for k, v in self.summary["nodes"].items()
-                if v.get("accuracy") is not None}
-
-    def mean_accuracy(self) -> float:
-        values = list(self.final_accuracies().values())
-        return sum(values) / len(values) if values else math.nan
-
-    def curve(self, metric: str) -> tuple[list[int], list[float]]:
-        """The metric averaged over nodes at every round where any node reported it."""
-        by_round: dict[int, list[float]] = defaultdict(list)
-        for records in self.metrics.values():
-            for r in records:
-                if r.get(metric) is not None:
-                    by_round[int(r["round"])].append(float(r[metric]))
-        rounds = sorted(by_round)
-        return [r + 1 for r in rounds], [sum(by_round[r]) / len(by_round[r]) for r in rounds]
-
-
-def load_runs(root: str | Path) -> list[Run]:
-    runs = []
-    for done in sorted(Path(root).glob("**/DONE")):
-        d = done.parent
-        try:
-            spec = json.loads((d / "run.json").read_text())
-            summary = json.loads((d / "summary.json").read_text())
-        except (OSError, ValueError):
-            continue
-        metrics = {int(p.parent.name): read_metrics(p) for p in d.glob("*/metrics.jsonl")
-                   if p.parent.name.isdigit()}
-        runs.append(Run(spec, summary, metrics))
-    return runs
-
-
-def method_of(key: str) -> tuple[str, str]:
-    """Split a row key such as "dpnorm-grad-g0.1" into ("dpnorm-grad", "0.1")."""
-    method, sep, gamma = key.rpartition("-g")
-    try:
-        float(gamma)
-    except ValueError:
-        return key, ""
-    return (method, gamma) if sep and method in METHODS else (key, "")
-
-
-def label(key: str) -> str:
-    method, gamma = method_of(key)
-    if method not in METHODS:
-        return key
-    return METHODS[method].label + (f", γ={gamma}" if gamma else "")
-
-
-def _eps_name(eps: float) -> str:
-    return "∞" if math.isinf(eps) else f"{eps:g}"
-
-
-def _mean_std(values: Sequence[float]) -> str:
-    if not values:
-        return "–"
-    mean = 100 * statistics.fmean(values)
-    std = 100 * statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{mean:.1f} ± {std:.1f}"
-
-
-def _row_order(keys: Iterable[str]) -> list[str]:
-    order = list(METHODS)
-    return sorted(set(keys), key=lambda k: (order.index(method_of(k)[0])
-                                            if method_of(k)[0] in order else 99, k))
-
-
-def _group(runs: Iterable[Run]) -> dict[tuple[str, str, float], list[Run]]:
-    groups: dict[tuple[str, str, float], list[Run]] = defaultdict(list)
-    for r in runs:
-        groups[(r.regime, r.key, r.epsilon)].append(r)
-    return groups
-
-
-def _pooled_accuracies(runs: Sequence[Run]) -> list[float]:
-    return [a for r in runs for a in r.final_accuracies().values()]
-
-
-def _max_eps(runs: Sequence[Run]) -> float | None:
-    values = [r.summary.get("max_epsilon") for r in runs]
-    finite = [float(v) for v in values if v is not None]
-    return max(finite) if finite else None
+from node.results import (
+    Run,
+    eps_name,
+    group_runs,
+    label,
+    load_runs,
+    max_eps,
+    mean_curve,
+    mean_std,
+    method_of,
+    pooled_accuracies,
+    row_order,
+)
 
 
 def accuracy_table(runs: Sequence[Run], regime: str) -> str:
     """Markdown: method × ε → final accuracy (mean ± std over nodes and seeds) and ε spent."""
-    groups = _group(r for r in runs if r.regime == regime)
+    groups = group_runs(r for r in runs if r.regime == regime)
     epsilons = sorted({e for (_, _, e) in groups}, key=lambda e: -e)
-    keys = _row_order(k for (_, k, _) in groups)
-    head = "| method | " + " | ".join(f"ε = {_eps_name(e)}" for e in epsilons) + " |"
+    keys = row_order(k for (_, k, _) in groups)
+    head = "| method | " + " | ".join(f"ε = {eps_name(e)}" for e in epsilons) + " |"
     lines = [head, "|---|" + "---|" * len(epsilons)]
     for key in keys:
         cells = []
@@ -155,72 +48,14 @@ def accuracy_table(runs: Sequence[Run], regime: str) -> str:
             if not group:
                 cells.append("")
                 continue
-            spent = _max_eps(group)
-            cell = _mean_std(_pooled_accuracies(group))
+            spent = max_eps(group)
+            cell = mean_std(pooled_accuracies(group))
             cell += f" (n={len(group)}, ε̂={spent:.2f})" if spent is not None else \
                 f" (n={len(group)})"
             cells.append(cell)
         lines.append(f"| {label(key)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
-
-def _mean_curve(group: Sequence[Run], metric: str) -> tuple[list[int], list[float]]:
-    acc: dict[int, list[float]] = defaultdict(list)
-    for r in group:
-        for x, y in zip(*r.curve(metric), strict=True):
-            acc[x].append(y)
-    xs = sorted(acc)
-    return xs, [sum(acc[x]) / len(acc[x]) for x in xs]
-
-
-PANELS = {
-    "a": ("(a) no privacy", ["ecl", "dpsgd", "fedavg", "scaffold", "solo", "pooled",
-                             "ecl-clipped", "dpsgd-clipped"]),
-    "b": ("(b) privacy, no denoising", ["dp-ecl", "dp-ecl-grad", "dp-dpsgd", "fedavg",
-                                        "scaffold", "solo"]),
-    "c": ("(c) privacy with denoising", ["dpnorm-msg", "dpnorm-grad", "dp-ecl"]),
-}
-
-
-def plot_panels(runs: Sequence[Run], regime: str, eps: float, path: Path) -> Path | None:
-    """One PNG like the talk's figure: columns (a)/(b)/(c), rows accuracy and dual norm."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    groups = _group(r for r in runs if r.regime == regime)
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8), sharex=True)
-    drawn = False
-    for col, (title, methods) in enumerate(PANELS.values()):
-        panel_eps = math.inf if col == 0 else eps
-        for (_reg, key, e), group in sorted(groups.items()):
-            if e != panel_eps or method_of(key)[0] not in methods:
-                continue
-            dashed = col == 2 and key == "dp-ecl"  # the no-denoising baseline in panel (c)
-            style = "--" if dashed or "clipped" in key else "-"
-            for row, metric in enumerate(("accuracy", "dual_norm")):
-                xs, ys = _mean_curve(group, metric)
-                if xs:
-                    scale = 100.0 if metric == "accuracy" else 1.0
-                    axes[row][col].plot(xs, [scale * y for y in ys], style, label=label(key))
-                    drawn = True
-        axes[0][col].set_title(f"{title}, ε = {_eps_name(panel_eps)}")
-    for col in range(3):
-        axes[0][col].set_ylabel("test accuracy (%)")
-        axes[1][col].set_ylabel("dual norm (RMS)")
-        axes[1][col].set_xlabel("round")
-        axes[1][col].set_yscale("log")
-        for row in range(2):
-            axes[row][col].grid(alpha=0.3)
-            if axes[row][col].lines:
-                axes[row][col].legend(fontsize="x-small")
-    fig.suptitle(f"regime {regime}: mean over nodes and seeds")
-    fig.tight_layout()
-    if drawn:
-        fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path if drawn else None
 
 
 def denoising_pairs(runs: Sequence[Run], regime: str) -> str:
@@ -249,7 +84,7 @@ def denoising_pairs(runs: Sequence[Run], regime: str) -> str:
                 ratios.append(da[-1] / db[-1])
         spread = statistics.stdev(deltas) if len(deltas) > 1 else 0.0
         ratio = f"{statistics.fmean(ratios):.3g}" if ratios else "–"
-        lines.append(f"| {label(key)} | {_eps_name(eps)} | {len(pairs)} | "
+        lines.append(f"| {label(key)} | {eps_name(eps)} | {len(pairs)} | "
                      f"{statistics.fmean(deltas):+.2f} ± {spread:.2f} | "
                      f"{sum(d > 0 for d in deltas)}/{len(deltas)} | {ratio} |")
         rows += 1
@@ -257,7 +92,7 @@ def denoising_pairs(runs: Sequence[Run], regime: str) -> str:
 
 
 def federation_vs_solo(runs: Sequence[Run], regime: str) -> str:
-    groups = _group(r for r in runs if r.regime == regime)
+    groups = group_runs(r for r in runs if r.regime == regime)
     solo = groups.get((regime, "solo", math.inf), [])
     if not solo:
         return "_no solo run at ε = ∞_"
@@ -288,25 +123,25 @@ def federation_vs_solo(runs: Sequence[Run], regime: str) -> str:
 
 
 def gap_to_pooled(runs: Sequence[Run], regime: str) -> str:
-    groups = _group(r for r in runs if r.regime == regime)
+    groups = group_runs(r for r in runs if r.regime == regime)
     pooled = groups.get((regime, "pooled", math.inf))
     if not pooled:
         return "_no pooled run_"
-    ref = statistics.fmean(_pooled_accuracies(pooled))
+    ref = statistics.fmean(pooled_accuracies(pooled))
     lines = [f"Pooled (ε = ∞): {100 * ref:.1f}%.", "", "| method | ε | accuracy | gap to pooled "
              "(pts) |", "|---|---|---|---|"]
     for (_, key, eps), group in sorted(groups.items(), key=lambda kv: (-kv[0][2], kv[0][1])):
         if key == "pooled":
             continue
-        acc = statistics.fmean(_pooled_accuracies(group))
-        lines.append(f"| {label(key)} | {_eps_name(eps)} | {100 * acc:.1f} | "
+        acc = statistics.fmean(pooled_accuracies(group))
+        lines.append(f"| {label(key)} | {eps_name(eps)} | {100 * acc:.1f} | "
                      f"{100 * (acc - ref):+.1f} |")
     return "\n".join(lines)
 
 
 def privacy_cost(runs: Sequence[Run], regime: str) -> str:
     """Accuracy lost to privacy at each ε, against the same family's clipped noise-free run."""
-    groups = _group(r for r in runs if r.regime == regime)
+    groups = group_runs(r for r in runs if r.regime == regime)
     lines = ["| method | ε | accuracy | control | control accuracy | cost (pts) |",
              "|---|---|---|---|---|---|"]
     for (_, key, eps), group in sorted(groups.items(), key=lambda kv: (kv[0][1], -kv[0][2])):
@@ -320,10 +155,10 @@ def privacy_cost(runs: Sequence[Run], regime: str) -> str:
         control = groups.get((regime, control_key, math.inf))
         if not control:
             continue
-        acc = statistics.fmean(_pooled_accuracies(group))
-        ref = statistics.fmean(_pooled_accuracies(control))
+        acc = statistics.fmean(pooled_accuracies(group))
+        ref = statistics.fmean(pooled_accuracies(control))
         name = label(control_key) + ("" if control_key in CONTROLS.values() else " (unclipped)")
-        lines.append(f"| {label(key)} | {_eps_name(eps)} | {100 * acc:.1f} | {name} | "
+        lines.append(f"| {label(key)} | {eps_name(eps)} | {100 * acc:.1f} | {name} | "
                      f"{100 * ref:.1f} | {100 * (ref - acc):+.1f} |")
     return "\n".join(lines)
 
@@ -360,39 +195,37 @@ def time_breakdown(daemon_run: str | Path) -> str:
 
 def claims(runs: Sequence[Run], regime: str) -> list[str]:
     """The issue's four claims, checked against the measured numbers (whatever they say)."""
-    groups = _group(r for r in runs if r.regime == regime)
+    groups = group_runs(r for r in runs if r.regime == regime)
 
     def acc(key: str, eps: float) -> float | None:
         g = groups.get((regime, key, eps))
-        return statistics.fmean(_pooled_accuracies(g)) if g else None
+        return statistics.fmean(pooled_accuracies(g)) if g else None
 
-    def dual_growth(key: str, eps: float) -> float | None:
+    def duals(key: str, eps: float) -> str | None:
+        """Final dual norm and its growth from the quarter-way round to the end."""
         g = groups.get((regime, key, eps))
-        if not g:
+        ys = mean_curve(g, "dual_norm")[1] if g else []
+        if len(ys) < 4 or ys[len(ys) // 4] <= 0:
             return None
-        ys = _mean_curve(g, "dual_norm")[1]
-        return ys[-1] / ys[len(ys) // 4] if len(ys) >= 4 and ys[len(ys) // 4] > 0 else None
+        return f"{label(key)} {ys[-1]:.3g} ({ys[-1] / ys[len(ys) // 4]:.2f}×)"
 
     out = []
     eps_private = sorted({e for (_, _, e) in groups if math.isfinite(e)}, reverse=True)
     gammas = sorted({k for (_, k, _) in groups if k.startswith("dpnorm-msg")})
+    control = duals("ecl-clipped", math.inf)
     for eps in eps_private:
-        base = dual_growth("dp-ecl", eps)
-        parts = [f"DP-ECL {base:.2f}×" if base else "DP-ECL –"]
-        parts += [f"{label(k)} {g:.2f}×" for k in gammas
-                  if (g := dual_growth(k, eps)) is not None]
-        grad = [k for (_, k, e) in groups if e == eps and k.startswith("dpnorm-grad")]
-        parts += [f"{label(k)} {g:.2f}×" for k in sorted(grad)
-                  if (g := dual_growth(k, eps)) is not None]
-        out.append(f"1. ε = {_eps_name(eps)}: dual norm, last / quarter-way: " +
-                   ", ".join(parts))
+        keys = ["dp-ecl", *gammas, "dp-ecl-grad",
+                *sorted(k for (_, k, e) in groups if e == eps and k.startswith("dpnorm-grad"))]
+        parts = [text for k in keys if (text := duals(k, eps)) is not None]
+        out.append(f"1. ε = {eps_name(eps)}: final dual norm (last / quarter-way round): " +
+                   ", ".join(parts) + (f"; noise-free control {control}" if control else ""))
     for eps in eps_private:
         d = acc("dp-dpsgd", eps)
         pd = {k: a for k in ["dp-ecl", *gammas] if (a := acc(k, eps)) is not None}
         if d is None or not pd:
             continue
         verdict = all(a > d for a in pd.values())
-        out.append(f"2. ε = {_eps_name(eps)}: DP-D-PSGD {100 * d:.1f}% vs " +
+        out.append(f"2. ε = {eps_name(eps)}: DP-D-PSGD {100 * d:.1f}% vs " +
                    ", ".join(f"{label(k)} {100 * a:.1f}%" for k, a in pd.items()) +
                    f" → primal-dual {'better' if verdict else 'NOT all better'}")
     ecl, dps, solo, pooled = (acc(k, math.inf) for k in ("ecl", "dpsgd", "solo", "pooled"))
@@ -437,10 +270,13 @@ def write_report(root: str | Path, out: str | Path | None = None,
                 "### Figures", ""]
         private = sorted({r.epsilon for r in regime_runs if math.isfinite(r.epsilon)},
                          reverse=True) or [math.inf]
+        summary_png = plot_vs_epsilon(runs, regime, target / f"{regime}_vs-eps.png")
+        if summary_png is not None:
+            doc += [f"![{regime}: accuracy and dual norm against ε]({summary_png.name})", ""]
         for eps in private:
-            png = plot_panels(runs, regime, eps, target / f"{regime}_eps-{_eps_name(eps)}.png")
+            png = plot_panels(runs, regime, eps, target / f"{regime}_eps-{eps_name(eps)}.png")
             if png is not None:
-                doc += [f"![{regime}, ε = {_eps_name(eps)}]({png.name})", ""]
+                doc += [f"![{regime}, ε = {eps_name(eps)}]({png.name})", ""]
         doc += ["### Denoising, seed-paired (same seed and noise seed)", "",
                 denoising_pairs(runs, regime), "",
                 "### Claims, as measured", "", *claims(runs, regime), "",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -38,6 +39,17 @@ def test_grid_shape_pairs_seeds_and_skips_nonsense() -> None:
     assert not any(p.startswith("scarce/ecl/eps-8") for p in paths)
     for s in specs:  # pairing: the noise stream is the seed's, whatever γ is
         assert s.config["noise_seed"] == s.config["seed"] == s.seed
+
+
+def test_clipped_settings_reach_exactly_the_runs_that_clip() -> None:
+    specs = build_grid(dataclasses.replace(TINY, clipped={"lr": 0.5}))
+    lr = {s.path: s.config["lr"] for s in specs}
+    assert lr["scarce/ecl-clipped/eps-inf/seed-0"] == 0.5
+    assert lr["scarce/dp-ecl/eps-8/seed-0"] == 0.5
+    assert lr["scarce/solo/eps-8/seed-0"] == 0.5
+    assert lr["scarce/ecl/eps-inf/seed-0"] == 0.1
+    assert lr["scarce/solo/eps-inf/seed-0"] == 0.1
+    assert lr["scarce/pooled/eps-inf/seed-0"] == 0.1
 
 
 def test_tiny_grid_runs_resumes_and_reports(tmp_path: Path) -> None:
@@ -85,8 +97,9 @@ def test_tiny_grid_runs_resumes_and_reports(tmp_path: Path) -> None:
     assert "| 1 | 3 | 0.2500 | 0.2500 | 0.5000 | 1.0000 | 25 | 25 | 50 |" in text
     assert "Federation vs solo" in text and "Privacy cost" in text
     pngs = sorted(p.name for p in report.parent.glob("*.png"))
-    assert pngs == ["scarce_eps-8.png"]
-    assert (report.parent / pngs[0]).stat().st_size > 10_000
+    assert pngs == ["scarce_eps-8.png", "scarce_vs-eps.png"]
+    assert all((report.parent / p).stat().st_size > 10_000 for p in pngs)
+    assert "noise-free control" in text  # claim 1 puts the dual norms next to the control
 
 
 @pytest.mark.parametrize("method", ["fedavg", "scaffold", "solo", "pooled"])
