@@ -162,6 +162,7 @@ PRESETS: dict[str, Preset] = {
         only_epsilons={"fedavg": (INF, 1.0), "scaffold": (INF, 1.0), "solo": (INF, 1.0),
                        "dpnorm-grad": (1.0,)},
         method_overrides={"fedavg": {"local_steps": 4}, "scaffold": {"local_steps": 4}},
+        clipped={"lr": 1.0},
     ),
 }
 
