@@ -30,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (1 thread each)")
     parser.add_argument("--methods", nargs="+", help="only these methods (names as in --list)")
     parser.add_argument("--regimes", nargs="+", help="only these data regimes")
+    parser.add_argument("--epsilons", type=float, nargs="+",
+                        help="only these ε values (inf for the runs without privacy)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a RunConfig setting for every run (e.g. rounds=10)")
     parser.add_argument("--list", action="store_true", help="print the runs and exit")
@@ -51,6 +53,13 @@ def main(argv: list[str] | None = None) -> int:
         specs = [s for s in specs if s.method in args.methods]
     if args.regimes:
         specs = [s for s in specs if s.regime in args.regimes]
+    if args.epsilons:
+        specs = [s for s in specs if s.epsilon in args.epsilons]
+    for spec in specs:  # every run's settings are checked before the first one starts
+        try:
+            spec.run_config()
+        except ConfigError as exc:
+            parser.error(f"{spec.path}: {exc}")
     if args.list:
         for s in specs:
             print(("done  " if is_done(args.out, s) else "todo  ") + s.path)

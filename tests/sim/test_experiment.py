@@ -6,6 +6,8 @@ import dataclasses
 import io
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,8 @@ from node.config import RunConfig
 from node.experiment import Preset, build_grid, is_done, run_grid
 from node.references import run_reference
 from node.report import load_runs, write_report
+
+ROOT = Path(__file__).resolve().parents[2]
 
 TINY = Preset(
     name="tiny",
@@ -115,3 +119,27 @@ def test_references_beat_chance_on_synthetic(method: str) -> None:
 def test_pooled_refuses_privacy() -> None:
     with pytest.raises(ValueError, match="pooled"):
         run_reference("pooled", RunConfig(epsilon=4.0, dataset="synthetic"), None)
+
+
+def _script(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT)
+
+
+def test_experiment_cli_filters_and_refuses_bad_settings(tmp_path: Path) -> None:
+    listed = _script("scripts/experiment.py", "--preset", "quick", "--out", str(tmp_path),
+                     "--regimes", "scarce", "--epsilons", "1", "--methods", "dp-ecl", "solo",
+                     "--list")
+    assert listed.returncode == 0, listed.stderr
+    runs = [line.split()[1] for line in listed.stdout.splitlines() if line.startswith("todo")]
+    assert runs == ["scarce/dp-ecl/eps-1/seed-0", "scarce/solo/eps-1/seed-0"]
+    assert not any(tmp_path.iterdir())  # --list runs nothing
+
+    bad = _script("scripts/experiment.py", "--preset", "quick", "--out", str(tmp_path),
+                  "--set", "lr=-1", "--list")
+    assert bad.returncode == 2 and "lr" in bad.stderr
+
+
+def test_report_cli_refuses_a_missing_directory(tmp_path: Path) -> None:
+    result = _script("scripts/report.py", str(tmp_path / "nope"))
+    assert result.returncode == 2 and "not a directory" in result.stderr
