@@ -91,6 +91,36 @@ def denoising_pairs(runs: Sequence[Run], regime: str) -> str:
     return "\n".join(lines) if rows else "_no paired runs (need dp-ecl and dpnorm at equal ε)_"
 
 
+def answers(runs: Sequence[Run], regime: str, method: str = "dpnorm-msg-g0.1") -> list[str]:
+    """The pre-validation questions in one line each, for the daemon's own algorithm."""
+    groups = group_runs(r for r in runs if r.regime == regime)
+
+    def acc(key: str, eps: float) -> float | None:
+        g = groups.get((regime, key, eps))
+        return 100 * statistics.fmean(pooled_accuracies(g)) if g else None
+
+    out = []
+    ecl, solo, pooled = (acc(k, math.inf) for k in ("ecl", "solo", "pooled"))
+    if ecl is not None and solo is not None:
+        out.append(f"- **Federate or train alone?** ECL without privacy {ecl:.1f}% against "
+                   f"{solo:.1f}% for a node alone ({ecl - solo:+.1f} points).")
+    if pooled is not None:
+        best = max(((k, a) for (_, k, e) in groups if math.isinf(e) and k != "pooled"
+                    and (a := acc(k, e)) is not None), key=lambda ka: ka[1], default=None)
+        if ecl is not None and best is not None:
+            out.append(f"- **How far from pooling all data?** Pooled {pooled:.1f}%; ECL "
+                       f"{ecl - pooled:+.1f} points, the best method without privacy "
+                       f"({label(best[0])}) {best[1] - pooled:+.1f}.")
+    control = acc("ecl-clipped", math.inf)
+    costs = [f"ε = {eps_name(e)}: {a:.1f}% ({a - control:+.1f})"
+             for e in sorted({e for (_, k, e) in groups if k == method}, reverse=True)
+             if control is not None and (a := acc(method, e)) is not None]
+    if costs:
+        out.append(f"- **What does privacy cost?** {label(method)} against the clipped "
+                   f"noise-free control ({control:.1f}%): " + "; ".join(costs) + ".")
+    return out
+
+
 def federation_vs_solo(runs: Sequence[Run], regime: str) -> str:
     groups = group_runs(r for r in runs if r.regime == regime)
     solo = groups.get((regime, "solo", math.inf), [])
@@ -280,7 +310,8 @@ def write_report(root: str | Path, out: str | Path | None = None,
         doc += ["### Denoising, seed-paired (same seed and noise seed)", "",
                 denoising_pairs(runs, regime), "",
                 "### Claims, as measured", "", *claims(runs, regime), "",
-                "### Pre-validation", "", "#### Federation vs solo, per node (ε = ∞)", "",
+                "### Pre-validation", "", *answers(runs, regime), "",
+                "#### Federation vs solo, per node (ε = ∞)", "",
                 federation_vs_solo(runs, regime), "", "#### Gap to pooled", "",
                 gap_to_pooled(runs, regime), "", "#### Privacy cost per ε (against the clipped, "
                 "noise-free control)", "", privacy_cost(runs, regime), ""]
