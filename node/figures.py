@@ -59,7 +59,7 @@ def plot_panels(runs: Sequence[Run], regime: str, eps: float, path: Path) -> Pat
     fig.suptitle(f"regime {regime}: mean over nodes and seeds")
     fig.tight_layout()
     if drawn:
-        fig.savefig(path, dpi=100)
+        fig.savefig(path, dpi=80)
     plt.close(fig)
     return path if drawn else None
 
@@ -133,7 +133,7 @@ def plot_vs_epsilon(runs: Sequence[Run], regime: str, path: Path) -> Path | None
     fig.suptitle(f"regime {regime}: privacy against accuracy and dual norm (± std over seeds)")
     fig.tight_layout()
     if drawn:
-        fig.savefig(path, dpi=100)
+        fig.savefig(path, dpi=80)
     plt.close(fig)
     return path if drawn else None
 

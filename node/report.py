@@ -277,14 +277,19 @@ def claims(runs: Sequence[Run], regime: str) -> list[str]:
     return out
 
 
-def write_report(root: str | Path, out: str | Path | None = None,
+def write_report(root: str | Path | Sequence[str | Path], out: str | Path | None = None,
                  daemon_run: str | Path | None = None) -> Path:
-    """Write REPORT.md and one PNG per (regime, private ε); returns the Markdown file."""
-    runs = load_runs(root)
-    target = Path(out) if out is not None else Path(root) / "report"
+    """Write REPORT.md and one PNG per (regime, private ε); returns the Markdown file.
+
+    Several roots are read as one experiment (e.g. a grid plus extra seeds of a few cells);
+    the table's n says how many seeds each cell has.
+    """
+    roots = [Path(root)] if isinstance(root, str | Path) else [Path(r) for r in root]
+    runs = [run for r in roots for run in load_runs(r)]
+    target = Path(out) if out is not None else roots[0] / "report"
     target.mkdir(parents=True, exist_ok=True)
     regimes = sorted({r.regime for r in runs})
-    doc = [f"# Experiment report: {Path(root).resolve()}", "",
+    doc = [f"# Experiment report: {', '.join(str(r) for r in roots)}", "",
            f"{len(runs)} finished runs. Accuracy: final test accuracy in %, mean ± std over "
            "nodes and seeds; n = number of seeds; ε̂ = the largest ε any node spent (PLD "
            "accountant, δ as configured).", ""]

@@ -3,6 +3,7 @@
 
     python scripts/report.py runs/quick                       # → runs/quick/report/REPORT.md
     python scripts/report.py runs/paper --daemon-run runs/ring --out docs/results
+    python scripts/report.py runs/paper runs/more-seeds --out /tmp/merged    # read as one
 
 Writes one PNG per (data regime, ε) laid out like the talk's figure — (a) no privacy,
 (b) privacy without denoising, (c) privacy with denoising; accuracy and dual norm vs round —
@@ -23,12 +24,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("dir", help="experiment directory")
+    parser.add_argument("dir", nargs="+", help="experiment directory (several: read as one)")
     parser.add_argument("--out", help="where to write REPORT.md and the PNGs (DIR/report)")
     parser.add_argument("--daemon-run", help="a launch_local.py run directory, for timings")
     args = parser.parse_args(argv)
-    if not Path(args.dir).is_dir():
-        parser.error(f"{args.dir} is not a directory")
+    for d in args.dir:
+        if not Path(d).is_dir():
+            parser.error(f"{d} is not a directory")
 
     from node.report import write_report
 
