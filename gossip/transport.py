@@ -2,6 +2,7 @@
 
     neighbour j's DEALER (IDENTITY=b"j") ──tcp──▶ our ROUTER ──recv()──▶ (b"j", frames)
     send(j, frames) ──▶ our DEALER for j (IDENTITY=b"<me>") ──tcp──▶ j's ROUTER
+    (under CURVE no IDENTITY is set: the key, not the routing id, names the peer)
 
 Guarantees and choices:
 - Sending never blocks the event loop: DEALERs are plain (synchronous) sockets used with
@@ -181,10 +182,15 @@ class ZmqTransport:
         _set_common(r, cfg)
         r.setsockopt(zmq.RCVHWM, cfg.rcvhwm)
         r.setsockopt(zmq.MAXMSGSIZE, cfg.max_frame_bytes)
-        # A restarted neighbour reconnects with the same identity before its old connection
-        # has timed out; without handover the ROUTER would ignore the new connection.
-        r.setsockopt(zmq.ROUTER_HANDOVER, 1)
-        if curve is not None:
+        if curve is None:
+            # A restarted neighbour reconnects with the same identity before its old connection
+            # has timed out; without handover the ROUTER would ignore the new connection.
+            # (Plaintext authenticates nobody: whoever reaches the port can claim any id.)
+            r.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        else:
+            # Under CURVE the key names the peer and the ROUTER gives every connection its own
+            # random routing id: a neighbour claiming another's id cannot take its link over,
+            # and a restarted neighbour simply opens a second connection.
             self._auth = _NeighbourAuthenticator(self, curve)
             self._auth.start()
             r.setsockopt(zmq.CURVE_SERVER, 1)
@@ -204,7 +210,8 @@ class ZmqTransport:
         d: zmq.Socket[bytes] = zmq.Socket(self._ctx, zmq.DEALER)
         cfg = self.config
         _set_common(d, cfg)
-        d.setsockopt(zmq.IDENTITY, str(self.me).encode())
+        if self.curve is None:  # under CURVE our key says who we are (see _setup_router)
+            d.setsockopt(zmq.IDENTITY, str(self.me).encode())
         d.setsockopt(zmq.SNDHWM, cfg.sndhwm)
         # IMMEDIATE: queue only on a live connection, so a dead peer costs a counted drop
         # rather than a backlog that floods it when it returns.

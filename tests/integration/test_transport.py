@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -243,5 +244,43 @@ def test_curve_without_a_neighbour_key_is_a_setup_error(keydir: Path) -> None:
         keys = load_curve_keys(keydir, 0, [1])
         with pytest.raises(KeyFileError, match="node 2"):
             ZmqTransport(0, LOCAL, {2: "tcp://127.0.0.1:1"}, curve=keys)
+
+    run(scenario)
+
+
+def test_curve_neighbour_cannot_take_over_another_neighbours_link(keydir: Path) -> None:
+    """Node 2 holds an admitted key and connects claiming node 1's routing id: node 1's own
+    link must keep delivering (routing ids are not identities under CURVE)."""
+
+    async def scenario() -> None:
+        a = curve_node(keydir, 0, {})  # admits 1 and 2
+        b = curve_node(keydir, 1, {0: a.endpoint})
+        keys2 = load_curve_keys(keydir, 2, [0])
+        squatter = zmq.Context()
+        s = squatter.socket(zmq.DEALER)
+        s.setsockopt(zmq.IDENTITY, b"1")
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.CURVE_SECRETKEY, keys2.secret)
+        s.setsockopt(zmq.CURVE_PUBLICKEY, keys2.public)
+        s.setsockopt(zmq.CURVE_SERVERKEY, keys2.peers[0])
+        try:
+            await deliver(b, 0, a, dual(1))  # b's link is up
+            s.connect(a.endpoint)
+            s.send_multipart(encode(dual(2, seq=1)))  # the squatter's connection is live
+            for seq in range(2, 52):
+                assert b.send(0, encode(dual(1, seq=seq)))
+                await asyncio.sleep(0.01)
+            seen: dict[bytes, int] = {}
+            with contextlib.suppress(TimeoutError):
+                while sum(seen.values()) < 51:
+                    identity, _ = await asyncio.wait_for(a.recv(), 1.0)
+                    seen[identity] = seen.get(identity, 0) + 1
+            # every message of node 1 arrived, and the squatter got in only as node 2
+            assert seen == {b"1": 50, b"2": 1}, seen
+        finally:
+            s.close(linger=0)
+            squatter.term()
+            for t in (a, b):
+                t.close()
 
     run(scenario)
