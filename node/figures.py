@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from node.results import Run, eps_name, group_runs, label, mean_curve, method_of
+from node.results import Run, eps_name, group_runs, label, mean_curve, method_of, row_order
 
 CONTROL = "ecl-clipped"
 
@@ -33,6 +33,9 @@ def plot_panels(runs: Sequence[Run], regime: str, eps: float, path: Path) -> Pat
     import matplotlib.pyplot as plt
 
     groups = group_runs(r for r in runs if r.regime == regime)
+    # one colour per method in every panel and row (a panel's dual-norm row lacks the methods
+    # without duals, so the default colour cycle would give one method two colours)
+    colors = {k: f"C{i % 10}" for i, k in enumerate(row_order(k for (_, k, _) in groups))}
     fig, axes = plt.subplots(2, 3, figsize=(15, 8), sharex=True)
     drawn = False
     for col, (title, methods) in enumerate(PANELS.values()):
@@ -42,7 +45,7 @@ def plot_panels(runs: Sequence[Run], regime: str, eps: float, path: Path) -> Pat
                 continue
             dashed = col == 2 and key == "dp-ecl"  # the no-denoising baseline in panel (c)
             style = "--" if dashed or "clipped" in key else "-"
-            drawn |= _plot_curves(axes[:, col], group, style, label(key))
+            drawn |= _plot_curves(axes[:, col], group, style, label(key), color=colors[key])
         control = groups.get((regime, CONTROL, math.inf))
         if col > 0 and control:  # the noise-free level that privacy is measured against
             _plot_curves(axes[:, col], control, ":", label(CONTROL), color="grey")
