@@ -27,10 +27,7 @@ PANELS = {
 
 def plot_panels(runs: Sequence[Run], regime: str, eps: float, path: Path) -> Path | None:
     """One PNG like the talk's figure: columns (a)/(b)/(c), rows accuracy and dual norm."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     groups = group_runs(r for r in runs if r.regime == regime)
     # one colour per method in every panel and row (a panel's dual-norm row lacks the methods
@@ -59,12 +56,7 @@ def plot_panels(runs: Sequence[Run], regime: str, eps: float, path: Path) -> Pat
             axes[row][col].grid(alpha=0.3)
             if axes[row][col].lines:
                 axes[row][col].legend(fontsize="x-small")
-    fig.suptitle(f"regime {regime}: mean over nodes and seeds")
-    fig.tight_layout()
-    if drawn:
-        fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path if drawn else None
+    return _finish(fig, f"regime {regime}: mean over nodes and seeds", path if drawn else None)
 
 
 def _plot_curves(column: Any, group: Sequence[Run], style: str, name: str, **kw: Any) -> bool:
@@ -87,10 +79,7 @@ SUMMARY_DUALS = ("dpnorm-msg", "dpnorm-grad", "dp-ecl", "dp-ecl-grad")
 def plot_vs_epsilon(runs: Sequence[Run], regime: str, path: Path) -> Path | None:
     """Final accuracy and final dual norm against ε, one line per method (± std over seeds),
     with the clipped noise-free control and pooled training as horizontal references."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     groups = group_runs(r for r in runs if r.regime == regime)
     keys = sorted({k for (_, k, e) in groups if math.isfinite(e)})
@@ -133,12 +122,8 @@ def plot_vs_epsilon(runs: Sequence[Run], regime: str, path: Path) -> Path | None
     left.set_ylabel("final test accuracy (%), mean over nodes")
     right.set_ylabel("final dual norm (RMS)")
     right.set_yscale("log")
-    fig.suptitle(f"regime {regime}: privacy against accuracy and dual norm (± std over seeds)")
-    fig.tight_layout()
-    if drawn:
-        fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path if drawn else None
+    return _finish(fig, f"regime {regime}: privacy against accuracy and dual norm "
+                   "(± std over seeds)", path if drawn else None)
 
 
 def _accuracy(run: Run) -> float:
@@ -148,3 +133,22 @@ def _accuracy(run: Run) -> float:
 def _final_dual_norm(run: Run) -> float:
     ys = run.curve("dual_norm")[1]
     return ys[-1] if ys else math.nan
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on a server or in CI
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _finish(fig: Any, title: str, path: Path | None) -> Path | None:
+    """Title, lay out, save to `path` (None: nothing was drawn, write no file), free."""
+    fig.suptitle(title)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=80)
+    _pyplot().close(fig)
+    return path

@@ -21,6 +21,8 @@ from node.figures import plot_panels, plot_vs_epsilon
 from node.metrics import read_metrics
 from node.results import (
     Run,
+    accuracy_of,
+    cell_accuracy,
     eps_name,
     group_runs,
     label,
@@ -95,9 +97,9 @@ def answers(runs: Sequence[Run], regime: str, method: str = "dpnorm-msg-g0.1") -
     """The pre-validation questions in one line each, for the daemon's own algorithm."""
     groups = group_runs(r for r in runs if r.regime == regime)
 
-    def acc(key: str, eps: float) -> float | None:
-        g = groups.get((regime, key, eps))
-        return 100 * statistics.fmean(pooled_accuracies(g)) if g else None
+    def acc(key: str, eps: float) -> float | None:  # in %, as the answers print it
+        a = cell_accuracy(groups, regime, key, eps)
+        return None if a is None else 100 * a
 
     out = []
     ecl, solo, pooled = (acc(k, math.inf) for k in ("ecl", "solo", "pooled"))
@@ -157,13 +159,13 @@ def gap_to_pooled(runs: Sequence[Run], regime: str) -> str:
     pooled = groups.get((regime, "pooled", math.inf))
     if not pooled:
         return "_no pooled run_"
-    ref = statistics.fmean(pooled_accuracies(pooled))
+    ref = accuracy_of(pooled)
     lines = [f"Pooled (ε = ∞): {100 * ref:.1f}%.", "", "| method | ε | accuracy | gap to pooled "
              "(pts) |", "|---|---|---|---|"]
     for (_, key, eps), group in sorted(groups.items(), key=lambda kv: (-kv[0][2], kv[0][1])):
         if key == "pooled":
             continue
-        acc = statistics.fmean(pooled_accuracies(group))
+        acc = accuracy_of(group)
         lines.append(f"| {label(key)} | {eps_name(eps)} | {100 * acc:.1f} | "
                      f"{100 * (acc - ref):+.1f} |")
     return "\n".join(lines)
@@ -185,8 +187,8 @@ def privacy_cost(runs: Sequence[Run], regime: str) -> str:
         control = groups.get((regime, control_key, math.inf))
         if not control:
             continue
-        acc = statistics.fmean(pooled_accuracies(group))
-        ref = statistics.fmean(pooled_accuracies(control))
+        acc = accuracy_of(group)
+        ref = accuracy_of(control)
         name = label(control_key) + ("" if control_key in CONTROLS.values() else " (unclipped)")
         lines.append(f"| {label(key)} | {eps_name(eps)} | {100 * acc:.1f} | {name} | "
                      f"{100 * ref:.1f} | {100 * (ref - acc):+.1f} |")
@@ -228,8 +230,7 @@ def claims(runs: Sequence[Run], regime: str) -> list[str]:
     groups = group_runs(r for r in runs if r.regime == regime)
 
     def acc(key: str, eps: float) -> float | None:
-        g = groups.get((regime, key, eps))
-        return statistics.fmean(pooled_accuracies(g)) if g else None
+        return cell_accuracy(groups, regime, key, eps)
 
     def duals(key: str, eps: float) -> str | None:
         """Final dual norm and its growth from the quarter-way round to the end."""

@@ -134,6 +134,18 @@ def pooled_accuracies(runs: Sequence[Run]) -> list[float]:
     return [a for r in runs for a in r.final_accuracies().values()]
 
 
+def accuracy_of(group: Sequence[Run]) -> float:
+    """Mean final accuracy over every node of every run in `group` (a fraction)."""
+    return statistics.fmean(pooled_accuracies(group))
+
+
+def cell_accuracy(groups: dict[tuple[str, str, float], list[Run]], regime: str, key: str,
+                  eps: float) -> float | None:
+    """`accuracy_of` one table cell, or None when the cell has no runs."""
+    group = groups.get((regime, key, eps))
+    return accuracy_of(group) if group else None
+
+
 def max_eps(runs: Sequence[Run]) -> float | None:
     values = [r.summary.get("max_epsilon") for r in runs]
     finite = [float(v) for v in values if v is not None]
