@@ -54,6 +54,41 @@ class Cut:
         """Build a cut from plain collections."""
         return cls(start, end, frozenset(nodes), frozenset(frozenset(e) for e in edges))
 
+    @classmethod
+    def parse(cls, text: str) -> tuple[Cut, ...]:
+        """Cuts as a user writes them: "start:end:a-b,c-d" cuts links a–b and c–d,
+        "start:end:n3" isolates node 3 (seconds after start-up); ";" separates several."""
+        out = []
+        for part in filter(None, (p.strip() for p in text.split(";"))):
+            try:
+                start, end, what = part.split(":", 2)
+                begin, finish = float(start), float(end)
+                nodes, edges = [], []
+                for item in filter(None, what.split(",")):
+                    if item.startswith("n"):
+                        nodes.append(int(item[1:]))
+                    else:
+                        a, b = item.split("-")
+                        edges.append((int(a), int(b)))
+            except ValueError:
+                raise ValueError(f"cannot read the cut {part!r}; write start:end:a-b,c-d or "
+                                 "start:end:nK (seconds after start-up).") from None
+            if not 0 <= begin < finish:
+                raise ValueError(f"the cut {part!r} needs 0 <= start < end.")
+            out.append(cls.between(begin, finish, nodes=nodes, edges=edges))
+        return tuple(out)
+
+    def spec(self) -> str:
+        """The text `parse` reads back to this cut."""
+        items = [f"n{k}" for k in sorted(self.nodes)]
+        items += ["-".join(map(str, sorted(e))) for e in sorted(self.edges, key=sorted)]
+        return f"{self.start!r}:{self.end!r}:{','.join(items)}"
+
+    @property
+    def peers(self) -> frozenset[PeerId]:
+        """Every node the cut names."""
+        return self.nodes.union(*self.edges)
+
     def cuts(self, a: PeerId, b: PeerId, t: float) -> bool:
         """Whether the link a–b is cut at time `t`."""
         return self.start <= t < self.end and (
@@ -80,6 +115,12 @@ class FaultConfig:
                 raise ValueError(f"fault probability {name} must be in [0, 1].")
         if self.reorder_ms < 0 or self.jitter_ms < 0:
             raise ValueError("fault delays must be non-negative.")
+
+    @property
+    def enabled(self) -> bool:
+        """Whether anything is injected at all (otherwise the transport is used directly)."""
+        return any((self.drop, self.duplicate, self.corrupt, self.reorder, self.jitter_ms,
+                    self.cuts))
 
 
 @dataclass(slots=True)

@@ -115,6 +115,11 @@ class Liveness:
 
     # ---- inputs --------------------------------------------------------------------------
 
+    def restart_clock(self, now: float) -> None:
+        """Measure every peer's silence from `now` (a node starting to talk after set-up)."""
+        for p in self._peers.values():
+            p.last_heard = max(p.last_heard, now)
+
     def heard(self, peer: PeerId, now: float) -> list[PeerUp]:
         """Record a valid message from `peer`; returns [PeerUp] if it was DOWN."""
         p = self._peers[peer]

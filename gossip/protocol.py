@@ -104,7 +104,8 @@ class GossipProtocol:
     # ---- outputs -------------------------------------------------------------------------
 
     def hello(self, now: float) -> list[Send]:
-        """Hello to every neighbour."""
+        """Hello to every neighbour; their silence counts from now (set-up time is not)."""
+        self.liveness.restart_clock(now)
         return [
             self._send(p, Hello(self.me, self._round, self._next_seq(), self.dim), now)
             for p in sorted(self.neighbours)
@@ -178,6 +179,28 @@ class GossipProtocol:
             elif peer in alive:
                 effects += self.liveness.missed_deadline(peer, now)
         return result, effects
+
+    # ---- what a runtime reads ------------------------------------------------------------
+
+    def alive(self) -> frozenset[PeerId]:
+        """Neighbours currently up (their edges take part in the next round)."""
+        return self.liveness.alive()
+
+    @property
+    def deadline(self) -> float:
+        """When the open round closes at the latest (on the clock `now` is measured on)."""
+        return self.book.deadline
+
+    def silent_since(self, t: float) -> list[PeerId]:
+        """Neighbours not heard from at or after time `t`, in id order."""
+        return [p for p in sorted(self.neighbours) if self.liveness.last_heard(p) <= t]
+
+    def rejections(self) -> dict[str, dict[str, int]]:
+        """Rejected messages by peer ("stranger" for non-neighbours) and kind."""
+        out: dict[str, dict[str, int]] = {}
+        for peer, kinds in self.inbox.rejected.items():
+            out.setdefault("stranger" if peer is None else str(peer), {}).update(kinds)
+        return out
 
     # ---- internals -----------------------------------------------------------------------
 

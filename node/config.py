@@ -16,15 +16,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from node.errors import ConfigError
+
 ALGORITHMS = ("dpnorm", "ecl", "dpsgd")
 PRIVACY_MODES = ("gradient", "message")
 MODELS = ("logreg", "mlp", "cnn", "resnet10")
 DATASETS = ("fashion-mnist", "synthetic")
 DEFAULT_GAMMA = 0.1  # DP-Norm's default denoising strength γ = α·η (DESIGN.md §1)
-
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message is one user-facing sentence."""
 
 
 @dataclass(frozen=True)

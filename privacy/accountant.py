@@ -25,7 +25,7 @@ import functools
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from privacy.errors import PrivacyError
 
@@ -41,7 +41,13 @@ DEFAULT_RESOLUTION = 1e-3
 #: Calibration gives up above this noise multiplier: the budget is too small to release at all.
 MAX_NOISE_MULTIPLIER = 1e4
 
-Group = tuple[float, float, int]   # (noise multiplier z, sample rate q, count)
+class Release(NamedTuple):
+    """`steps` releases of the Poisson-subsampled Gaussian with noise multiplier z and rate q:
+    the one unit the plan, the accountant and the ledger all speak in."""
+
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
 
 
 def epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: float, *,
@@ -49,15 +55,16 @@ def epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: floa
     """ε (PLD) of ``steps`` compositions of the Poisson-subsampled Gaussian (z, q) at δ."""
     _check_event(noise_multiplier, sample_rate, steps)
     _check_delta(delta)
-    return _pld_epsilon(((float(noise_multiplier), float(sample_rate), int(steps)),), delta,
-                        resolution)
+    return _pld_epsilon((Release(float(noise_multiplier), float(sample_rate), int(steps)),),
+                        delta, resolution)
 
 
 def epsilon_rdp(noise_multiplier: float, sample_rate: float, steps: int, delta: float) -> float:
     """ε from dp-accounting's RDP accountant for the same mechanism (a looser cross-check)."""
     _check_event(noise_multiplier, sample_rate, steps)
     _check_delta(delta)
-    return _rdp_epsilon(((float(noise_multiplier), float(sample_rate), int(steps)),), delta)
+    return _rdp_epsilon((Release(float(noise_multiplier), float(sample_rate), int(steps)),),
+                        delta)
 
 
 @functools.lru_cache(maxsize=256)  # pure and slow (seconds); experiments repeat the same inputs
@@ -119,7 +126,7 @@ class Accountant:
 
     def __init__(self, *, resolution: float = DEFAULT_RESOLUTION) -> None:
         self.resolution = resolution
-        self.history: list[Group] = []
+        self.history: list[Release] = []
 
     def spend(self, noise_multiplier: float, sample_rate: float, count: int = 1) -> None:
         """Record ``count`` releases of the Poisson-subsampled Gaussian (z, q)."""
@@ -128,9 +135,9 @@ class Accountant:
         if count == 0:
             return
         if self.history and self.history[-1][:2] == (z, q):
-            self.history[-1] = (z, q, self.history[-1][2] + count)
+            self.history[-1] = Release(z, q, self.history[-1][2] + count)
         else:
-            self.history.append((z, q, count))
+            self.history.append(Release(z, q, count))
 
     @property
     def steps(self) -> int:
@@ -150,15 +157,15 @@ class Accountant:
     def epsilon_if(self, delta: float, noise_multiplier: float, sample_rate: float,
                    count: int = 1) -> float:
         """ε that ``epsilon(delta)`` would return after ``spend(noise_multiplier, ...)``."""
-        return self.epsilon_after(delta, [(noise_multiplier, sample_rate, count)])
+        return self.epsilon_after(delta, [Release(noise_multiplier, sample_rate, count)])
 
-    def epsilon_after(self, delta: float, events: Iterable[Group]) -> float:
+    def epsilon_after(self, delta: float, events: Iterable[Release]) -> float:
         """ε after also spending every (z, q, count) in ``events`` (one round's releases)."""
         _check_delta(delta)
-        extra: list[Group] = []
+        extra: list[Release] = []
         for z, q, count in events:
             _check_event(z, q, count)
-            extra.append((float(z), float(q), int(count)))
+            extra.append(Release(float(z), float(q), int(count)))
         return _pld_epsilon(_canonical([*self.history, *extra]), delta, self.resolution)
 
     def would_exceed(self, budget: float, delta: float, noise_multiplier: float,
@@ -221,13 +228,13 @@ def _check_event(noise_multiplier: float, sample_rate: float, count: int) -> Non
         raise PrivacyError(f"The number of releases must be an integer ≥ 0, got {count}.")
 
 
-def _canonical(history: list[Group]) -> tuple[Group, ...]:
+def _canonical(history: list[Release]) -> tuple[Release, ...]:
     """Merge equal (z, q) events and sort: the multiset of releases, as a hashable key."""
     counts: Counter[tuple[float, float]] = Counter()
     for z, q, count in history:
         if q > 0.0 and count > 0:   # q = 0 never touches the data: no cost
             counts[(z, q)] += count
-    return tuple(sorted((z, q, c) for (z, q), c in counts.items()))
+    return tuple(sorted(Release(z, q, c) for (z, q), c in counts.items()))
 
 
 @functools.lru_cache(maxsize=64)
@@ -251,7 +258,7 @@ def _group_pld(noise_multiplier: float, sample_rate: float, count: int,
 
 
 @functools.lru_cache(maxsize=1024)
-def _pld_epsilon(groups: tuple[Group, ...], delta: float, resolution: float) -> float:
+def _pld_epsilon(groups: tuple[Release, ...], delta: float, resolution: float) -> float:
     """PLD ε of the composition of ``groups`` (canonical form) at δ; cached across instances."""
     groups = _canonical(list(groups))
     if not groups:
@@ -266,7 +273,7 @@ def _pld_epsilon(groups: tuple[Group, ...], delta: float, resolution: float) -> 
     return float(composed.get_epsilon_for_delta(delta))
 
 
-def _rdp_epsilon(groups: tuple[Group, ...], delta: float) -> float:
+def _rdp_epsilon(groups: tuple[Release, ...], delta: float) -> float:
     import dp_accounting
     from dp_accounting import rdp
 

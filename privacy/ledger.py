@@ -29,19 +29,17 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from privacy.accountant import Accountant
+from privacy.accountant import Accountant, Release
 from privacy.errors import LedgerError, PrivacyError
 
 FORMAT = "dpnorm-privacy-ledger"
 VERSION = 1
 
-Event = tuple[float, float, int]   # (noise multiplier z, sample rate q, count)
-
 
 class Ledger:
     """The durable spend of one node; use ``Ledger.open`` and close it (or use ``with``)."""
 
-    def __init__(self, path: Path, identity: dict[str, Any], rounds: dict[int, list[Event]],
+    def __init__(self, path: Path, identity: dict[str, Any], rounds: dict[int, list[Release]],
                  lock_fd: int) -> None:
         self.path = path
         self.identity = identity
@@ -75,7 +73,7 @@ class Ledger:
             raise
         return ledger
 
-    def record(self, round: int, events: Iterable[Event]) -> None:
+    def record(self, round: int, events: Iterable[Release]) -> None:
         """Durably record the releases of ``round``; call it *before* sending anything.
 
         Raises PrivacyError if ``round`` was already recorded: its noise may have been sent, and
@@ -86,11 +84,11 @@ class Ledger:
         if round in self._rounds:
             raise PrivacyError(f"Round {round} was already released according to the ledger; a "
                                "restarted node must skip it instead of sending new noise.")
-        checked: list[Event] = []
+        checked: list[Release] = []
         probe = Accountant()
         for z, q, count in events:
             probe.spend(z, q, count)   # validates before anything is written
-            checked.append((float(z), float(q), int(count)))
+            checked.append(Release(float(z), float(q), int(count)))
         self._rounds[round] = checked
         try:
             self._write()
@@ -150,7 +148,7 @@ def _digest(body: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def _load(path: Path, identity: dict[str, Any]) -> dict[int, list[Event]]:
+def _load(path: Path, identity: dict[str, Any]) -> dict[int, list[Release]]:
     def corrupt(why: str) -> LedgerError:
         return LedgerError(f"The privacy ledger {path} is {why}; refusing to start because the "
                            "spend it records cannot be trusted (restore it or start a new run "
@@ -170,12 +168,12 @@ def _load(path: Path, identity: dict[str, Any]) -> dict[int, list[Event]]:
     if document.get("identity") != identity:
         raise LedgerError(f"The privacy ledger {path} belongs to another node or configuration "
                           f"({document.get('identity')} ≠ {identity}); refusing to start.")
-    rounds: dict[int, list[Event]] = {}
+    rounds: dict[int, list[Release]] = {}
     try:
         for r, events in document["rounds"]:
             if not isinstance(r, int) or r in rounds:
                 raise ValueError(r)
-            rounds[r] = [(float(z), float(q), int(c)) for z, q, c in events]
+            rounds[r] = [Release(float(z), float(q), int(c)) for z, q, c in events]
             for z, q, c in rounds[r]:
                 Accountant().spend(z, q, c)   # raises PrivacyError on impossible values
     except (KeyError, TypeError, ValueError):   # PrivacyError is a ValueError

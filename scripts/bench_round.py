@@ -23,9 +23,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from node.config import RunConfig
-from node.launch_plan import DaemonOptions, default_threads
-from node.launcher import LocalLaunch
-from node.metrics import read_metrics
+from node.outputs.files import read_metrics
+from node.tools.local import LocalLaunch
+from node.tools.plan import DaemonOptions, default_threads
 
 
 def compute_only(cfg_json: str, node: int, rounds: int) -> None:
@@ -33,9 +33,9 @@ def compute_only(cfg_json: str, node: int, rounds: int) -> None:
     import torch
 
     from node.config import run_config_from_mapping
-    from node.federation import build_graph, build_node, load_data, shard
-    from node.runner import NodeRunner
-    from node.runtime import compute_round
+    from node.core.assemble import build_graph, build_node, load_data, shard
+    from node.core.runner import NodeRunner
+    from node.daemon.loop import compute_round
 
     cfg = run_config_from_mapping(json.loads(cfg_json))
     torch.set_num_threads(cfg.threads)

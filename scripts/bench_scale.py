@@ -21,9 +21,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from node.config import RunConfig
-from node.launch_plan import DaemonOptions
-from node.launcher import LaunchError, LocalLaunch
-from node.metrics import read_metrics
+from node.outputs.files import read_metrics
+from node.tools.local import LaunchError, LocalLaunch
+from node.tools.plan import DaemonOptions
 
 
 def peak_rss_mb(pid: int) -> float | None:

@@ -30,8 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch
 
 from node.config import RunConfig
-from node.data import DataError, load_fashion_mnist
-from node.simulation import build_runners, simulate
+from node.core.data import load_fashion_mnist
+from node.errors import DataError
+from node.sim.simulate import build_runners, simulate
 
 CASES = {
     "no_dp": {"epsilon": float("inf")},

@@ -15,10 +15,11 @@ import argparse
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from node.chaos import SCENARIOS, Outcome, fmt, run_scenario
+from node.tools.chaos import SCENARIOS, Outcome, fmt, run_scenario
 
 
 def table(outcomes: list[Outcome]) -> str:
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     cache: dict[tuple[int, bool], float] = {}  # the fault-free accuracy, shared
     outcomes = []
     for name in names:
-        extra = {"cache": cache} if name in ("lossy", "hostile") else {}
+        extra: dict[str, Any] = {"cache": cache} if name in ("lossy", "hostile") else {}
         if name == "hostile" and not args.quick:
             extra["contrast"] = True  # also measure the attack without the norm bound
         print(f"running {name} ...", file=sys.stderr, flush=True)

@@ -19,9 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from node.cli import fail, guarded
 from node.config import RunConfig
-from node.data import FASHION_MNIST_DIR, DataError, load_fashion_mnist
-from node.options import fail, guarded
+from node.core.data import FASHION_MNIST_DIR, load_fashion_mnist
+from node.errors import DataError
 
 # Measured on a 2-core VM: 200 rounds take about 2.5 minutes including ~50 s of start-up and
 # first-round warm-up, and reach ~75% test accuracy at ε ≈ 7 (300 rounds: 4.5 min, 77%).
@@ -55,9 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = guarded(lambda: RunConfig(**DEMO, rounds=args.rounds, dataset=dataset,  # type: ignore[arg-type]
                                     data_dir=args.data_dir))
 
-    from node.launch_plan import DaemonOptions
-    from node.live import format_table, launch
-    from node.plots import plot_run
+    from node.experiments.plots import plot_run
+    from node.tools.live import format_table, launch
+    from node.tools.plan import DaemonOptions
 
     out = Path(args.out)
     print(f"DP-Norm demo: {cfg.nodes} daemons on 127.0.0.1 in a {cfg.topology}, {cfg.model} on "

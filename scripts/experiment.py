@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main(argv: list[str] | None = None) -> int:
-    from node.experiment import PRESETS, build_grid, is_done, preset, run_grid
+    from node.experiments.grid import PRESETS, build_grid, is_done, preset, run_grid
 
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="print the runs and exit")
     args = parser.parse_args(argv)
 
-    from node.config import ConfigError, RunConfig, coerce
+    from node.config import RunConfig, coerce
+    from node.errors import ConfigError
 
     overrides = {}
     for item in args.set:

@@ -18,9 +18,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from node.config import ConfigError, run_config_from_mapping
-from node.daemon_config import WIRE_DTYPES, FaultSettings
-from node.options import (
+from gossip.faults import Cut, FaultConfig
+from node.cli import (
     OneSentenceParser,
     add_run_options,
     fail,
@@ -28,6 +27,9 @@ from node.options import (
     parse_set_overrides,
     run_config_from_args,
 )
+from node.config import run_config_from_mapping
+from node.daemon.settings import WIRE_DTYPES
+from node.errors import ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_argument("--curve", action="store_true",
                         help="encrypt and authenticate with ZMQ CURVE (keys go to DIR/keys)")
     daemon.add_argument("--checkpoint-every", type=int, help="rounds between checkpoints")
-    daemon.add_argument("--max-message-norm", type=float,
-                        help="drop incoming messages with a larger L2 norm")
+    daemon.add_argument("--max-message-rms", "--max-message-norm", dest="max_message_rms",
+                        type=float, help="refuse received duals/primals whose RMS per "
+                                         "coordinate (‖y‖/√d) is larger")
     daemon.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="any node setting, passed to every node (e.g. node.log_level=DEBUG)")
     faults = parser.add_argument_group("fault injection")
@@ -63,14 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def daemon_options(args: argparse.Namespace) -> Any:
-    from node.launch_plan import DaemonOptions
+    from node.tools.plan import DaemonOptions
 
     node = {"round_timeout": args.round_timeout, "wire_dtype": args.wire_dtype,
-            "checkpoint_every": args.checkpoint_every, "max_message_norm": args.max_message_norm}
+            "checkpoint_every": args.checkpoint_every, "max_message_rms": args.max_message_rms}
     given = {"drop": args.drop, "duplicate": args.duplicate, "corrupt": args.corrupt,
              "reorder": args.reorder, "jitter_ms": args.jitter_ms, "seed": args.fault_seed}
-    faults = FaultSettings(**{k: v for k, v in given.items() if v is not None},
-                           cuts=";".join(args.cut))
+    faults = FaultConfig(**{k: v for k, v in given.items() if v is not None},
+                         cuts=Cut.parse(";".join(args.cut)))
     return DaemonOptions(node={k: v for k, v in node.items() if v is not None}, faults=faults,
                          overrides=parse_set_overrides(args.sets), curve=args.curve)
 
@@ -82,12 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     run_level = {k: v for k, v in options.overrides.items() if "." not in k}
     cfg = guarded(lambda: run_config_from_mapping(run_level, run_config_from_args(args)))
     if args.threads is None and "threads" not in run_level:
-        from node.launch_plan import default_threads
+        from node.tools.plan import default_threads
 
         cfg = cfg.replace(threads=default_threads(cfg.nodes))
     if args.timeout is not None and not args.timeout > 0:
         fail(f"--timeout must be a positive number of seconds, got {args.timeout}.")
-    from node.live import format_table, launch
+    from node.tools.live import format_table, launch
 
     code, summary = launch(cfg, Path(args.out), options, timeout=args.timeout, quiet=args.quiet,
                            fresh=not args.resume)

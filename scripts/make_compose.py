@@ -19,15 +19,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from node.config import ConfigError, run_config_from_mapping
-from node.daemon_config import WIRE_DTYPES
-from node.options import (
+from node.cli import (
     OneSentenceParser,
     add_run_options,
     fail,
     parse_set_overrides,
     run_config_from_args,
 )
+from node.config import run_config_from_mapping
+from node.daemon.settings import WIRE_DTYPES
+from node.errors import ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from gossip.errors import KeyFileError
-    from node.compose import LanPlan, write_lan
+    from node.tools.compose import LanPlan, write_lan
+    from node.tools.plan import DaemonOptions
     from topologies import TopologyError
 
     try:
@@ -65,9 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg = run_config_from_mapping(run_level, run_config_from_args(args))
         node = {"round_timeout": args.round_timeout, "wire_dtype": args.wire_dtype}
         hosts = [h.strip() for h in args.hosts.split(",")] if args.hosts.strip() else []
-        plan = LanPlan(cfg, hosts=hosts, port=args.port, curve=args.curve, image=args.image,
-                       node={k: v for k, v in node.items() if v is not None},
-                       overrides={k: v for k, v in overrides.items() if "." in k})
+        options = DaemonOptions(node={k: v for k, v in node.items() if v is not None},
+                                overrides={k: v for k, v in overrides.items() if "." in k},
+                                curve=args.curve)
+        plan = LanPlan(cfg, hosts=hosts, port=args.port, image=args.image, options=options)
         path = write_lan(plan, args.out, force=args.force)
     except (ConfigError, TopologyError, KeyFileError) as exc:
         fail(str(exc))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from node.options import add_run_options, guarded, run_config_from_args
+from node.cli import add_run_options, guarded, run_config_from_args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from node.simulation import console_progress, simulate
+    from node.sim.simulate import console_progress, simulate
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     progress = None if args.quiet else console_progress()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from node import chaos
+from node.tools import chaos
 
 pytestmark = pytest.mark.slow
 SEED = 0

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from node.config import RunConfig
-from node.daemon_config import NodeSettings, load_node_config, render_toml
+from node.daemon.settings import NodeSettings, load_node_config, render_toml
 
 ROOT = Path(__file__).resolve().parents[2]
 

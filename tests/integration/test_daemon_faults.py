@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from node.config import RunConfig
-from node.launch_plan import DaemonOptions
-from node.launcher import LocalLaunch
-from node.metrics import read_metrics
+from node.outputs.files import read_metrics
+from node.tools.local import LocalLaunch
+from node.tools.plan import DaemonOptions
 
 pytestmark = pytest.mark.slow
 

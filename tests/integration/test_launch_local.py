@@ -20,9 +20,9 @@ from types import ModuleType
 
 import pytest
 
-from node.live import MetricsTail
-from node.metrics import read_metrics
-from node.plots import plot_run
+from node.experiments.plots import plot_run
+from node.outputs.files import read_metrics
+from node.tools.live import MetricsTail
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "launch_local.py"

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 import yaml
 
-from node.compose import CONFIG_PATH, DATA_PATH, KEYS_PATH, OUT_PATH, to_yaml
 from node.config import RunConfig
-from node.daemon_config import load_node_config
-from node.federation import build_graph
+from node.core.assemble import build_graph
+from node.daemon.settings import load_node_config
+from node.tools.compose import CONFIG_PATH, DATA_PATH, KEYS_PATH, OUT_PATH, to_yaml
 from topologies import neighbours
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from node.config import RunConfig
-from node.launch_plan import DaemonOptions
-from node.launcher import LocalLaunch
-from node.metrics import read_metrics
-from node.simulation import simulate
+from node.outputs.files import read_metrics
+from node.sim.simulate import simulate
+from node.tools.local import LocalLaunch
+from node.tools.plan import DaemonOptions
 
 pytestmark = pytest.mark.slow
 

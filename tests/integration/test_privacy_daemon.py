@@ -25,12 +25,12 @@ from typing import Any
 import pytest
 
 from node.config import RunConfig
-from node.daemon_config import NodeConfig, NodeSettings, load_node_config, render_toml
-from node.federation import build_graph, build_node_for_daemon, privacy_plan
-from node.launcher import DaemonOptions, LocalLaunch, read_final
-from node.metrics import read_metrics
-from node.runner import NodeRunner
-from node.runtime import resume
+from node.core.assemble import build_graph, build_node_for_daemon, privacy_plan
+from node.core.runner import NodeRunner
+from node.daemon.loop import resume
+from node.daemon.settings import NodeConfig, NodeSettings, load_node_config, render_toml
+from node.outputs.files import read_metrics
+from node.tools.local import DaemonOptions, LocalLaunch, read_final
 from privacy.accountant import Accountant
 from privacy.errors import LedgerError, PrivacyError
 from privacy.ledger import Ledger
@@ -49,10 +49,10 @@ DRIVER = textwrap.dedent("""
     from pathlib import Path
     import torch
     torch.set_num_threads(1)
-    from node.daemon_config import load_node_config
-    from node.federation import build_graph, build_node_for_daemon, privacy_plan
-    from node.runner import NodeRunner
-    from node.runtime import resume
+    from node.daemon.settings import load_node_config
+    from node.core.assemble import build_graph, build_node_for_daemon, privacy_plan
+    from node.core.runner import NodeRunner
+    from node.daemon.loop import resume
     from privacy.ledger import Ledger
 
     config, crash_after, sink = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])

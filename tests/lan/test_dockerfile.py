@@ -16,7 +16,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from node.compose import CONFIG_PATH, DATA_PATH, IMAGE_UID, KEYS_PATH, OUT_PATH
+from node.tools.compose import CONFIG_PATH, DATA_PATH, IMAGE_UID, KEYS_PATH, OUT_PATH
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()

@@ -9,7 +9,7 @@ import networkx as nx
 import torch
 from torch import Tensor
 
-from node.algorithm import Gossip, PrimalDual, PrimalDualParams, default_eta
+from node.core.algorithm import Gossip, PrimalDual, PrimalDualParams, default_eta
 
 
 @dataclass

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.algorithm import Gossip, PrimalDual, PrimalDualParams
+from node.core.algorithm import Gossip, PrimalDual, PrimalDualParams
 from tests.sim.lsq import GaussianNoise, LeastSquares, primal_dual_nodes, run_rounds
 
 GRAPHS = {

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from node.config import RunConfig
-from node.experiment import Preset, build_grid, is_done, run_grid
-from node.references import run_reference
-from node.report import load_runs, write_report
+from node.experiments.grid import Preset, build_grid, is_done, run_grid
+from node.experiments.report import load_runs, write_report
+from node.sim.references import run_reference
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -25,8 +25,8 @@ import torch
 
 from node import federation, simulation
 from node.config import RunConfig
-from node.metrics import read_metrics
-from node.runner import NodeRunner
+from node.core.runner import NodeRunner
+from node.outputs.files import read_metrics
 from privacy.accountant import Accountant, calibrate_noise_multiplier
 from privacy.accountant import epsilon as pld_epsilon
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from node.config import RunConfig
-from node.metrics import read_metrics
-from node.simulation import simulate
+from node.outputs.files import read_metrics
+from node.sim.simulate import simulate
 
 ROOT = Path(__file__).resolve().parents[2]
 RECORD_KEYS = {

@@ -12,9 +12,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.data import (
+from node.core.data import (
     FASHION_MNIST_DIR,
-    DataError,
     load_dataset,
     load_fashion_mnist,
     load_local,
@@ -23,6 +22,7 @@ from node.data import (
     read_idx,
     synthetic,
 )
+from node.errors import DataError
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

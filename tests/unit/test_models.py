@@ -7,7 +7,15 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from node.models import MODELS, FlatParams, build_model, flatten, num_params, param_spec, unflatten
+from node.core.models import (
+    MODELS,
+    FlatParams,
+    build_model,
+    flatten,
+    num_params,
+    param_spec,
+    unflatten,
+)
 
 IMAGE = (1, 28, 28)
 # Small widths keep every test here fast; the architecture is the same at any width.

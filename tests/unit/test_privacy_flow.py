@@ -24,17 +24,17 @@ import pytest
 import torch
 from torch import Tensor
 
-import node.trainer as trainer_module
+import node.core.trainer as trainer_module
 from gossip.codec import encode
 from gossip.messages import Dual, Primal
 from node import federation
-from node.algorithm import NoNoise, PrimalDual
 from node.config import RunConfig
-from node.data import Dataset, synthetic
-from node.federation import NodeSetup, build_graph, build_node
-from node.models import build_model, flatten
-from node.runner import NodeRunner
-from node.trainer import GradientPolicy, LocalTrainer
+from node.core.algorithm import NoNoise, PrimalDual
+from node.core.assemble import NodeSetup, build_graph, build_node
+from node.core.data import Dataset, synthetic
+from node.core.models import build_model, flatten
+from node.core.runner import NodeRunner
+from node.core.trainer import GradientPolicy, LocalTrainer
 from privacy.accountant import calibrate_noise_multiplier
 from privacy.mechanisms import poisson_sample
 

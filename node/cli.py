@@ -1,0 +1,98 @@
+"""Command-line options shared by `scripts/simulate.py` and `scripts/launch_local.py`.
+
+Each RunConfig field is an option spelt with dashes (`privacy_mode` → `--privacy-mode`); values
+are parsed by the config's own coercion so the CLI, TOML and `--set` accept the same things.
+Bad input becomes one sentence on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import typing
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TypeVar
+
+from node.config import RunConfig, run_config_from_mapping
+from node.errors import USER_ERRORS, ConfigError
+
+T = TypeVar("T")
+
+HELP = {
+    "topology": "ring, mesh, torus, star, line, random-regular:D, erdos-renyi:P, "
+                "small-world:K:P, exponential or file:PATH",
+    "algorithm": "dpnorm (DP-Norm), ecl (ECL / DP-ECL, no denoising) or dpsgd (D-PSGD)",
+    "epsilon": "privacy budget per node; inf = no DP",
+    "delta": "the δ of (ε, δ)-DP; must be below 1/n for every node",
+    "alpha": "dual regularisation α (0 = no denoising); default γ = α·η = 0.1 for dpnorm",
+    "gamma": "dimensionless denoising strength γ = α·η (alternative to --alpha)",
+    "privacy_mode": "gradient (DP-SGD noise) or message (noise on each dual; needs K = 1)",
+    "accept_no_guarantee": "run message mode with K > 1 (epsilon is then reported as null)",
+    "local_steps": "local steps K per round",
+    "clip_only": "clipped, noise-free control: per-sample clipping, no noise, no privacy",
+    "partition": "iid, dirichlet:B or classes:K",
+    "examples_per_node": "cap each node's shard (data-scarce experiments)",
+    "test_examples": "evaluate on this many test examples (none = all)",
+    "primal_every": "send the primal for consensus monitoring every P rounds (0 = never)",
+    "noise_seed": "fixed seed for the DP noise (experiments only; default OS entropy)",
+    "threads": "torch threads per node process",
+}
+
+
+class OneSentenceParser(argparse.ArgumentParser):
+    """argparse whose errors are one sentence and exit 2, like every other bad-input error,
+    rather than the usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(f"{message}; see --help.")
+
+
+def add_run_options(parser: argparse.ArgumentParser, skip: Sequence[str] = ()) -> None:
+    hints = typing.get_type_hints(RunConfig)
+    defaults = RunConfig()
+    for f in dataclasses.fields(RunConfig):
+        if f.name in ("extra", *skip):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        text = HELP.get(f.name, "")
+        text = f"{text} (default {default})" if text else f"default {default}"
+        if hints[f.name] is bool:
+            parser.add_argument(flag, dest=f.name, action="store_const", const=True,
+                                default=None, help=text)
+        else:
+            parser.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(),
+                                help=text)
+
+
+def run_config_from_args(args: argparse.Namespace, base: RunConfig | None = None) -> RunConfig:
+    names = {f.name for f in dataclasses.fields(RunConfig)}
+    given = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    return run_config_from_mapping(given, base)
+
+
+def fail(message: str) -> NoReturn:
+    """Print one sentence to stderr and exit 2."""
+    text = message.strip()
+    sys.stderr.write(f"error: {text}\n")
+    raise SystemExit(2)
+
+
+def guarded(fn: Callable[[], T]) -> T:
+    """Run `fn`, turning user errors into one sentence and exit 2."""
+    try:
+        return fn()
+    except USER_ERRORS as exc:
+        fail(str(exc))
+
+
+def parse_set_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """`--set key=value` pairs as a mapping (values stay strings; the config coerces them)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {pair!r}.")
+        out[key.strip()] = value.strip()
+    return out

@@ -1,0 +1,305 @@
+"""DP-Norm and its baselines as pure, synchronous per-node state machines.
+
+One round of a node is `step(received, oracle, active)`: absorb the neighbours' messages of the
+previous round, take K local steps with gradients from `oracle`, and return the messages to send
+this round. No sockets, no clock, no global RNG: the simulator and the daemon drive the same code.
+
+Primal-dual family (DESIGN.md §1; Fukami et al., IEEE TIFS 2024, on top of ECL/PDMM). Per node i
+with duals z_{i|j}, edge signs A_{i|j} = ±1, μ = 1/lr, γ = αη, β = 1/(1+γ), κ = (1−γ)/(1+γ):
+
+    local step:  w ← (μ·w − g + β·η·Σ_j A_{i|j}·z_{i|j}) / (μ + β·η·E_i)
+    message:     y_{i|j} = κ·z_{i|j} − 2·β·A_{i|j}·w + ξ_{ij}
+    continue:    w ← w − (1/(2β·E_i))·Σ_j A_{i|j}·ξ_{ij}      (message-mode noise only)
+    dual:        z_{i|j} ← (1−θ)·z_{i|j} + θ·y_{j|i}
+
+α = 0 and ξ = 0 is exactly ECL (PDMM for θ = 1); α > 0 is DP-Norm's dual regulariser −α‖Λ‖², which
+turns the noise random walk of the duals into a bounded AR(1) process. The continuation makes the
+node's hidden state a function of what its neighbours can jointly reconstruct from the messages,
+which is what the message-mode privacy proof needs (DESIGN.md §2).
+
+Gossip family: D-PSGD (Lian et al., NeurIPS 2017) with Metropolis–Hastings weights; the weight of
+a neighbour whose message did not arrive goes back to self so the weights still sum to one.
+
+`E_i` is the number of *active* neighbours this round (the runtime decides who is up); a down
+neighbour's edge leaves the primal update and receives no message until it is heard from again.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from node.config import RunConfig
+from node.errors import ConfigError
+from topologies import edge_sign
+
+GradientOracle = Callable[[Tensor], tuple[Tensor, float]]
+"""Maps the current flat parameters to (gradient estimate, training loss on the batch)."""
+
+
+class DualNoise(Protocol):
+    """Source of the independent per-edge noise ξ_{ij} added to outgoing duals (message mode)."""
+
+    @property
+    def std(self) -> float: ...
+
+    def sample(self, numel: int) -> Tensor: ...
+
+
+class NoNoise:
+    """ξ = 0: ECL, gradient-mode DP and non-private runs."""
+
+    std = 0.0
+
+    def sample(self, numel: int) -> Tensor:
+        return torch.zeros(numel)
+
+
+@dataclass(frozen=True, slots=True)
+class PrimalDualParams:
+    """Hyper-parameters of one node of the primal-dual family."""
+
+    lr: float
+    eta: float
+    theta: float = 1.0
+    alpha: float = 0.0
+    weight_decay: float = 0.0
+    local_steps: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if not self.eta > 0:
+            raise ValueError(f"eta must be positive, got {self.eta}")
+        if not 0 < self.theta <= 1:
+            raise ValueError(f"theta must be in (0, 1], got {self.theta}")
+        if self.alpha < 0:
+            raise ValueError(f"alpha must be non-negative, got {self.alpha}")
+        if not 0 <= self.gamma < 1:
+            raise ValueError(
+                f"gamma = alpha*eta = {self.gamma:.3g} must be below 1 (keep it in [0, 0.5]); "
+                "lower alpha"
+            )
+        if self.local_steps < 1:
+            raise ValueError(f"local_steps must be at least 1, got {self.local_steps}")
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig, max_degree: int) -> PrimalDualParams:
+        """The run's parameters; η from ECL-ISVR's formula unless given, α from γ unless given."""
+        eta = cfg.eta if cfg.eta is not None else default_eta(cfg.lr, cfg.local_steps, max_degree)
+        gamma = cfg.effective_gamma
+        alpha = cfg.alpha if gamma is None else alpha_for_gamma(gamma, eta)
+        try:
+            return cls(lr=cfg.lr, eta=eta, theta=cfg.theta, alpha=alpha or 0.0,
+                       weight_decay=cfg.weight_decay, local_steps=cfg.local_steps)
+        except ValueError as exc:
+            raise ConfigError(f"{exc}.") from None
+
+    @property
+    def mu(self) -> float:
+        return 1.0 / self.lr
+
+    @property
+    def gamma(self) -> float:
+        return self.alpha * self.eta
+
+    @property
+    def beta(self) -> float:
+        return 1.0 / (1.0 + self.gamma)
+
+    @property
+    def kappa(self) -> float:
+        return (1.0 - self.gamma) / (1.0 + self.gamma)
+
+
+def default_eta(lr: float, local_steps: int, max_degree: int) -> float:
+    """ECL-ISVR's edge penalty η = 1/(lr·(K·E + K − E)), with E the graph's maximum degree.
+
+    Using one η for the whole network (rather than each node's own degree) keeps the fixed point
+    the minimiser of Σ_i f_i on irregular graphs: with node-dependent η_i it would minimise
+    Σ_i f_i/η_i instead.
+    """
+    k, e = local_steps, max_degree
+    return 1.0 / (lr * (k * e + k - e))
+
+
+def alpha_for_gamma(gamma: float, eta: float) -> float:
+    """The α that gives the dimensionless denoising strength γ = α·η."""
+    return gamma / eta
+
+
+class RoundAlgorithm(ABC):
+    """What every algorithm of a node does in a round; `step` is the one entry point."""
+
+    @abstractmethod
+    def absorb(self, received: Mapping[int, Tensor]) -> None: ...
+
+    @abstractmethod
+    def local_steps(self, oracle: GradientOracle, active: Collection[int]) -> float: ...
+
+    @abstractmethod
+    def messages(self, active: Collection[int], noise: DualNoise) -> dict[int, Tensor]: ...
+
+    def step(
+        self,
+        received: Mapping[int, Tensor],
+        oracle: GradientOracle,
+        active: Collection[int],
+        noise: DualNoise | None = None,
+    ) -> tuple[dict[int, Tensor], float]:
+        """One round: absorb, K local steps, messages. Returns (messages, mean loss)."""
+        self.absorb(received)
+        loss = self.local_steps(oracle, active)
+        return self.messages(active, noise or NoNoise()), loss
+
+
+class PrimalDual(RoundAlgorithm):
+    """One node of DP-Norm / DP-ECL / ECL: primal model w and one dual z per neighbour."""
+
+    def __init__(
+        self, node: int, neighbours: Sequence[int], w0: Tensor, params: PrimalDualParams
+    ) -> None:
+        self.node = node
+        self.params = params
+        self.w = w0.detach().clone()
+        self.signs = {j: float(edge_sign(node, j)) for j in sorted(neighbours)}
+        self.duals = {j: torch.zeros_like(self.w) for j in self.signs}
+
+    @property
+    def neighbours(self) -> list[int]:
+        return list(self.signs)
+
+    def absorb(self, received: Mapping[int, Tensor]) -> None:
+        """Dual update from the neighbours' messages; a missing neighbour keeps its old z."""
+        theta = self.params.theta
+        for j, y in received.items():
+            z = self.duals[j]
+            if theta == 1.0:
+                z.copy_(y)
+            else:
+                z.mul_(1.0 - theta).add_(y, alpha=theta)
+
+    def local_steps(self, oracle: GradientOracle, active: Collection[int]) -> float:
+        """K closed-form primal steps; returns the mean training loss over them."""
+        p = self.params
+        edges = [j for j in self.signs if j in active]
+        pull = torch.zeros_like(self.w)
+        for j in edges:
+            pull.add_(self.duals[j], alpha=self.signs[j])
+        pull.mul_(p.beta * p.eta)
+        den = p.mu + p.beta * p.eta * len(edges)
+        losses = []
+        for _ in range(p.local_steps):
+            g, loss = oracle(self.w)
+            if p.weight_decay:
+                g = g + p.weight_decay * self.w
+            self.w = (p.mu * self.w - g + pull) / den
+            losses.append(loss)
+        return sum(losses) / len(losses)
+
+    def messages(self, active: Collection[int], noise: DualNoise) -> dict[int, Tensor]:
+        """Outgoing duals y_{i|j}, each with its own noise draw, then the continuation."""
+        p = self.params
+        edges = [j for j in self.signs if j in active]
+        out: dict[int, Tensor] = {}
+        released_noise = torch.zeros_like(self.w) if noise.std > 0 else None
+        for j in edges:
+            a = self.signs[j]
+            y = p.kappa * self.duals[j] - (2.0 * p.beta * a) * self.w
+            if released_noise is not None:
+                xi = noise.sample(self.w.numel())
+                y.add_(xi)
+                released_noise.add_(xi, alpha=a)
+            out[j] = y
+        if released_noise is not None and edges:
+            # Continue from what the neighbours can reconstruct jointly, so that the hidden state
+            # never holds more private information than was released (DESIGN.md §2).
+            self.w = self.w - released_noise / (2.0 * p.beta * len(edges))
+        return out
+
+    def dual_norm(self) -> float | None:
+        """RMS per coordinate of the duals: sqrt(Σ_j ‖z_{i|j}‖² / (E_i·d))."""
+        if not self.duals:
+            return None
+        total = sum(float(z.pow(2).sum()) for z in self.duals.values())
+        return math.sqrt(total / (len(self.duals) * self.w.numel()))
+
+    def state_dict(self) -> dict[str, Tensor]:
+        state = {"w": self.w}
+        state.update({f"z{j}": z for j, z in self.duals.items()})
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
+        self.w = state["w"].clone()
+        for j in self.duals:
+            self.duals[j] = state[f"z{j}"].clone()
+
+
+class Gossip(RoundAlgorithm):
+    """One node of D-PSGD / DP-D-PSGD: local SGD steps, then Metropolis–Hastings averaging."""
+
+    def __init__(
+        self,
+        node: int,
+        weights: Mapping[int, float],
+        w0: Tensor,
+        lr: float,
+        local_steps: int = 1,
+        weight_decay: float = 0.0,
+    ) -> None:
+        if not lr > 0:
+            raise ValueError(f"lr must be positive, got {lr}")
+        self.node = node
+        self.lr = lr
+        self.k = local_steps
+        self.weight_decay = weight_decay
+        self.w = w0.detach().clone()
+        self.self_weight = weights[node]
+        self.weights = {j: w for j, w in sorted(weights.items()) if j != node}
+
+    @property
+    def neighbours(self) -> list[int]:
+        return list(self.weights)
+
+    def absorb(self, received: Mapping[int, Tensor]) -> None:
+        """w ← W_ii·w + Σ_j W_ij·w_j, where a missing neighbour's weight goes back to self."""
+        if not received:
+            return
+        kept = self.self_weight + sum(w for j, w in self.weights.items() if j not in received)
+        mixed = kept * self.w
+        for j, wj in received.items():
+            mixed.add_(wj, alpha=self.weights[j])
+        self.w = mixed
+
+    def local_steps(self, oracle: GradientOracle, active: Collection[int]) -> float:
+        losses = []
+        for _ in range(self.k):
+            g, loss = oracle(self.w)
+            if self.weight_decay:
+                g = g + self.weight_decay * self.w
+            self.w = self.w - self.lr * g
+            losses.append(loss)
+        return sum(losses) / len(losses)
+
+    def messages(self, active: Collection[int], noise: DualNoise) -> dict[int, Tensor]:
+        if noise.std > 0:
+            raise ValueError("gossip algorithms have no dual messages; use gradient-mode privacy")
+        return {j: self.w for j in self.weights if j in active}
+
+    def dual_norm(self) -> float | None:
+        return None
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"w": self.w}
+
+    def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
+        self.w = state["w"].clone()
+
+
+Algorithm = PrimalDual | Gossip

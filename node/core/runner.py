@@ -1,0 +1,134 @@
+"""One node's rounds, synchronous and transport-free: the part the simulator and the daemon share.
+
+    out = runner.step(active)        # local steps, messages, the spend charged to the accountant
+    (caller makes out.releases durable, then sends out.duals / out.primal)
+    runner.absorb(received)          # when the round closes: what the neighbours sent
+    runner.consensus_distance(...)   # and the numbers its metrics record reports
+
+The caller makes the spend durable (the daemon's ledger) *before* it sends anything.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from node.config import RunConfig
+from node.core.algorithm import Gossip
+from node.core.assemble import NodeSetup
+from node.core.privacy_plan import reported_epsilon
+from privacy.accountant import Accountant, Release
+
+
+@dataclass
+class RoundOutput:
+    """What one round produced; `duals` go to each neighbour, `primal` (if any) to all."""
+
+    round: int
+    duals: dict[int, Tensor]
+    primal: Tensor | None
+    loss: float
+    releases: list[Release]
+    compute_seconds: float = 0.0
+
+
+@dataclass
+class NodeRunner:
+    """Drives one NodeSetup round by round and keeps the numbers its metrics report."""
+
+    cfg: RunConfig
+    setup: NodeSetup
+    accountant: Accountant = field(default_factory=Accountant)
+    round: int = 0
+    last_loss: float = math.nan
+    last_accuracy: float | None = None
+    last_test_loss: float | None = None
+
+    @property
+    def node(self) -> int:
+        return self.setup.node
+
+    def next_releases(self, active: Collection[int]) -> list[Release]:
+        return self.setup.plan.round_events(len(active), self.cfg.local_steps)
+
+    def over_budget(self, active: Collection[int]) -> bool:
+        """Would the next round's releases push ε past the target? Then the node must stop."""
+        plan = self.setup.plan
+        if plan.mode == "none" or plan.target_epsilon is None or not plan.formal:
+            return False
+        events = self.next_releases(active)
+        if not events:
+            return False
+        if self._dominated_by_plan(events):
+            return False
+        # Calibration and the accountant compute ε the same way, so a calibrated run lands
+        # exactly on its target and is not stopped early.
+        return self.accountant.epsilon_after(plan.delta, events) > plan.target_epsilon
+
+    def _dominated_by_plan(self, events: list[Release]) -> bool:
+        """True when the history plus `events` is provably within the calibrated schedule: at
+        most `steps_per_node` releases, each with the planned q and at least the planned z.
+        ε is monotone in both, so the budget holds without a PLD evaluation."""
+        plan = self.setup.plan
+        history = [*self.accountant.history, *events]
+        if any(q != plan.sample_rate or z < plan.noise_multiplier for z, q, _ in history):
+            return False
+        return sum(count for _, _, count in history) <= plan.steps_per_node
+
+    @property
+    def sends_model(self) -> bool:
+        """Whether the messages are the model itself (gossip), not duals."""
+        return isinstance(self.setup.algorithm, Gossip)
+
+    def step(self, active: Collection[int]) -> RoundOutput:
+        """Run round `self.round`: local steps and the outgoing messages to `active`."""
+        setup = self.setup
+        if setup.plan.mode == "message" and not active:
+            # Message mode may only move the private state when the move is released; with
+            # nobody to release to, the node waits (no data touched, nothing spent).
+            duals: dict[int, Tensor] = {}
+            loss = math.nan
+        else:
+            loss = setup.algorithm.local_steps(setup.trainer.gradient, active)
+            duals = setup.algorithm.messages(active, setup.noise)
+        releases = self.next_releases(active) if duals or setup.plan.mode == "gradient" else []
+        for z, q, count in releases:
+            self.accountant.spend(z, q, count)
+        every = self.cfg.primal_every
+        send_primal = not self.sends_model and every > 0 and self.round % every == 0
+        primal = setup.algorithm.w if send_primal and active else None
+        out = RoundOutput(self.round, duals, primal, loss, releases)
+        self.last_loss = loss
+        self.round += 1
+        return out
+
+    def absorb(self, received: Mapping[int, Tensor]) -> None:
+        """The neighbours' messages of the round that just closed (a missing one keeps its
+        old dual, or its weight goes back to self)."""
+        self.setup.algorithm.absorb(received)
+
+    def due_for_evaluation(self, round: int) -> bool:
+        return round % self.cfg.eval_every == 0 or round == self.cfg.rounds - 1
+
+    def evaluate(self) -> float:
+        test_loss, accuracy = self.setup.trainer.evaluate(self.setup.algorithm.w)
+        self.last_accuracy, self.last_test_loss = accuracy, test_loss
+        return accuracy
+
+    def epsilon(self) -> float | None:
+        plan = self.setup.plan
+        if plan.mode == "none":
+            return None
+        return reported_epsilon(plan, self.accountant.epsilon(plan.delta))
+
+    def consensus_distance(self, primals: Mapping[int, Tensor]) -> float | None:
+        """‖w_i − mean of received neighbour primals‖/√d, or None when none arrived."""
+        if not primals:
+            return None
+        mean = torch.stack(list(primals.values())).mean(dim=0)
+        w = self.setup.algorithm.w
+        return float((w - mean).norm()) / math.sqrt(w.numel())

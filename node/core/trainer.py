@@ -1,0 +1,137 @@
+"""Gradient oracles over one node's private shard, and evaluation on the shared test split.
+
+The algorithm (node.core.algorithm) asks an oracle for a gradient at the current flat
+parameters; this module decides how that gradient touches the data:
+
+- `plain`: a shuffled mini-batch of `batch_size`, mean cross-entropy gradient (no privacy);
+- `clipped`: Poisson sampling at q = B/n, per-sample gradients clipped to C, summed and divided
+  by the expected batch size q·n — no noise. Message mode adds its noise to the duals instead,
+  and this is also the clipped, noise-free control of the experiments;
+- `noisy`: as `clipped`, plus N(0, (zC)²I) on the sum before dividing (gradient-mode DP-SGD).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, grad
+
+from node.core.models import FlatParams
+from privacy.mechanisms import clipped_grad_sum, poisson_sample, privatize_gradient_sum
+
+GradientKind = Literal["plain", "clipped", "noisy"]
+
+
+@dataclass(frozen=True)
+class GradientPolicy:
+    """How each local step touches the data; see the module docstring."""
+
+    kind: GradientKind = "plain"
+    clip: float = 1.0
+    noise_multiplier: float = 0.0
+
+
+class LocalTrainer:
+    """Owns a model's structure and one node's data; parameters live in flat vectors."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        x_test: Tensor,
+        y_test: Tensor,
+        *,
+        batch_size: int,
+        policy: GradientPolicy,
+        data_generator: torch.Generator,
+        noise_generator: torch.Generator | None = None,
+    ) -> None:
+        if len(x) == 0:
+            raise ValueError("a node needs at least one training example")
+        if policy.kind != "plain" and noise_generator is None:
+            raise ValueError("private gradient policies need a private generator")
+        self.model = model
+        self.layout = FlatParams.of(model)
+        self.x, self.y = x, y
+        self.x_test, self.y_test = x_test, y_test
+        self.batch_size = min(batch_size, len(x))
+        self.policy = policy
+        self.data_generator = data_generator
+        self.noise_generator = noise_generator
+        self.steps = 0
+        self._order = torch.empty(0, dtype=torch.int64)
+        self._grad = grad(self._loss, has_aux=True)
+
+    def noise_generator_reseed(self, seed: int) -> None:
+        """Reseed the private generator (shared with the dual noise) for a fixed-seed restart."""
+        if self.noise_generator is not None:
+            self.noise_generator.manual_seed(seed)
+
+    @property
+    def n(self) -> int:
+        return len(self.x)
+
+    @property
+    def sample_rate(self) -> float:
+        """Poisson sampling rate q = B/n of the private policies."""
+        return self.batch_size / self.n
+
+    def _loss(self, params: Mapping[str, Tensor], x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        loss = F.cross_entropy(functional_call(self.model, dict(params), (x,)), y)
+        return loss, loss.detach()
+
+    def _mean_loss(self, params: Mapping[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
+        return F.cross_entropy(functional_call(self.model, dict(params), (x,)), y)
+
+    def _next_batch(self) -> Tensor:
+        if len(self._order) < self.batch_size:
+            fresh = torch.randperm(self.n, generator=self.data_generator)
+            self._order = torch.cat([self._order, fresh])
+        batch, self._order = self._order[: self.batch_size], self._order[self.batch_size :]
+        return batch
+
+    def gradient(self, w: Tensor) -> tuple[Tensor, float]:
+        """The oracle: a gradient estimate at flat parameters `w`, and the batch's mean loss."""
+        self.steps += 1
+        params = self.layout.unflatten(w.detach())
+        if self.policy.kind == "plain":
+            idx = self._next_batch()
+            grads, loss = self._grad(params, self.x[idx], self.y[idx])
+            return self.layout.concat(grads).float(), float(loss)
+        # Which examples enter a batch is part of the mechanism: a batch drawn from a public
+        # seed would let an adversary know q = 1 for them, so sampling uses the private
+        # generator (OS entropy unless the user fixed a seed for an experiment).
+        assert self.noise_generator is not None
+        idx = poisson_sample(self.n, self.sample_rate, self.noise_generator)
+        total, losses = clipped_grad_sum(
+            self._mean_loss, params, self.x[idx], self.y[idx], self.policy.clip
+        )
+        expected = self.sample_rate * self.n
+        if self.policy.kind == "noisy":
+            g = privatize_gradient_sum(
+                total, self.policy.clip, self.policy.noise_multiplier, expected,
+                self.noise_generator,
+            )
+        else:
+            g = total / expected
+        loss = float(losses.mean()) if len(losses) else float("nan")
+        return g, loss
+
+    @torch.no_grad()
+    def evaluate(self, w: Tensor, batch: int = 1000) -> tuple[float, float]:
+        """(mean loss, accuracy) of flat parameters `w` on the test split."""
+        params = self.layout.unflatten(w.detach())
+        total_loss, correct = 0.0, 0
+        for start in range(0, len(self.x_test), batch):
+            xb, yb = self.x_test[start : start + batch], self.y_test[start : start + batch]
+            logits = functional_call(self.model, params, (xb,))
+            total_loss += float(F.cross_entropy(logits, yb, reduction="sum"))
+            correct += int((logits.argmax(dim=1) == yb).sum())
+        n = max(len(self.x_test), 1)
+        return total_loss / n, correct / n

@@ -1,0 +1,339 @@
+"""The node daemon's event loop: the only place that joins the algorithm to sockets and time.
+
+Three concurrent activities share one uvloop event loop:
+- `_receive_loop` feeds every inbound message to the sans-I/O `GossipProtocol` (it never raises
+  for anything a peer sends) and wakes the round loop;
+- `_tick_loop` sends heartbeats and notices silent peers;
+- `_rounds` runs the rounds, each in four named steps: `_compute` (in a worker thread, so
+  receiving and heartbeats go on), `_release` (the spend made durable, then the messages sent),
+  `_collect` (wait for the neighbours until the deadline, absorb) and `_record` (metrics,
+  checkpoint).
+
+No wait is unbounded: start-up waits at most `startup_timeout`, a round at most `round_timeout`,
+shutdown at most a few seconds. SIGTERM/SIGINT end the current step, send BYE, flush, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+from gossip.codec import encode
+from gossip.faults import FaultyTransport
+from gossip.keys import load_curve_keys
+from gossip.liveness import LivenessConfig, PeerDown, PeerUp
+from gossip.protocol import GossipConfig, GossipProtocol, Send
+from gossip.rounds import RoundConfig
+from gossip.transport import Transport, TransportConfig, ZmqTransport
+from node.core.runner import NodeRunner, RoundOutput
+from node.daemon.settings import NodeConfig
+from node.daemon.state import save_state
+from node.outputs.files import MetricsWriter, read_metrics
+from node.outputs.records import ExitReason, final_record, metrics_record, node_entry
+from privacy.ledger import Ledger
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def in_daemon_thread(fn: Callable[[], T]) -> asyncio.Future[T]:
+    """Run `fn` in a daemon thread: a step abandoned at shutdown cannot hold the process."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if not future.done():
+            (future.set_result if ok else future.set_exception)(value)
+
+    def body() -> None:
+        try:
+            result = fn()
+        except BaseException as exc:  # handed to the awaiting coroutine, not lost
+            loop.call_soon_threadsafe(settle, False, exc)
+        else:
+            loop.call_soon_threadsafe(settle, True, result)
+
+    threading.Thread(target=body, daemon=True, name="compute").start()
+    return future
+
+
+def gossip_config(cfg: NodeConfig) -> GossipConfig:
+    n = cfg.node
+    return GossipConfig(
+        rounds=RoundConfig(deadline=n.round_timeout, future_window=4),
+        liveness=LivenessConfig(heartbeat_interval=n.heartbeat_interval,
+                                suspect_after=n.down_after / 2, down_after=n.down_after,
+                                max_missed_deadlines=n.max_missed_deadlines),
+        # Checked on receipt: an oversized message is not a sign of life and does not count
+        # as delivered, so a peer sending only those goes down like a silent one.
+        max_message_rms=n.max_message_rms)
+
+
+class Daemon:
+    """One node: built from a NodeConfig and a ready NodeRunner; `await run()` returns the exit."""
+
+    def __init__(self, cfg: NodeConfig, runner: NodeRunner, ledger: Ledger | None,
+                 announce: Callable[[str], None]) -> None:
+        self.cfg = cfg
+        self.runner = runner
+        self.ledger = ledger  # None without DP
+        self.announce = announce  # prints the READY line
+        self.me = cfg.node.id
+        self.out = Path(cfg.node.out)
+        self.neighbours = sorted(cfg.neighbours)
+        self.exit_reason = ExitReason.FINISHED
+        # Set by a signal, or when the run ends; every wait also watches it.
+        self.stop = asyncio.Event()
+        # Set whenever something arrived or time advanced; the round loop waits on it.
+        self.wake = asyncio.Event()
+        self.metrics = MetricsWriter(self.out)
+        previous = read_metrics(self.metrics.path) if self.metrics.path.stat().st_size else []
+        # Counters stay monotone across a restart: continue from the last recorded values.
+        self.bytes_offset = (previous[-1]["bytes_sent"], previous[-1]["bytes_received"]) \
+            if previous else (0, 0)
+        # Bound in run(): the socket layer, and what sends go through (the fault layer or it).
+        self.zmq: ZmqTransport | None = None
+        self.transport: Transport | None = None
+        self.proto = GossipProtocol(self.me, self.neighbours, gossip_config(cfg),
+                                    dim=runner.setup.layout.numel, now=time.monotonic(),
+                                    first_round=runner.round,
+                                    seq_start=time.time_ns() // 1000)
+        self.started = time.monotonic()  # when HELLO went out; re-set by _startup
+
+    # ---- set-up ------------------------------------------------------------------------
+
+    def _open_transport(self) -> tuple[ZmqTransport, Transport]:
+        n = self.cfg.node
+        curve = load_curve_keys(Path(n.curve_keys), self.me, self.neighbours) \
+            if n.curve_keys else None
+        dim = self.runner.setup.layout.numel
+        zmq_transport = ZmqTransport(self.me, n.listen, {},
+                                     config=TransportConfig.for_model(dim), curve=curve)
+        faults = self.cfg.faults
+        sender: Transport = FaultyTransport(zmq_transport, self.me, faults) \
+            if faults.enabled else zmq_transport
+        return zmq_transport, sender
+
+    async def _endpoints(self) -> dict[int, str]:
+        """Neighbour endpoints from the config, or from the launcher's file (bounded wait)."""
+        endpoints = {j: ep for j, ep in self.cfg.neighbours.items() if ep}
+        path = Path(self.cfg.node.endpoints_file) if self.cfg.node.endpoints_file else None
+        deadline = time.monotonic() + self.cfg.node.startup_timeout
+        while path is not None and len(endpoints) < len(self.neighbours):
+            with contextlib.suppress(OSError, ValueError):
+                listed = json.loads(path.read_text())
+                endpoints.update({j: listed[str(j)] for j in self.neighbours if str(j) in listed})
+            if len(endpoints) == len(self.neighbours) or time.monotonic() > deadline:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), 0.1)
+            if self.stop.is_set():
+                break
+        missing = [j for j in self.neighbours if j not in endpoints]
+        if missing:
+            logger.warning("no endpoint for neighbours %s; running without them", missing)
+        return endpoints
+
+    # ---- the loop ----------------------------------------------------------------------
+
+    async def run(self) -> ExitReason:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._request_stop)
+        self.zmq, self.transport = self._open_transport()
+        self.announce(f"READY {self.zmq.endpoint}")
+        try:
+            for j, ep in (await self._endpoints()).items():
+                self.zmq.connect(j, ep)
+            async with asyncio.TaskGroup() as group:
+                receiver = group.create_task(self._receive_loop(self.zmq))
+                ticker = group.create_task(self._tick_loop())
+                try:
+                    await self._startup()
+                    await self._rounds()
+                finally:
+                    self._apply(self.proto.bye(self.exit_reason, time.monotonic()))
+                    receiver.cancel()
+                    ticker.cancel()
+        finally:
+            self.metrics.close()
+            if self.transport is not self.zmq:
+                self.transport.close()
+            self.zmq.close(linger_ms=500)
+        return self.exit_reason
+
+    def _request_stop(self) -> None:
+        if not self.stop.is_set():
+            logger.info("stop requested")
+            self.exit_reason = ExitReason.STOPPED
+            self.stop.set()
+            self.wake.set()
+
+    async def _startup(self) -> None:
+        """Say HELLO and wait (bounded) until every neighbour has been heard from once."""
+        self.started = time.monotonic()
+        self._apply(self.proto.hello(self.started))
+        deadline = time.monotonic() + self.cfg.node.startup_timeout
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            if not self.proto.silent_since(self.started):
+                return
+            await self._wait_wake(deadline)
+        if not self.stop.is_set():
+            logger.warning("starting without hearing from %s",
+                           self.proto.silent_since(self.started))
+
+    async def _wait_wake(self, deadline: float) -> None:
+        self.wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), max(0.0, min(deadline - time.monotonic(),
+                                                                  0.5)))
+
+    async def _receive_loop(self, zmq_transport: ZmqTransport) -> None:
+        while True:
+            identity, frames = await zmq_transport.recv()
+            try:
+                effects = self.proto.receive(identity, frames, time.monotonic())
+            except Exception:  # the protocol promises not to raise; never let a peer kill us
+                logger.exception("unexpected error handling a message from %r", identity)
+                continue
+            self._apply(effects)
+            self.wake.set()
+
+    async def _tick_loop(self) -> None:
+        interval = self.cfg.node.heartbeat_interval / 2
+        while True:
+            await asyncio.sleep(interval)
+            self._apply(self.proto.tick(time.monotonic()))
+            self.wake.set()
+
+    def _apply(self, effects: Iterable[Send | PeerDown | PeerUp]) -> None:
+        assert self.transport is not None, "effects are applied only after run() opened it"
+        wire = self.cfg.node.wire_dtype
+        for effect in effects:
+            match effect:
+                case Send(peer=peer, msg=msg):
+                    self.transport.send(peer, encode(msg, wire))
+                case PeerDown(peer=peer, reason=reason):
+                    logger.warning("neighbour %d is down (%s)", peer, reason)
+                case PeerUp(peer=peer):
+                    logger.info("neighbour %d is back", peer)
+
+    # ---- one round ---------------------------------------------------------------------
+
+    async def _rounds(self) -> None:
+        while self.runner.round < self.cfg.run.rounds and not self.stop.is_set():
+            r = self.runner.round
+            started = time.monotonic()
+            out = await self._compute()
+            if out is None:  # stopping, or the budget is spent
+                return
+            compute = time.monotonic() - started
+            self._release(r, out)
+            wait_start = time.monotonic()
+            primals = await self._collect()
+            wait = time.monotonic() - wait_start
+            await self._record(r, out.loss, compute, wait, started, primals)
+            pace_until = started + self.cfg.node.min_round_seconds
+            while time.monotonic() < pace_until and not self.stop.is_set():
+                await self._wait_wake(pace_until)
+
+    async def _compute(self) -> RoundOutput | None:
+        """The round's CPU work off the event loop; None when stopping or out of budget."""
+        step = in_daemon_thread(functools.partial(compute_round, self.runner,
+                                                  set(self.proto.alive())))
+        stopping: asyncio.Future[Any] = asyncio.ensure_future(self.stop.wait())
+        await asyncio.wait([step, stopping], return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not step.done():  # stopping: give the step a moment, then abandon it unsent
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(step), 2.0)
+            if not step.done():
+                return None
+        out = step.result()
+        if out is None:
+            logger.warning("the next round would exceed the privacy budget; stopping")
+            self.exit_reason = ExitReason.BUDGET
+        return out
+
+    def _release(self, r: int, out: RoundOutput) -> None:
+        """Make the round's spend durable, then send: nothing leaves before the ledger has it."""
+        if self.ledger is not None:
+            self.ledger.record(r, out.releases)
+        now = time.monotonic()
+        self.proto.start_round(r, now)
+        self._apply([self.proto.dual(j, y.numpy(), now) for j, y in out.duals.items()])
+        if out.primal is not None:
+            self._apply(self.proto.primal(out.primal.clone().numpy(), now))
+
+    async def _collect(self) -> dict[int, torch.Tensor]:
+        """Wait for the neighbours (until the deadline or a stop), absorb what came; returns
+        the primals received, for the consensus distance."""
+        while not self.proto.ready(time.monotonic()) and not self.stop.is_set():
+            await self._wait_wake(self.proto.deadline)
+        result, effects = self.proto.close_round(time.monotonic())
+        self._apply(effects)
+        received = {j: own_copy(y) for j, y in result.duals.items()}
+        self.runner.absorb(received)
+        if self.runner.sends_model:
+            return dict(received)
+        return {j: own_copy(y) for j, y in result.primals.items()}
+
+    async def _record(self, r: int, loss: float, compute: float, wait: float, started: float,
+                      primals: dict[int, torch.Tensor]) -> None:
+        runner = self.runner
+        accuracy = None
+        if runner.due_for_evaluation(r):
+            accuracy = await in_daemon_thread(runner.evaluate)
+        sent, received = self._bytes()
+        self.metrics.write(metrics_record(
+            round=r, node=self.me, time=time.time(), loss=loss, accuracy=accuracy,
+            dual_norm=runner.setup.algorithm.dual_norm(),
+            consensus_distance=runner.consensus_distance(primals), epsilon=runner.epsilon(),
+            bytes_sent=sent, bytes_received=received, peers_alive=len(self.proto.alive()),
+            round_seconds=time.monotonic() - started, compute_seconds=compute,
+            wait_seconds=wait))
+        if (r + 1) % self.cfg.node.checkpoint_every == 0 or r + 1 == self.cfg.run.rounds:
+            await in_daemon_thread(lambda: save_state(self.runner, self.cfg, r))
+
+    # ---- results -----------------------------------------------------------------------
+
+    def _bytes(self) -> tuple[int, int]:
+        stats = self.zmq.stats if self.zmq is not None else None
+        sent = (stats.bytes_sent if stats else 0) + self.bytes_offset[0]
+        received = (stats.bytes_received if stats else 0) + self.bytes_offset[1]
+        return sent, received
+
+    def final(self) -> dict[str, Any]:
+        runner = self.runner
+        entry = node_entry(accuracy=runner.last_accuracy, loss=runner.last_loss,
+                           epsilon=runner.epsilon(), bytes_sent=self._bytes()[0],
+                           rounds_completed=runner.round, exit=self.exit_reason)
+        return final_record(entry, runner.setup.plan, self.proto.rejections())
+
+
+def own_copy(payload: np.ndarray) -> torch.Tensor:
+    """A received tensor as our own writable float32 copy (decoded frames are read-only views;
+    oversized ones were already refused by the inbox's `max_message_rms` check)."""
+    return torch.from_numpy(np.array(payload, dtype=np.float32, copy=True))
+
+
+def compute_round(runner: NodeRunner, active: set[int]) -> RoundOutput | None:
+    """A round's CPU work, off the event loop: budget check, step, and the new ε (the PLD
+    evaluation is cached, so the metrics record reads it for free). None: budget exhausted."""
+    if runner.over_budget(active):
+        return None
+    out = runner.step(active)
+    runner.epsilon()
+    return out

@@ -1,0 +1,133 @@
+"""`python -m node --config FILE.toml [--set key=value ...]`: run one dpnorm node daemon.
+
+Exit status: 0 when the node finished its rounds, hit its privacy budget or was asked to stop;
+2 for a bad config, data or key file (one sentence on stderr); 1 for an internal failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gossip.errors import SetupError
+from gossip.keys import load_curve_keys
+from node.cli import fail, parse_set_overrides
+from node.daemon.settings import NodeConfig, load_node_config
+from node.errors import USER_ERRORS, ConfigError
+
+if TYPE_CHECKING:
+    from node.core.assemble import NodeSetup
+
+# torch, uvloop and the data are imported only after the config has been read: a bad config is
+# refused in a fraction of a second, before anything heavy is loaded.
+
+
+def _setup_logging(out: Path, level: str, node: int) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    fmt = logging.Formatter(f"%(asctime)s node{node} %(levelname)s %(name)s: %(message)s")
+    file_handler = logging.FileHandler(out / "node.log", encoding="utf-8")
+    file_handler.setFormatter(fmt)
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(fmt)
+    console.setLevel(logging.WARNING)
+    root = logging.getLogger()
+    root.handlers[:] = [file_handler, console]
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+
+
+def read_config(argv: list[str] | None) -> NodeConfig:
+    parser = argparse.ArgumentParser(prog="dpnorm-node", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="the node's TOML file")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a setting, e.g. lr=0.1 or node.round_timeout=5")
+    args = parser.parse_args(argv)
+    refused: tuple[type[Exception], ...] = (*USER_ERRORS, SetupError)
+    try:
+        cfg = load_node_config(args.config, parse_set_overrides(args.set))
+        if cfg.node.curve_keys:
+            # Key files first: a missing key should be refused before any data is touched or
+            # any output (ledger, metrics) is created.
+            load_curve_keys(Path(cfg.node.curve_keys), cfg.node.id, cfg.neighbours)
+    except refused as exc:
+        fail(str(exc))
+    return cfg
+
+
+def build_daemon_node(cfg: NodeConfig) -> NodeSetup:
+    """The daemon's node: the graph from the run's topology (checked against the configured
+    neighbours), only this node's shard, and noise from OS entropy unless a seed was given."""
+    from node.core.assemble import build_graph, build_node, load_data, local_data, shard
+    from node.core.privacy_plan import noise_seed
+    from topologies import neighbours
+
+    graph = build_graph(cfg.run)
+    me = cfg.node.id
+    expected = set(neighbours(graph, me))
+    if set(cfg.neighbours) != expected:
+        raise ConfigError(f"node {me}'s neighbours {sorted(cfg.neighbours)} do not match "
+                          f"topology {cfg.run.topology} with {cfg.run.nodes} nodes, which gives "
+                          f"{sorted(expected)}.")
+    if cfg.node.data_file:
+        data = local_data(cfg.node.data_file, cfg.node.test_file, cfg.node.label_column,
+                          cfg.run.seed, cap=cfg.run.examples_per_node)
+    else:
+        data = shard(cfg.run, load_data(cfg.run), me)
+    return build_node(cfg.run, graph, me, data, noise_seed=noise_seed(cfg.run.noise_seed, me))
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = read_config(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", str(cfg.run.threads))
+    _setup_logging(Path(cfg.node.out), cfg.node.log_level, cfg.node.id)
+
+    import torch
+    import uvloop
+
+    from node.core.runner import NodeRunner
+    from node.daemon.loop import Daemon
+    from node.daemon.state import CheckpointError, resume, write_final
+    from privacy.ledger import Ledger
+
+    torch.set_num_threads(cfg.run.threads)
+    expected: tuple[type[Exception], ...] = (SetupError, CheckpointError, *USER_ERRORS)
+    log = logging.getLogger("node")
+    ledger = None
+    try:
+        setup = build_daemon_node(cfg)
+        runner = NodeRunner(cfg.run, setup)
+        if setup.plan.mode != "none":
+            ledger = Ledger.open(Path(cfg.node.out) / "privacy_ledger.json",
+                                 {"node": cfg.node.id, "epsilon": cfg.run.epsilon,
+                                  "delta": cfg.run.delta, "mode": setup.plan.mode})
+        resume(runner, cfg, ledger)
+        daemon = Daemon(cfg, runner, ledger, announce=lambda line: print(line, flush=True))
+        uvloop.run(daemon.run())
+    except expected as exc:
+        log.info("refused to start: %s", exc)  # stderr gets the one sentence from fail()
+        fail(str(exc))
+    except Exception:
+        log.exception("node %d failed", cfg.node.id)
+        sys.stderr.write(f"error: node {cfg.node.id} failed unexpectedly; see "
+                         f"{Path(cfg.node.out) / 'node.log'}.\n")
+        return 1
+    finally:
+        if ledger is not None:
+            ledger.close()
+    write_final(cfg, daemon.final())
+    log.info("exit: %s after %d rounds", daemon.exit_reason, runner.round)
+    return 0
+
+
+def exit_now(code: int) -> None:
+    """Exit without the interpreter's teardown: collecting torch's object graph at exit takes
+    seconds on a loaded machine, and a SIGTERM'd node must be gone within 5 s. Everything
+    durable (metrics, checkpoint, ledger, final.json) is already written and closed."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

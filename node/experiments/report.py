@@ -1,0 +1,330 @@
+"""Figures and tables from an experiment directory written by `node.experiments.grid`.
+
+    from node.experiments.report import write_report
+    write_report("runs/quick")                 # → runs/quick/report/REPORT.md + PNGs
+
+Reads only finished runs (`DONE`), so it can be run on a grid that is still going. Accuracy is
+the final test accuracy of each node; "mean ± std" is over nodes and seeds together. ε spent is
+the largest ε any node of any seed reported (the accountant's PLD value, a proven upper bound).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+from node.experiments.figures import plot_panels, plot_vs_epsilon
+from node.experiments.grid import CONTROLS, METHODS
+from node.experiments.results import (
+    Run,
+    accuracy_of,
+    cell_accuracy,
+    eps_name,
+    group_runs,
+    label,
+    load_runs,
+    max_eps,
+    mean_curve,
+    mean_std,
+    method_of,
+    pooled_accuracies,
+    row_order,
+)
+from node.outputs.files import read_metrics
+
+
+def accuracy_table(runs: Sequence[Run], regime: str) -> str:
+    """Markdown: method × ε → final accuracy (mean ± std over nodes and seeds) and ε spent."""
+    groups = group_runs(r for r in runs if r.regime == regime)
+    epsilons = sorted({e for (_, _, e) in groups}, key=lambda e: -e)
+    keys = row_order(k for (_, k, _) in groups)
+    head = "| method | " + " | ".join(f"ε = {eps_name(e)}" for e in epsilons) + " |"
+    lines = [head, "|---|" + "---|" * len(epsilons)]
+    for key in keys:
+        cells = []
+        for eps in epsilons:
+            group = groups.get((regime, key, eps), [])
+            if not group:
+                cells.append("")
+                continue
+            spent = max_eps(group)
+            cell = mean_std(pooled_accuracies(group))
+            cell += f" (n={len(group)}, ε̂={spent:.2f})" if spent is not None else \
+                f" (n={len(group)})"
+            cells.append(cell)
+        lines.append(f"| {label(key)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+
+def denoising_pairs(runs: Sequence[Run], regime: str) -> str:
+    """Seed-paired Δ accuracy and dual-norm ratio of γ > 0 against γ = 0 (same seeds)."""
+    base_of = {"dpnorm-msg": "dp-ecl", "dpnorm-grad": "dp-ecl-grad"}
+    by: dict[tuple[str, float, int], Run] = {}
+    for r in runs:
+        if r.regime == regime:
+            by[(r.key, r.epsilon, r.seed)] = r
+    lines = ["| method | ε | seeds | Δ acc (pts, mean ± std over seeds) | seeds improved | "
+             "final dual norm γ / γ=0 |", "|---|---|---|---|---|---|"]
+    rows = 0
+    for (key, eps, _seed) in sorted({(k, e, 0) for (k, e, _) in by}):
+        method = method_of(key)[0]
+        if method not in base_of:
+            continue
+        pairs = [(r, by[(base_of[method], eps, s)]) for (k, e, s), r in by.items()
+                 if k == key and e == eps and (base_of[method], eps, s) in by]
+        if not pairs:
+            continue
+        deltas = [100 * (a.mean_accuracy() - b.mean_accuracy()) for a, b in pairs]
+        ratios = []
+        for a, b in pairs:
+            da, db = a.curve("dual_norm")[1], b.curve("dual_norm")[1]
+            if da and db and db[-1] > 0:
+                ratios.append(da[-1] / db[-1])
+        spread = statistics.stdev(deltas) if len(deltas) > 1 else 0.0
+        ratio = f"{statistics.fmean(ratios):.3g}" if ratios else "–"
+        lines.append(f"| {label(key)} | {eps_name(eps)} | {len(pairs)} | "
+                     f"{statistics.fmean(deltas):+.2f} ± {spread:.2f} | "
+                     f"{sum(d > 0 for d in deltas)}/{len(deltas)} | {ratio} |")
+        rows += 1
+    return "\n".join(lines) if rows else "_no paired runs (need dp-ecl and dpnorm at equal ε)_"
+
+
+def answers(runs: Sequence[Run], regime: str, method: str = "dpnorm-msg-g0.1") -> list[str]:
+    """The pre-validation questions in one line each, for the daemon's own algorithm."""
+    groups = group_runs(r for r in runs if r.regime == regime)
+
+    def acc(key: str, eps: float) -> float | None:  # in %, as the answers print it
+        a = cell_accuracy(groups, regime, key, eps)
+        return None if a is None else 100 * a
+
+    out = []
+    ecl, solo, pooled = (acc(k, math.inf) for k in ("ecl", "solo", "pooled"))
+    if ecl is not None and solo is not None:
+        out.append(f"- **Federate or train alone?** ECL without privacy {ecl:.1f}% against "
+                   f"{solo:.1f}% for a node alone ({ecl - solo:+.1f} points).")
+    if pooled is not None:
+        best = max(((k, a) for (_, k, e) in groups if math.isinf(e) and k != "pooled"
+                    and (a := acc(k, e)) is not None), key=lambda ka: ka[1], default=None)
+        if ecl is not None and best is not None:
+            out.append(f"- **How far from pooling all data?** Pooled {pooled:.1f}%; ECL "
+                       f"{ecl - pooled:+.1f} points, the best method without privacy "
+                       f"({label(best[0])}) {best[1] - pooled:+.1f}.")
+    control = acc("ecl-clipped", math.inf)
+    costs = [f"ε = {eps_name(e)}: {a:.1f}% ({a - control:+.1f})"
+             for e in sorted({e for (_, k, e) in groups if k == method}, reverse=True)
+             if control is not None and (a := acc(method, e)) is not None]
+    if costs:
+        out.append(f"- **What does privacy cost?** {label(method)} against the clipped "
+                   f"noise-free control ({control:.1f}%): " + "; ".join(costs) + ".")
+    return out
+
+
+def federation_vs_solo(runs: Sequence[Run], regime: str) -> str:
+    groups = group_runs(r for r in runs if r.regime == regime)
+    solo = groups.get((regime, "solo", math.inf), [])
+    if not solo:
+        return "_no solo run at ε = ∞_"
+    methods = [k for k in ("ecl", "dpsgd", "fedavg", "scaffold", "pooled")
+               if groups.get((regime, k, math.inf))]
+
+    def per_node(group: Sequence[Run]) -> dict[int, float]:
+        acc: dict[int, list[float]] = defaultdict(list)
+        for r in group:
+            for node, a in r.final_accuracies().items():
+                acc[node].append(a)
+        return {n: statistics.fmean(v) for n, v in acc.items()}
+
+    solo_nodes = per_node(solo)
+    others = {k: per_node(groups[(regime, k, math.inf)]) for k in methods}
+    head = "| node | solo | " + " | ".join(label(k) for k in methods) + " | ECL − solo |"
+    lines = [head, "|---|---|" + "---|" * len(methods) + "---|"]
+    for node in sorted(solo_nodes):
+        cells = []
+        for k in methods:
+            value = others[k].get(node, others[k].get(0))  # pooled has one site, node 0
+            cells.append(f"{100 * value:.1f}" if value is not None else "")
+        ecl = others.get("ecl", {}).get(node)
+        gain = f"{100 * (ecl - solo_nodes[node]):+.1f}" if ecl is not None else ""
+        lines.append(f"| {node} | {100 * solo_nodes[node]:.1f} | " + " | ".join(cells) +
+                     f" | {gain} |")
+    return "\n".join(lines)
+
+
+def gap_to_pooled(runs: Sequence[Run], regime: str) -> str:
+    groups = group_runs(r for r in runs if r.regime == regime)
+    pooled = groups.get((regime, "pooled", math.inf))
+    if not pooled:
+        return "_no pooled run_"
+    ref = accuracy_of(pooled)
+    lines = [f"Pooled (ε = ∞): {100 * ref:.1f}%.", "", "| method | ε | accuracy | gap to pooled "
+             "(pts) |", "|---|---|---|---|"]
+    for (_, key, eps), group in sorted(groups.items(), key=lambda kv: (-kv[0][2], kv[0][1])):
+        if key == "pooled":
+            continue
+        acc = accuracy_of(group)
+        lines.append(f"| {label(key)} | {eps_name(eps)} | {100 * acc:.1f} | "
+                     f"{100 * (acc - ref):+.1f} |")
+    return "\n".join(lines)
+
+
+def privacy_cost(runs: Sequence[Run], regime: str) -> str:
+    """Accuracy lost to privacy at each ε, against the same family's clipped noise-free run."""
+    groups = group_runs(r for r in runs if r.regime == regime)
+    lines = ["| method | ε | accuracy | control | control accuracy | cost (pts) |",
+             "|---|---|---|---|---|---|"]
+    for (_, key, eps), group in sorted(groups.items(), key=lambda kv: (kv[0][1], -kv[0][2])):
+        method = METHODS.get(method_of(key)[0])
+        if method is None or math.isinf(eps):
+            continue
+        control_key = CONTROLS.get(method.family)
+        # references have no decentralised control: their own non-private run, which also
+        # differs by clipping (say so in the column)
+        control_key = control_key or method.name
+        control = groups.get((regime, control_key, math.inf))
+        if not control:
+            continue
+        acc = accuracy_of(group)
+        ref = accuracy_of(control)
+        name = label(control_key) + ("" if control_key in CONTROLS.values() else " (unclipped)")
+        lines.append(f"| {label(key)} | {eps_name(eps)} | {100 * acc:.1f} | {name} | "
+                     f"{100 * ref:.1f} | {100 * (ref - acc):+.1f} |")
+    return "\n".join(lines)
+
+
+def time_breakdown(daemon_run: str | Path) -> str:
+    """Compute / communication & overhead / waiting per node of a launch_local.py run."""
+    root = Path(daemon_run)
+    lines = ["| node | rounds | compute s/round | communication & overhead s/round | "
+             "waiting s/round | round s | compute % | comm % | wait % |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    found = 0
+    for path in sorted(root.glob("*/metrics.jsonl"), key=lambda p: p.parent.name):
+        if not path.parent.name.isdigit():
+            continue
+        records = [r for r in read_metrics(path) if r.get("round_seconds") is not None]
+        if not records:
+            continue
+        found += 1
+        n = len(records)
+        compute = sum(float(r.get("compute_seconds") or 0.0) for r in records) / n
+        wait = sum(float(r.get("wait_seconds") or 0.0) for r in records) / n
+        total = sum(float(r["round_seconds"]) for r in records) / n
+        comm = max(total - compute - wait, 0.0)
+        shares = [100 * x / total if total > 0 else math.nan for x in (compute, comm, wait)]
+        lines.append(f"| {path.parent.name} | {n} | {compute:.4f} | {comm:.4f} | {wait:.4f} | "
+                     f"{total:.4f} | " + " | ".join(f"{s:.0f}" for s in shares) + " |")
+    if not found:
+        return f"_no `<node>/metrics.jsonl` with round timings under {root}_"
+    return "\n".join(lines) + (
+        "\n\nCompute is the local training step(s); waiting is the time a node spent waiting "
+        "for its neighbours' messages after sending its own; communication & overhead is the "
+        "rest of the round (encoding and sending, absorbing, evaluation, metrics, checkpoints).")
+
+
+def claims(runs: Sequence[Run], regime: str) -> list[str]:
+    """The issue's four claims, checked against the measured numbers (whatever they say)."""
+    groups = group_runs(r for r in runs if r.regime == regime)
+
+    def acc(key: str, eps: float) -> float | None:
+        return cell_accuracy(groups, regime, key, eps)
+
+    def duals(key: str, eps: float) -> str | None:
+        """Final dual norm and its growth from the quarter-way round to the end."""
+        g = groups.get((regime, key, eps))
+        ys = mean_curve(g, "dual_norm")[1] if g else []
+        if len(ys) < 4 or ys[len(ys) // 4] <= 0:
+            return None
+        return f"{label(key)} {ys[-1]:.3g} ({ys[-1] / ys[len(ys) // 4]:.2f}×)"
+
+    out = []
+    eps_private = sorted({e for (_, _, e) in groups if math.isfinite(e)}, reverse=True)
+    gammas = sorted({k for (_, k, _) in groups if k.startswith("dpnorm-msg")})
+    control = duals("ecl-clipped", math.inf)
+    for eps in eps_private:
+        keys = ["dp-ecl", *gammas, "dp-ecl-grad",
+                *sorted(k for (_, k, e) in groups if e == eps and k.startswith("dpnorm-grad"))]
+        parts = [text for k in keys if (text := duals(k, eps)) is not None]
+        out.append(f"1. ε = {eps_name(eps)}: final dual norm (last / quarter-way round): " +
+                   ", ".join(parts) + (f"; noise-free control {control}" if control else ""))
+    for eps in eps_private:
+        d = acc("dp-dpsgd", eps)
+        pd = {k: a for k in ["dp-ecl", *gammas] if (a := acc(k, eps)) is not None}
+        if d is None or not pd:
+            continue
+        verdict = all(a > d for a in pd.values())
+        out.append(f"2. ε = {eps_name(eps)}: DP-D-PSGD {100 * d:.1f}% vs " +
+                   ", ".join(f"{label(k)} {100 * a:.1f}%" for k, a in pd.items()) +
+                   f" → primal-dual {'better' if verdict else 'NOT all better'}")
+    ecl, dps, solo, pooled = (acc(k, math.inf) for k in ("ecl", "dpsgd", "solo", "pooled"))
+    if ecl is not None:
+        bits = [f"ECL {100 * ecl:.1f}%"]
+        for name, v in (("D-PSGD", dps), ("solo", solo), ("pooled", pooled)):
+            if v is not None:
+                bits.append(f"{name} {100 * v:.1f}%")
+        verdicts = []
+        if dps is not None:
+            verdicts.append("beats D-PSGD" if ecl > dps else "does NOT beat D-PSGD")
+        if solo is not None:
+            verdicts.append("beats solo" if ecl > solo else "does NOT beat solo")
+        if pooled is not None:
+            verdicts.append("within 3 pts of pooled" if pooled - ecl <= 0.03
+                            else f"{100 * (pooled - ecl):.1f} pts below pooled")
+        out.append("3. no DP: " + ", ".join(bits) + " → ECL " + "; ".join(verdicts))
+    out.append("4. denoising: see the seed-paired table (Δ accuracy of γ > 0 vs γ = 0).")
+    return out
+
+
+def write_report(root: str | Path | Sequence[str | Path], out: str | Path | None = None,
+                 daemon_run: str | Path | None = None) -> Path:
+    """Write REPORT.md and one PNG per (regime, private ε); returns the Markdown file.
+
+    Several roots are read as one experiment (e.g. a grid plus extra seeds of a few cells);
+    the table's n says how many seeds each cell has.
+    """
+    roots = [Path(root)] if isinstance(root, str | Path) else [Path(r) for r in root]
+    runs = [run for r in roots for run in load_runs(r)]
+    target = Path(out) if out is not None else roots[0] / "report"
+    target.mkdir(parents=True, exist_ok=True)
+    regimes = sorted({r.regime for r in runs})
+    doc = [f"# Experiment report: {', '.join(str(r) for r in roots)}", "",
+           f"{len(runs)} finished runs. Accuracy: final test accuracy in %, mean ± std over "
+           "nodes and seeds; n = number of seeds; ε̂ = the largest ε any node spent (PLD "
+           "accountant, δ as configured).", ""]
+    for regime in regimes:
+        regime_runs = [r for r in runs if r.regime == regime]
+        cfg = regime_runs[0].summary.get("config", {})
+        doc += [f"## Regime `{regime}`", "",
+                f"model {cfg.get('model')}, dataset {cfg.get('dataset')}, partition "
+                f"{cfg.get('partition')}, {cfg.get('nodes')} nodes on a {cfg.get('topology')}, "
+                f"{cfg.get('rounds')} rounds, examples per node "
+                f"{cfg.get('examples_per_node') or 'all'}, δ = {cfg.get('delta')}.", "",
+                "### Final accuracy (method × ε)", "", accuracy_table(runs, regime), "",
+                "### Figures", ""]
+        private = sorted({r.epsilon for r in regime_runs if math.isfinite(r.epsilon)},
+                         reverse=True) or [math.inf]
+        summary_png = plot_vs_epsilon(runs, regime, target / f"{regime}_vs-eps.png")
+        if summary_png is not None:
+            doc += [f"![{regime}: accuracy and dual norm against ε]({summary_png.name})", ""]
+        for eps in private:
+            png = plot_panels(runs, regime, eps, target / f"{regime}_eps-{eps_name(eps)}.png")
+            if png is not None:
+                doc += [f"![{regime}, ε = {eps_name(eps)}]({png.name})", ""]
+        doc += ["### Denoising, seed-paired (same seed and noise seed)", "",
+                denoising_pairs(runs, regime), "",
+                "### Claims, as measured", "", *claims(runs, regime), "",
+                "### Pre-validation", "", *answers(runs, regime), "",
+                "#### Federation vs solo, per node (ε = ∞)", "",
+                federation_vs_solo(runs, regime), "", "#### Gap to pooled", "",
+                gap_to_pooled(runs, regime), "", "#### Privacy cost per ε (against the clipped, "
+                "noise-free control)", "", privacy_cost(runs, regime), ""]
+    doc += ["## Time breakdown (daemon run)", ""]
+    doc += [time_breakdown(daemon_run) if daemon_run is not None else
+            "_not given: pass `--daemon-run DIR` (a `scripts/launch_local.py` output "
+            "directory)._", ""]
+    path = target / "REPORT.md"
+    path.write_text("\n".join(doc), encoding="utf-8")
+    return path

@@ -1,0 +1,120 @@
+"""The records a run reports, defined once: a metrics.jsonl line, a node's entry (final.json
+and summary.json), the privacy numbers that make ε recomputable, and summary.json itself.
+
+The simulator, the server-based references, the daemon and the launcher all build their
+outputs here, so the keys CONTRACTS.md fixes cannot drift between them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from node.config import RunConfig
+from node.core.privacy_plan import PrivacyPlan
+from node.outputs.files import METRICS, read_json, read_metrics
+
+
+class ExitReason(StrEnum):
+    """Why a node stopped, as final.json and summary.json say it."""
+
+    FINISHED = "finished"   # ran every round
+    BUDGET = "budget"       # the next round would have exceeded its privacy budget
+    STOPPED = "stopped"     # asked to stop (SIGTERM/SIGINT)
+    CRASHED = "crashed"     # died without writing final.json (the launcher's verdict)
+
+
+GOOD_EXITS = frozenset({ExitReason.FINISHED, ExitReason.BUDGET})
+NODE_KEYS = ("accuracy", "loss", "epsilon", "bytes_sent", "rounds_completed", "exit")
+
+
+def metrics_record(*, round: int, node: int, time: float, loss: float, accuracy: float | None,
+                   dual_norm: float | None, consensus_distance: float | None,
+                   epsilon: float | None, bytes_sent: int, bytes_received: int,
+                   peers_alive: int, round_seconds: float, compute_seconds: float,
+                   wait_seconds: float) -> dict[str, Any]:
+    """One line of metrics.jsonl with exactly the contract's keys, in its order."""
+    return {
+        "round": round, "node": node, "time": time,
+        "loss": None if math.isnan(loss) else loss,
+        "accuracy": accuracy, "dual_norm": dual_norm, "consensus_distance": consensus_distance,
+        "epsilon": epsilon, "bytes_sent": bytes_sent, "bytes_received": bytes_received,
+        "peers_alive": peers_alive, "round_seconds": round_seconds,
+        "compute_seconds": compute_seconds, "wait_seconds": wait_seconds,
+    }
+
+
+def node_entry(*, accuracy: float | None, loss: float, epsilon: float | None, bytes_sent: int,
+               rounds_completed: int, exit: ExitReason) -> dict[str, Any]:
+    """One node's entry in summary.json (and the first keys of its final.json)."""
+    return {"accuracy": accuracy, "loss": loss, "epsilon": epsilon, "bytes_sent": bytes_sent,
+            "rounds_completed": rounds_completed, "exit": str(exit)}
+
+
+def privacy_record(plan: PrivacyPlan) -> dict[str, Any]:
+    """The calibration a node ran with (final.json's "privacy"): enough to recompute ε."""
+    return {"mode": plan.mode, "noise_multiplier": plan.noise_multiplier,
+            "sample_rate": plan.sample_rate, "steps_per_node": plan.steps_per_node,
+            "sigma": plan.sigma, "delta": plan.delta, "formal": plan.formal}
+
+
+def final_record(entry: Mapping[str, Any], plan: PrivacyPlan,
+                 rejected: Mapping[str, Mapping[str, int]]) -> dict[str, Any]:
+    """final.json: the node's entry, the messages it refused by peer and kind, its privacy."""
+    return {**entry, "rejected_messages": {k: dict(v) for k, v in rejected.items()},
+            "privacy": privacy_record(plan)}
+
+
+def summary(cfg: RunConfig, nodes: Mapping[str, Mapping[str, Any]], wall: float,
+            privacy: Sequence[Mapping[str, Any]], **extra_config: Any) -> dict[str, Any]:
+    """summary.json as CONTRACTS.md fixes it, plus per-node noise so anyone can recompute ε.
+    `privacy` holds one `privacy_record` per node in id order (empty when not all are known)."""
+    accuracies = [v["accuracy"] for v in nodes.values() if v.get("accuracy") is not None]
+    epsilons = [v["epsilon"] for v in nodes.values() if v.get("epsilon") is not None]
+    config = cfg.to_dict()
+    config.update(_privacy_config(privacy))
+    config.update(extra_config)
+    return {
+        "rounds": cfg.rounds,
+        "nodes": {k: dict(v) for k, v in nodes.items()},
+        "mean_accuracy": float(np.mean(accuracies)) if accuracies else None,
+        "max_epsilon": max(epsilons) if epsilons else None,
+        "wall_seconds": wall,
+        "config": config,
+    }
+
+
+def _privacy_config(privacy: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    if not privacy or privacy[0]["mode"] == "none":
+        return {"noise_multiplier": None, "sample_rate": None, "steps_per_node": None,
+                "sigma": None, "formal_guarantee": None}
+    return {
+        "noise_multiplier": {str(i): p["noise_multiplier"] for i, p in enumerate(privacy)},
+        "sample_rate": {str(i): p["sample_rate"] for i, p in enumerate(privacy)},
+        "steps_per_node": privacy[0]["steps_per_node"],
+        "sigma": ({str(i): p["sigma"] for i, p in enumerate(privacy)}
+                  if privacy[0]["sigma"] else None),
+        "formal_guarantee": all(p["formal"] for p in privacy),
+        "privacy_mode_used": privacy[0]["mode"],
+    }
+
+
+def node_result(node_dir: Path) -> dict[str, Any]:
+    """A daemon's entry from what it left: its final.json, or — killed before writing one —
+    what its metrics show, with exit "crashed"."""
+    final = read_json(node_dir / "final.json")
+    if final is not None:
+        return {k: final.get(k) for k in NODE_KEYS}
+    path = node_dir / METRICS
+    records = read_metrics(path) if path.exists() else []
+    last = records[-1] if records else {}
+    accuracies = [r["accuracy"] for r in records if r.get("accuracy") is not None]
+    return {"accuracy": accuracies[-1] if accuracies else None, "loss": last.get("loss"),
+            "epsilon": last.get("epsilon"), "bytes_sent": last.get("bytes_sent", 0),
+            "rounds_completed": max((r["round"] + 1 for r in records), default=0),
+            "exit": str(ExitReason.CRASHED)}

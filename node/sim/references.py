@@ -1,0 +1,192 @@
+"""Simulator-only reference methods: FedAvg, SCAFFOLD, solo and pooled training.
+
+They need a server (FedAvg, SCAFFOLD) or pooled data (pooled), so they exist only here, never in
+the daemon. To make them comparable with the decentralised runs they reuse the same pieces:
+`load_data`/`shard` (same partition, same shards), `build_node` (same model initialisation, the
+same `LocalTrainer`, same data order and the same gradient privacy policy and calibration), and the
+same metrics files (`<out>/<node>/metrics.jsonl`, `<out>/summary.json`).
+
+Privacy: a reference run with a finite ε uses gradient mode (DESIGN.md §2): every local step is a
+Poisson-subsampled Gaussian on the clipped gradient sum, so everything a client sends to the
+server is post-processing and the transcript is R·K compositions, exactly as for DP-D-PSGD.
+Pooled training is run without privacy only (its threat model — one site holds everything — is
+different). One round is K local steps on every node followed (FedAvg, SCAFFOLD) by one
+aggregation; solo nodes never communicate; pooled takes K steps per round on all the data with a
+batch N times larger, so it touches as many examples per round as the whole federation.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from node.config import RunConfig
+from node.core.assemble import NodeSetup, build_graph, build_node, load_data, shard
+from node.core.data import Dataset
+from node.core.privacy_plan import reported_epsilon
+from node.outputs.files import MetricsWriter, RunDir, write_json_atomic
+from node.outputs.records import ExitReason, metrics_record, node_entry, privacy_record, summary
+from node.sim.simulate import simulation_noise_seed
+from privacy.accountant import Accountant
+
+REFERENCES = ("fedavg", "scaffold", "solo", "pooled")
+Reference = Literal["fedavg", "scaffold", "solo", "pooled"]
+ProgressFn = Callable[[int, float], None]
+
+
+def reference_config(cfg: RunConfig) -> RunConfig:
+    """The config whose privacy plan the references use: gradient mode, no dual variables."""
+    return cfg.replace(algorithm="dpsgd", privacy_mode="gradient", alpha=None, gamma=None)
+
+
+def _pooled_data(cfg: RunConfig, data: Dataset) -> Dataset:
+    """Every node's shard concatenated: exactly the federation's data, on one site."""
+    parts = [shard(cfg, data, i) for i in range(cfg.nodes)]
+    return Dataset(torch.cat([p.x_train for p in parts]), torch.cat([p.y_train for p in parts]),
+                   parts[0].x_test, parts[0].y_test, parts[0].num_classes, parts[0].in_shape,
+                   parts[0].name)
+
+
+class _Client:
+    """One participant: its trainer, privacy plan and accountant (from `build_node`)."""
+
+    def __init__(self, setup: NodeSetup, weight_decay: float) -> None:
+        self.setup = setup
+        self.accountant = Accountant()
+        self.weight_decay = weight_decay
+        self.w = setup.algorithm.w.clone()
+        self.last_loss = math.nan
+        self.last_accuracy: float | None = None
+
+    @property
+    def n(self) -> int:
+        return self.setup.trainer.n
+
+    def local_steps(self, w: Tensor, steps: int, lr: float,
+                    correction: Tensor | None = None) -> Tensor:
+        """K SGD steps from `w` (optionally with SCAFFOLD's control variate correction)."""
+        y = w.clone()
+        losses = []
+        for _ in range(steps):
+            g, loss = self.setup.trainer.gradient(y)
+            if self.weight_decay:
+                g = g + self.weight_decay * y
+            if correction is not None:
+                g = g + correction
+            y = y - lr * g
+            losses.append(loss)
+        finite = [v for v in losses if not math.isnan(v)]
+        self.last_loss = sum(finite) / len(finite) if finite else math.nan
+        for z, q, count in self.setup.plan.round_events(1, steps):
+            self.accountant.spend(z, q, count)
+        return y
+
+    def epsilon(self) -> float | None:
+        plan = self.setup.plan
+        if plan.mode == "none":
+            return None
+        return reported_epsilon(plan, self.accountant.epsilon(plan.delta))
+
+    def evaluate(self, w: Tensor) -> float:
+        _, accuracy = self.setup.trainer.evaluate(w)
+        self.last_accuracy = accuracy
+        return accuracy
+
+
+def run_reference(method: Reference, cfg: RunConfig, out: str | Path | None, *,
+                  progress: ProgressFn | None = None) -> dict[str, Any]:
+    """Run one reference method under `cfg`; returns (and writes) a summary like `simulate`."""
+    if method not in REFERENCES:
+        raise ValueError(f"unknown reference {method!r}; choose one of {', '.join(REFERENCES)}")
+    if method == "pooled" and cfg.private:
+        raise ValueError("pooled training is a no-privacy reference; run it with epsilon = inf")
+    started = time.time()
+    rcfg = reference_config(cfg)
+    graph = build_graph(rcfg)
+    data = load_data(rcfg)
+    if method == "pooled":
+        pooled = _pooled_data(rcfg, data)
+        pcfg = rcfg.replace(batch_size=rcfg.batch_size * rcfg.nodes)
+        setup = build_node(pcfg, graph, 0, pooled, noise_seed=simulation_noise_seed(cfg, 0))
+        clients = [_Client(setup, cfg.weight_decay)]
+    else:
+        clients = [_Client(build_node(rcfg, graph, i, shard(rcfg, data, i),
+                                      noise_seed=simulation_noise_seed(cfg, i)), cfg.weight_decay)
+                   for i in range(cfg.nodes)]
+    run_dir = RunDir(Path(out)) if out else None
+    writers = [MetricsWriter(run_dir.node(i)) for i in range(len(clients))] if run_dir else []
+    total = sum(c.n for c in clients)
+    weights = [c.n / total for c in clients]
+    w_global = clients[0].w.clone()
+    c_global = torch.zeros_like(w_global)
+    c_local = [torch.zeros_like(w_global) for _ in clients]
+    k, lr = cfg.local_steps, cfg.lr
+    try:
+        for rnd in range(cfg.rounds):
+            round_start = time.perf_counter()
+            computes = []
+            if method in ("solo", "pooled"):
+                for c in clients:
+                    t0 = time.perf_counter()
+                    c.w = c.local_steps(c.w, k, lr)
+                    computes.append(time.perf_counter() - t0)
+            elif method == "fedavg":
+                new = []
+                for c in clients:
+                    t0 = time.perf_counter()
+                    new.append(c.local_steps(w_global, k, lr))
+                    computes.append(time.perf_counter() - t0)
+                w_global = sum((a * y for a, y in zip(weights, new, strict=True)),
+                               torch.zeros_like(w_global))
+            else:  # scaffold (Karimireddy et al. 2020), option II control variates, γ_g = 1
+                deltas, dc = [], []
+                for i, c in enumerate(clients):
+                    t0 = time.perf_counter()
+                    y = c.local_steps(w_global, k, lr, correction=c_global - c_local[i])
+                    c_new = c_local[i] - c_global + (w_global - y) / (k * lr)
+                    deltas.append(y - w_global)
+                    dc.append(c_new - c_local[i])
+                    c_local[i] = c_new
+                    computes.append(time.perf_counter() - t0)
+                w_global = w_global + torch.stack(deltas).mean(dim=0)
+                c_global = c_global + torch.stack(dc).mean(dim=0)
+            if method in ("fedavg", "scaffold"):
+                for c in clients:
+                    c.w = w_global
+            due = rnd % cfg.eval_every == 0 or rnd == cfg.rounds - 1
+            shared_accuracy: float | None = None
+            for i, c in enumerate(clients):
+                accuracy = None
+                if due:
+                    # One global model: the shared test split gives every client the same score.
+                    if method in ("fedavg", "scaffold") and shared_accuracy is not None:
+                        c.last_accuracy = accuracy = shared_accuracy
+                    else:
+                        accuracy = shared_accuracy = c.evaluate(c.w)
+                if writers:
+                    writers[i].write(metrics_record(
+                        round=rnd, node=i, time=time.time(), loss=c.last_loss,
+                        accuracy=accuracy, dual_norm=None, consensus_distance=None,
+                        epsilon=c.epsilon(), bytes_sent=0, bytes_received=0, peers_alive=0,
+                        round_seconds=time.perf_counter() - round_start,
+                        compute_seconds=computes[i], wait_seconds=0.0))
+            if progress is not None:
+                progress(rnd, time.time() - started)
+    finally:
+        for wr in writers:
+            wr.close()
+    nodes = {str(i): node_entry(accuracy=c.last_accuracy, loss=c.last_loss,
+                                epsilon=c.epsilon(), bytes_sent=0, rounds_completed=cfg.rounds,
+                                exit=ExitReason.FINISHED)
+             for i, c in enumerate(clients)}
+    result = summary(cfg, nodes, time.time() - started,
+                     [privacy_record(c.setup.plan) for c in clients], reference=method)
+    if run_dir:
+        write_json_atomic(run_dir.summary, result)
+    return result

@@ -1,0 +1,158 @@
+"""The in-process simulator: N nodes, one process, no sockets, the daemon's algorithm code.
+
+Each round every node runs `NodeRunner.step()` on the messages of the previous round; messages
+are delivered in full (no faults) and bytes are counted as the wire would carry them. Outputs are
+the same files a local launch writes: `<out>/<node>/metrics.jsonl` and `<out>/summary.json`.
+Deterministic under the seed: data order, initialisation and (in simulation only, where nothing
+is released) the privacy noise all derive from it unless `noise_seed` is given.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+from torch import Tensor
+
+from gossip.codec import header_size
+from gossip.messages import Dual, Primal
+from node.config import RunConfig
+from node.core.assemble import build_graph, build_node, load_data, shard
+from node.core.privacy_plan import noise_seed
+from node.core.runner import NodeRunner, RoundOutput
+from node.outputs.files import MetricsWriter, RunDir, write_json_atomic
+from node.outputs.records import ExitReason, metrics_record, node_entry, privacy_record, summary
+
+ProgressFn = Callable[[int, list[NodeRunner], float], None]
+
+
+def wire_bytes(kind: type[Dual] | type[Primal], sender: int, round: int, seq: int,
+               payload: Tensor) -> int:
+    """Bytes the message would occupy on the wire (header frame + float32 tensor frame)."""
+    array = np.zeros(0, dtype=np.float32)
+    header = header_size(kind(sender=sender, round=round, seq=seq, payload=array))
+    return header + payload.numel() * 4
+
+
+def build_runners(cfg: RunConfig) -> list[NodeRunner]:
+    graph = build_graph(cfg)
+    data = load_data(cfg)
+    return [
+        NodeRunner(cfg, build_node(cfg, graph, i, shard(cfg, data, i),
+                                   noise_seed=simulation_noise_seed(cfg, i)))
+        for i in range(cfg.nodes)
+    ]
+
+
+def simulation_noise_seed(cfg: RunConfig, node: int) -> int | None:
+    """In simulation nothing is released, so the noise too follows the run's seed (unless a
+    noise seed is given): a simulated run is reproducible as a whole."""
+    return noise_seed(cfg.seed if cfg.noise_seed is None else cfg.noise_seed, node)
+
+
+def simulate(cfg: RunConfig, out: str | Path | None, *,
+             progress: ProgressFn | None = None) -> dict[str, Any]:
+    """Run the whole federation; returns the summary (also written to `out` when given)."""
+    started = time.time()
+    runners = build_runners(cfg)
+    n = len(runners)
+    run_dir = RunDir(Path(out)) if out else None
+    writers = [MetricsWriter(run_dir.node(i)) for i in range(n)] if run_dir else []
+    inbox: list[dict[int, Tensor]] = [{} for _ in range(n)]
+    sent = [0] * n
+    received = [0] * n
+    seq = [0] * n
+    exits = [ExitReason.FINISHED] * n
+    active = [set(r.setup.neighbours) for r in runners]
+    try:
+        for rnd in range(cfg.rounds):
+            round_start = time.perf_counter()
+            outputs: list[RoundOutput | None] = []
+            for i, runner in enumerate(runners):
+                if exits[i] != ExitReason.FINISHED or runner.over_budget(active[i]):
+                    exits[i] = ExitReason.BUDGET
+                    outputs.append(None)
+                    continue
+                t0 = time.perf_counter()
+                produced = runner.step(active[i])
+                produced.compute_seconds = time.perf_counter() - t0
+                outputs.append(produced)
+            inbox = [{} for _ in range(n)]
+            primals: list[dict[int, Tensor]] = [{} for _ in range(n)]
+            for i, result in enumerate(outputs):
+                if result is None:
+                    continue
+                for j, y in result.duals.items():
+                    size = wire_bytes(Dual, i, rnd, seq[i], y)
+                    seq[i] += 1
+                    inbox[j][i] = y
+                    sent[i] += size
+                    received[j] += size
+                if result.primal is not None:
+                    for j in runners[i].setup.neighbours:
+                        size = wire_bytes(Primal, i, rnd, seq[i], result.primal)
+                        seq[i] += 1
+                        primals[j][i] = result.primal
+                        sent[i] += size
+                        received[j] += size
+            for i, (runner, result) in enumerate(zip(runners, outputs, strict=True)):
+                if result is None:
+                    continue
+                # Absorb at the end of the round, as the daemon does once its round closes, so
+                # that evaluation and checkpoints see the same state in both.
+                runner.absorb(inbox[i])
+                accuracy = runner.evaluate() if runner.due_for_evaluation(rnd) else None
+                if runner.sends_model:  # the message is the primal
+                    primals[i] = {j: inbox[i][j] for j in inbox[i]}
+                record = metrics_record(
+                    round=rnd, node=i, time=time.time(), loss=result.loss, accuracy=accuracy,
+                    dual_norm=runner.setup.algorithm.dual_norm(),
+                    consensus_distance=runner.consensus_distance(primals[i]),
+                    epsilon=runner.epsilon(), bytes_sent=sent[i], bytes_received=received[i],
+                    peers_alive=len(active[i]), round_seconds=time.perf_counter() - round_start,
+                    compute_seconds=result.compute_seconds, wait_seconds=0.0,
+                )
+                if writers:
+                    writers[i].write(record)
+            if progress is not None:
+                progress(rnd, runners, time.time() - started)
+    finally:
+        for w in writers:
+            w.close()
+    nodes = {str(r.node): node_entry(accuracy=r.last_accuracy, loss=r.last_loss,
+                                     epsilon=r.epsilon(), bytes_sent=bytes_sent,
+                                     rounds_completed=r.round, exit=reason)
+             for r, reason, bytes_sent in zip(runners, exits, sent, strict=True)}
+    report = summary(cfg, nodes, time.time() - started,
+                     [privacy_record(r.setup.plan) for r in runners])
+    if run_dir:
+        write_json_atomic(run_dir.summary, report)
+    return report
+
+
+def console_progress(stream: TextIO = sys.stderr) -> ProgressFn:
+    """A one-line live view: round, mean loss, mean accuracy, max ε, seconds per round."""
+    interactive = stream.isatty()
+
+    def show(rnd: int, runners: list[NodeRunner], elapsed: float) -> None:
+        cfg = runners[0].cfg
+        losses = [r.last_loss for r in runners if not math.isnan(r.last_loss)]
+        accs = [r.last_accuracy for r in runners if r.last_accuracy is not None]
+        eps = [e for e in (r.epsilon() for r in runners) if e is not None]
+        mean_loss = np.mean(losses) if losses else math.nan
+        line = (f"round {rnd + 1:>4}/{cfg.rounds}  loss {mean_loss:.4f}"
+                f"  acc {100 * np.mean(accs) if accs else math.nan:5.1f}%"
+                f"  eps {max(eps) if eps else math.inf:.3g}"
+                f"  {elapsed / (rnd + 1):.2f} s/round")
+        if interactive:
+            stream.write("\r" + line + ("\n" if rnd + 1 == cfg.rounds else ""))
+        elif (rnd + 1) % max(1, cfg.rounds // 20) == 0 or rnd + 1 == cfg.rounds:
+            stream.write(line + "\n")
+        stream.flush()
+
+    return show

@@ -1,0 +1,261 @@
+"""Start a federation of real node daemons on 127.0.0.1 and collect what they leave behind.
+
+`LocalLaunch` validates everything and writes one `node.toml` per node when it is built (no
+process starts before the whole federation is known to be valid), then `start()` runs one
+`python -m node` per node in its own process group, collects every `READY <endpoint>` line and
+writes `endpoints.json` atomically; the nodes wait for that file. Tests drive it directly (kill,
+stop, restart one node); `scripts/launch_local.py` and `scripts/demo.py` go through
+`node.tools.live.launch()`, which adds the live view, signals and summary.json.
+Every wait here has a deadline: a node that never becomes ready, or never exits, is killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from gossip.keys import generate_topology_keys
+from node.config import RunConfig
+from node.outputs.files import FINAL, RunDir, read_json, write_json_atomic
+from node.outputs.records import GOOD_EXITS, node_result, privacy_record, summary
+from node.tools.plan import (
+    LOCAL_LISTEN,
+    DaemonOptions,
+    config_text,
+    node_configs,
+    privacy_plans,
+)
+
+__all__ = ["DaemonOptions", "LaunchError", "LocalLaunch", "NodeProcess", "read_final"]
+
+# The directory holding the `node` package: the daemons import this very checkout.
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class LaunchError(RuntimeError):
+    """The federation could not be started or run; the message is one sentence."""
+
+
+@dataclass
+class NodeProcess:
+    id: int
+    config: Path
+    out: Path
+    proc: subprocess.Popen[str] | None = None
+    endpoint: str | None = None
+    ready: threading.Event = field(default_factory=threading.Event)
+
+
+class LocalLaunch:
+    """N daemons on this machine. Build (validates, writes configs), `start()`, `wait()`."""
+
+    def __init__(self, cfg: RunConfig, out: str | Path, options: DaemonOptions | None = None, *,
+                 command: Sequence[str] | None = None, fresh: bool = True,
+                 recompute_privacy: bool = True) -> None:
+        self.cfg, self.out = cfg, Path(out)
+        self.run_dir = RunDir(self.out)
+        self.options = options or DaemonOptions()
+        self.command = list(command or [sys.executable, "-m", "node"])
+        self.options.check_overrides("the launcher")
+        configs = node_configs(cfg, self.options, self._place, endpoint=lambda j: "")
+        # Off when nodes read their own files: the launcher cannot see their shard sizes.
+        self.recompute_privacy = recompute_privacy and not any(c.node.data_file for c in configs)
+        self.startup_timeout = configs[0].node.startup_timeout
+        if fresh:
+            self._clear()
+        if self.options.curve:
+            generate_topology_keys(self.out / "keys", range(cfg.nodes))
+        self.nodes: list[NodeProcess] = []
+        for i, config in enumerate(configs):
+            node_dir = self.run_dir.node(i)
+            node_dir.mkdir(parents=True, exist_ok=True)
+            (node_dir / "node.toml").write_text(config_text(config), encoding="utf-8")
+            self.nodes.append(NodeProcess(i, node_dir / "node.toml", node_dir))
+
+    def _place(self, i: int) -> dict[str, Any]:
+        keys = {"curve_keys": str(self.out / "keys")} if self.options.curve else {}
+        return {"id": i, "listen": LOCAL_LISTEN, "out": str(self.run_dir.node(i)),
+                "endpoints_file": str(self.run_dir.endpoints), **keys}
+
+    def _clear(self) -> None:
+        # Only what a launch writes: a fresh run must not resume old checkpoints or append to
+        # old metrics, but other files a user keeps in DIR stay.
+        for child in self.out.glob("*"):
+            if child.is_dir() and child.name.isdigit():
+                shutil.rmtree(child)
+        for path in (self.run_dir.endpoints, self.run_dir.summary):
+            path.unlink(missing_ok=True)
+
+    @property
+    def processes(self) -> dict[int, subprocess.Popen[str]]:
+        return {n.id: n.proc for n in self.nodes if n.proc is not None}
+
+    @property
+    def endpoints(self) -> dict[int, str]:
+        return {n.id: n.endpoint for n in self.nodes if n.endpoint is not None}
+
+    def _spawn(self, n: NodeProcess, extra: Sequence[str] = ()) -> None:
+        args = [*self.command, "--config", str(n.config)]  # --set overrides are in the file
+        for pair in extra:
+            args += ["--set", pair]
+        threads = str(self.cfg.threads)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": threads,
+               "MKL_NUM_THREADS": threads,
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
+                                                           os.environ.get("PYTHONPATH")]))}
+        n.ready.clear()
+        with open(n.out / "stderr.log", "a", encoding="utf-8") as err:
+            # A process group of its own: the terminal's Ctrl-C reaches only the launcher, which
+            # then stops every node in order instead of all of them dying mid-write.
+            n.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                      stderr=err, text=True, cwd=ROOT, env=env,
+                                      start_new_session=True)
+        threading.Thread(target=self._read_stdout, args=(n, n.proc.stdout), daemon=True).start()
+
+    def _read_stdout(self, n: NodeProcess, stream: IO[str] | None) -> None:
+        # Drains stdout for the node's whole life so a chatty node never blocks on a full pipe.
+        if stream is None:
+            return
+        with open(n.out / "stdout.log", "a", encoding="utf-8") as log:
+            for line in stream:
+                if line.startswith("READY ") and not n.ready.is_set():
+                    n.endpoint = line.split(None, 1)[1].strip()
+                    n.ready.set()
+                log.write(line)
+                log.flush()
+
+    def _await_ready(self, nodes: Sequence[NodeProcess], timeout: float,
+                     stop: threading.Event | None) -> None:
+        deadline = time.monotonic() + timeout
+        while not all(n.ready.is_set() for n in nodes):
+            for n in nodes:
+                if not n.ready.is_set() and n.proc is not None and n.proc.poll() is not None:
+                    time.sleep(0.2)  # let the reader thread see a READY printed just before exit
+                    if not n.ready.is_set():
+                        raise LaunchError(f"node {n.id} exited with status {n.proc.returncode} "
+                                          f"before it was ready{self._last_error(n)}")
+            if stop is not None and stop.is_set():
+                raise LaunchError("interrupted while the nodes were starting.")
+            if time.monotonic() > deadline:
+                late = [str(n.id) for n in nodes if not n.ready.is_set()]
+                raise LaunchError(f"node(s) {', '.join(late)} did not print READY within "
+                                  f"{timeout:.0f} s; see {self.out}/<id>/stderr.log.")
+            time.sleep(0.05)
+
+    def _last_error(self, n: NodeProcess) -> str:
+        lines = (n.out / "stderr.log").read_text(encoding="utf-8", errors="replace").splitlines()
+        last = next((ln.strip() for ln in reversed(lines) if ln.strip()), "")
+        return f" ({last})." if last else f"; see {n.out / 'stderr.log'}."
+
+    def start(self, timeout: float | None = None, stop: threading.Event | None = None) -> None:
+        """Start every node, wait for all READY lines, then publish endpoints.json."""
+        # Nodes read endpoints.json as soon as it exists: one left by an earlier run (--resume)
+        # would wire them to dead ports. final.json is per process: a stale one would be read
+        # as this run's outcome.
+        self.run_dir.endpoints.unlink(missing_ok=True)
+        for n in self.nodes:
+            (n.out / FINAL).unlink(missing_ok=True)
+        try:
+            for n in self.nodes:
+                self._spawn(n)
+            self._await_ready(self.nodes, timeout or self.startup_timeout, stop)
+        except BaseException:
+            self.stop_all()
+            raise
+        write_json_atomic(self.run_dir.endpoints,
+                          {str(i): ep for i, ep in sorted(self.endpoints.items())})
+
+    def signal(self, node: int, sig: int) -> None:
+        proc = self.nodes[node].proc
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+
+    def kill(self, node: int) -> None:
+        self.signal(node, signal.SIGKILL)
+        self.stop_all([node], grace=5.0)
+
+    def stop(self, node: int, grace: float = 10.0) -> None:
+        self.stop_all([node], grace)
+
+    def restart(self, node: int, timeout: float | None = None) -> None:
+        """Start a stopped node again on the endpoint its neighbours already know."""
+        n = self.nodes[node]
+        if n.proc is not None and n.proc.poll() is None:
+            raise LaunchError(f"node {node} is still running; stop or kill it first.")
+        (n.out / FINAL).unlink(missing_ok=True)
+        self._spawn(n, [f"node.listen={n.endpoint or LOCAL_LISTEN}"])
+        self._await_ready([n], timeout or self.startup_timeout, None)
+
+    def running(self) -> list[int]:
+        return [n.id for n in self.nodes if n.proc is not None and n.proc.poll() is None]
+
+    def wait(self, timeout: float, *, tick: float = 1.0, on_tick: Any = None,
+             stop: threading.Event | None = None) -> bool:
+        """Wait until every node exits (True) or the deadline passes / `stop` is set (False)."""
+        deadline = time.monotonic() + timeout
+        next_tick = 0.0
+        while self.running():
+            now = time.monotonic()
+            if now >= deadline or (stop is not None and stop.is_set()):
+                return False
+            if on_tick is not None and now >= next_tick:
+                on_tick()
+                next_tick = now + tick
+            time.sleep(0.1)
+        return True
+
+    def stop_all(self, nodes: Sequence[int] | None = None, grace: float = 10.0) -> None:
+        """SIGTERM the nodes, give them `grace` seconds to say BYE and flush, then SIGKILL."""
+        ids = list(range(len(self.nodes))) if nodes is None else list(nodes)
+        for i in ids:
+            self.signal(i, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for i in ids:
+            proc = self.nodes[i].proc
+            if proc is None:
+                continue
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.signal(i, signal.SIGKILL)
+                proc.wait(5.0)
+
+    def results(self) -> dict[str, dict[str, Any]]:
+        """summary.json's per-node entries: final.json where the node wrote one, else metrics."""
+        return {str(n.id): node_result(n.out) for n in self.nodes}
+
+    def succeeded(self) -> bool:
+        results = self.results()
+        return all(n.proc is not None and n.proc.returncode == 0
+                   and results[str(n.id)]["exit"] in GOOD_EXITS for n in self.nodes)
+
+    def summary(self, wall: float) -> dict[str, Any]:
+        # The noise each daemon calibrated, from its final.json; recomputed only for nodes
+        # that died without writing one, so that ε stays recomputable from the summary.
+        privacy: dict[int, dict[str, Any]] = {}
+        for n in self.nodes:
+            reported = (read_final(n.out) or {}).get("privacy")
+            if isinstance(reported, dict):
+                privacy[n.id] = reported
+        missing = [n.id for n in self.nodes if n.id not in privacy]
+        if missing and privacy and self.recompute_privacy:
+            privacy.update({i: privacy_record(plan)
+                            for i, plan in privacy_plans(self.cfg, missing).items()})
+        ordered = [privacy[i] for i in sorted(privacy)] if len(privacy) == len(self.nodes) else []
+        return summary(self.cfg, self.results(), wall, ordered)
+
+
+def read_final(out: Path) -> dict[str, Any] | None:
+    """A node's final.json, or None if it wrote none (yet)."""
+    return read_json(out / FINAL)

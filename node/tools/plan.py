@@ -1,0 +1,97 @@
+"""What a launch will run: every node's validated config, before any process starts.
+
+Both ways of placing daemons — a local launch on 127.0.0.1 and N containers on a LAN — describe
+the nodes with the same `DaemonOptions` and get their configs from the same `node_configs`:
+each config is rendered to TOML and read back through the daemon's own loader (overrides
+included), so a config that validates here validates in the daemon, and what is in the file is
+what the daemon runs. `preflight` also loads the data and checks δ against every shard. Every
+failure is a `ConfigError` (or the data/privacy/topology error the daemon would raise), one
+sentence.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gossip.faults import FaultConfig
+from node.config import RunConfig
+from node.core.assemble import build_graph, load_data, shard
+from node.core.privacy_plan import PrivacyPlan, privacy_plan
+from node.daemon.settings import NodeConfig, NodeSettings, node_config_from_mapping, render_toml
+from node.errors import ConfigError
+from privacy.accountant import check_delta
+from topologies import neighbours
+
+LOCAL_LISTEN = "tcp://127.0.0.1:0"
+# The plan decides these per node; a --set for them would break the wiring.
+RESERVED = ("node.id", "node.listen", "node.out", "node.curve_keys", "node.endpoints_file")
+
+Placement = Callable[[int], Mapping[str, Any]]
+"""Node id -> the NodeSettings fields that say where it runs (id, listen, out, keys...)."""
+
+
+@dataclass(frozen=True)
+class DaemonOptions:
+    """How the daemons run, on top of the RunConfig that says what they compute."""
+
+    node: Mapping[str, Any] = field(default_factory=dict)  # NodeSettings fields for every node
+    faults: FaultConfig = field(default_factory=FaultConfig)
+    overrides: Mapping[str, str] = field(default_factory=dict)  # --set, for every node
+    curve: bool = False
+
+    def check_overrides(self, who: str) -> None:
+        for key in self.overrides:
+            if key in RESERVED:
+                raise ConfigError(f"{who} sets {key} itself; remove --set {key}.")
+
+
+def default_threads(nodes: int) -> int:
+    """Torch threads per node so that N processes share the machine's cores without fighting."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // nodes)
+
+
+def node_configs(cfg: RunConfig, options: DaemonOptions, place: Placement,
+                 endpoint: Callable[[int], str]) -> list[NodeConfig]:
+    """Every node's config as the daemon will read it: `place(i)` says where node i runs,
+    `endpoint(j)` how its neighbours reach node j ("" = from the launcher's endpoints file)."""
+    graph = build_graph(cfg)
+    result = []
+    for i in range(cfg.nodes):
+        fields = {**options.node, **place(i)}
+        try:
+            settings = NodeSettings(**fields)
+        except TypeError:
+            known = {f for f in NodeSettings.__dataclass_fields__}
+            unknown = sorted(set(fields) - known)
+            raise ConfigError(f"unknown node setting {unknown[0] if unknown else fields!r}; "
+                              f"valid node settings are {', '.join(sorted(known))}.") from None
+        text = render_toml(cfg, settings, {j: endpoint(j) for j in neighbours(graph, i)},
+                           options.faults)
+        result.append(node_config_from_mapping(tomllib.loads(text), options.overrides))
+    return result
+
+
+def config_text(config: NodeConfig, header: str = "") -> str:
+    """The TOML file of a loaded config (overrides applied), optionally under a comment."""
+    return header + render_toml(config.run, config.node, config.neighbours, config.faults)
+
+
+def preflight(cfg: RunConfig) -> None:
+    """Load the data and check δ against every shard, as each daemon will at start-up, so that
+    such mistakes stop the launch before any process starts. (Noise calibration is left to the
+    daemons: it takes seconds per node.)"""
+    data = load_data(cfg)
+    if cfg.private:
+        for i in range(cfg.nodes):
+            check_delta(cfg.delta, len(shard(cfg, data, i).x_train))
+
+
+def privacy_plans(cfg: RunConfig, nodes: Sequence[int]) -> dict[int, PrivacyPlan]:
+    """The noise calibration of these nodes, recomputed as the daemon computes it."""
+    graph, data = build_graph(cfg), load_data(cfg)
+    return {i: privacy_plan(cfg, graph, i, len(shard(cfg, data, i).x_train)) for i in nodes}
