@@ -48,7 +48,7 @@ def compute_only(cfg_json: str, node: int, rounds: int) -> None:
         out = compute_round(runner, active)  # the daemon's own round work: budget, step, ε
         assert out is not None
         # Absorb messages of the same size the neighbours would have sent.
-        runner.setup.algorithm.absorb({j: y.clone() for j, y in out.duals.items()})
+        runner.absorb({j: y.clone() for j, y in out.duals.items()})
         if runner.due_for_evaluation(r):
             runner.evaluate()
         times.append(time.perf_counter() - start)

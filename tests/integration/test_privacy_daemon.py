@@ -66,12 +66,13 @@ DRIVER = textwrap.dedent("""
     active = set(setup.neighbours)
     while runner.round < cfg.run.rounds and not runner.over_budget(active):
         r = runner.round
-        out = runner.step({}, active)
-        ledger.record(r, out.events)
+        out = runner.step(active)
+        ledger.record(r, out.releases)
         if r == crash_after:
             os.kill(os.getpid(), signal.SIGKILL)
         with sink.open("a") as f:
-            f.write(json.dumps({"round": r, "events": out.events, "to": sorted(out.duals)}) + "\\n")
+            line = {"round": r, "events": out.releases, "to": sorted(out.duals)}
+            f.write(json.dumps(line) + "\\n")
             f.flush()
             os.fsync(f.fileno())
 """)
@@ -125,11 +126,11 @@ def test_crash_between_ledger_write_and_send_never_under_counts_or_replays(
         assert runner.round == CRASH_AFTER + 1
         assert runner.accountant.epsilon(delta) == ledger.epsilon(delta)
         with pytest.raises(PrivacyError, match="already released"):
-            ledger.record(CRASH_AFTER, runner.next_events(set(setup.neighbours)))
+            ledger.record(CRASH_AFTER, runner.next_releases(set(setup.neighbours)))
         active = set(setup.neighbours)
         while runner.round < cfg.run.rounds and not runner.over_budget(active):
             r = runner.round
-            ledger.record(r, runner.step({}, active).events)
+            ledger.record(r, runner.step(active).events)
         # Calibrated for all R rounds, the lost round included: the run still fits its budget.
         assert ledger.rounds == list(range(cfg.run.rounds))
         assert ledger.epsilon(delta) <= cfg.run.epsilon

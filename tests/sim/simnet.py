@@ -72,6 +72,7 @@ class Closed:
     """One round a node closed."""
 
     started: float
+    deadline: float  # as the protocol set it when the round opened
     closed: float
     result: RoundResult
 
@@ -87,6 +88,7 @@ class SimNode:
     phase: str = "startup"  # startup -> compute -> wait -> compute ... -> done
     wake: float = 0.0
     started: float = 0.0
+    deadline: float = 0.0
     next_tick: float = 0.0
     crashed: bool = False
     frozen_until: float = float("-inf")
@@ -132,6 +134,7 @@ class SimNet:
                 raise ValueError(f"the graph is not symmetric at node {n}.")
         self._payload = self.payload or fill_payload(self.dim)
         self._rng = random.Random(self.seed)
+        self._tick_every = self.cfg.liveness.heartbeat_interval / 2  # the daemon's tick cadence
         self._queue: list[tuple[float, int, int, Transmission, list[Frame]]] = []
         self._order = 0
         self.nodes: dict[PeerId, SimNode] = {}
@@ -150,18 +153,19 @@ class SimNet:
 
     def restart(self, n: PeerId, *, seq_start: int | None = None,
                 first_round: int | None = None) -> None:
-        """A fresh protocol for `n`, as a restarted daemon builds: it resumes at the round it
-        was about to run, with a counter above the old one unless `seq_start` says otherwise."""
+        """A fresh protocol for `n`, as a restarted daemon builds: by default it resumes after
+        the last round it released (the ledger's rule: never send a round twice) with a counter
+        above the old one."""
         old = self.nodes[n]
-        self._boot(n, first_round=old.next_round if first_round is None else first_round,
+        resume = old.next_round + (old.phase == "wait")
+        self._boot(n, first_round=resume if first_round is None else first_round,
                    seq_start=old.last_seq + 1000 if seq_start is None else seq_start,
                    incarnation=old.incarnation + 1)
         self.log.append(("restart", self.clock.now, n))
         self._apply(self.nodes[n], self.nodes[n].proto.hello(self.clock.now), self.clock.now)
 
     def inject(self, n: PeerId, send: Send) -> None:
-        """Put `send` on the wire from `n` through the fault model, as a retransmitting or
-        misbehaving peer would (its driver knows nothing of it)."""
+        """Send from `n` behind its driver's back (a retransmission, a misbehaving peer)."""
         self._send(self.nodes[n], send, self.clock.now)
 
     def freeze(self, n: PeerId, seconds: float) -> None:
@@ -192,9 +196,13 @@ class SimNet:
         while self.clock.now < t - _EPS:
             self.step()
 
-    def run(self, limit: float = 600.0) -> None:
-        """Step until every running node has closed all its rounds; raise if it takes longer
-        than `limit` virtual seconds (a hang)."""
+    def run(self, limit: float | None = None) -> None:
+        """Step until every running node has closed all its rounds; raise at virtual time
+        `limit` (default: later than if every round from now on hit its deadline), a hang."""
+        if limit is None:
+            worst = self.cfg.rounds.deadline + self.compute + 2 * self.dt
+            frozen = max(x.frozen_until for x in self.nodes.values())
+            limit = max(self.clock.now, frozen) + self.startup_timeout + self.rounds * worst + 1
         while any(not x.crashed and x.phase != "done" for x in self.nodes.values()):
             if self.clock.now >= limit:
                 raise TimeoutError(f"rounds still open at t={self.clock.now:.2f}")
@@ -221,13 +229,9 @@ class SimNet:
         now = self.clock.now
         proto = GossipProtocol(n, self.adj[n], self.cfg, dim=self.dim, now=now,
                                first_round=first_round, seq_start=seq_start)
-        node = SimNode(n, proto, boot=now, next_round=first_round, incarnation=incarnation,
-                       last_seq=seq_start, next_tick=now + self._tick_every)
-        self.nodes[n] = node
-
-    @property
-    def _tick_every(self) -> float:
-        return self.cfg.liveness.heartbeat_interval / 2  # the daemon's `_tick_loop` cadence
+        self.nodes[n] = SimNode(n, proto, boot=now, next_round=first_round,
+                                incarnation=incarnation, last_seq=seq_start,
+                                next_tick=now + self._tick_every)
 
     def _deliver(self, node: SimNode, sent: Transmission, frames: list[Frame], now: float) -> None:
         # The identity a ROUTER reports for a DEALER that set its node id, as the transport does.
@@ -253,14 +257,14 @@ class SimNet:
                     node.phase = "done"
                     return
                 proto.start_round(node.next_round, now)
-                node.phase, node.started = "wait", now
+                node.phase, node.started, node.deadline = "wait", now, proto.deadline
                 sends = [proto.dual(p, self._payload(node.id, node.next_round, p), now)
                          for p in sorted(proto.alive())]
                 self._apply(node, sends, now)
             if node.phase != "wait" or not proto.ready(now):
                 return
             result, effects = proto.close_round(now)
-            self.closed[node.id].append(Closed(node.started, now, result))
+            self.closed[node.id].append(Closed(node.started, node.deadline, now, result))
             self.log.append(("close", now, node.id, result.round, tuple(sorted(result.duals)),
                              tuple(float(v[0]) for _, v in sorted(result.duals.items())),
                              result.timed_out))

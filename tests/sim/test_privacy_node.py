@@ -23,10 +23,11 @@ from typing import Any
 import pytest
 import torch
 
-from node import federation, simulation
 from node.config import RunConfig
+from node.core import privacy_plan
 from node.core.runner import NodeRunner
 from node.outputs.files import read_metrics
+from node.sim import simulate as simulation
 from privacy.accountant import Accountant, calibrate_noise_multiplier
 from privacy.accountant import epsilon as pld_epsilon
 
@@ -71,7 +72,7 @@ def test_a_node_out_of_budget_stops_with_exit_budget(monkeypatch: pytest.MonkeyP
         # degree and a round at full degree costs less than the calibrated one.
         probe = Accountant()
         probe.history = list(r.accountant.history)
-        events = r.next_events(set(r.setup.neighbours))
+        events = r.next_releases(set(r.setup.neighbours))
         m = 0
         while probe.epsilon_after(plan.delta, events) <= c.epsilon:
             for event in events:
@@ -82,7 +83,7 @@ def test_a_node_out_of_budget_stops_with_exit_budget(monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(simulation, "build_runners", build_with_history)
     # Every node has the same (ε, δ, q, R): calibrate once (about a second each) instead of 3×.
-    monkeypatch.setattr(federation, "calibrate_noise_multiplier", _calibrate)
+    monkeypatch.setattr(privacy_plan, "calibrate_noise_multiplier", _calibrate)
     out = tmp_path / "run"
     summary = simulation.simulate(cfg, out)
 

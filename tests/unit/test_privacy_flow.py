@@ -1,6 +1,6 @@
 """Privacy of the node's real code path: data flow, clipping, noise scale, gradient inversion.
 
-dp_accounting.md §4 layers B, C, D and F, run through what the daemon runs (federation.build_node,
+dp_accounting.md §4 layers B, C, D and F, run through what the daemon runs (assemble.build_node,
 NodeRunner, LocalTrainer, PrimalDual/Gossip) rather than through privacy/ alone:
 
 - D: with clipping forced to C = 0 (which also zeroes the gradient noise z·C), the encoded
@@ -27,8 +27,8 @@ from torch import Tensor
 import node.core.trainer as trainer_module
 from gossip.codec import encode
 from gossip.messages import Dual, Primal
-from node import federation
 from node.config import RunConfig
+from node.core import privacy_plan
 from node.core.algorithm import NoNoise, PrimalDual
 from node.core.assemble import NodeSetup, build_graph, build_node
 from node.core.data import Dataset, synthetic
@@ -72,7 +72,7 @@ def _one_thread() -> Iterator[None]:
 def _calibrate_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """Nodes are built by the real build_node/privacy_plan, but each (ε, δ, q, steps) is
     calibrated once: a PLD calibration takes about a second and these tests build many nodes."""
-    monkeypatch.setattr(federation, "calibrate_noise_multiplier", _calibrate)
+    monkeypatch.setattr(privacy_plan, "calibrate_noise_multiplier", _calibrate)
 
 
 @functools.cache
@@ -101,7 +101,9 @@ def _wire_transcript(cfg: RunConfig, data: Dataset, policy: GradientPolicy, *,
     seq = 0
     for r in range(rounds):
         received = {j: torch.randn(d, generator=replay) for j in setup.neighbours}
-        out = runner.step(received if r else {}, set(setup.neighbours))
+        if r:
+            runner.absorb(received)
+        out = runner.step(set(setup.neighbours))
         messages: list[Dual | Primal] = [Dual(NODE, r, seq + k, y.numpy())
                                          for k, (_, y) in enumerate(sorted(out.duals.items()))]
         seq += len(messages)
@@ -325,7 +327,7 @@ def _attack(cfg: RunConfig, data: Dataset, *, clip: float | None = None
         trainer.policy = GradientPolicy("clipped", clip)
         setup.noise = NoNoise()
     w0 = setup.algorithm.w.clone()
-    out = NodeRunner(cfg, setup).step({}, set(setup.neighbours))
+    out = NodeRunner(cfg, setup).step(set(setup.neighbours))
     x_hat = _invert_round0(setup, w0, out.duals)
     x = data.x_train[int(picked[0])].reshape(-1).double()
     pearson = float(torch.corrcoef(torch.stack([x_hat, x]))[0, 1])

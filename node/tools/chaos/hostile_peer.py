@@ -1,11 +1,11 @@
 """A hostile test peer that takes one node's place in a local launch.
 
-`LocalLaunch(..., command=[python, -m, node.tools.chaos.hostile_peer, "--hostile", "3", ...])`
-runs this for every node: for the node ids other than `--hostile` it simply runs the real daemon
-(`node.daemon.main.main`), so the honest nodes are the real thing. For the hostile id it binds a
-ROUTER, prints `READY <endpoint>` like a daemon, reads the launcher's endpoints file and connects
-raw pyzmq DEALERs to its neighbours with identity = its id. It speaks the real codec
-(`gossip.codec.encode`) and:
+`LocalLaunch(..., command=[python, -m, node.tools.chaos.hostile_peer, --hostile, 3, ...])`
+runs this for every node: for the node ids other than `--hostile` it simply runs the real
+daemon (`python -m node`, exec'd in place), so the honest nodes are the real thing. For the
+hostile id it binds a ROUTER, prints `READY <endpoint>` like a daemon, reads the launcher's
+endpoints file and connects raw pyzmq DEALERs to its neighbours with identity = its id. It
+speaks the real codec (`gossip.codec.encode`) and:
 
 - answers Hello with a valid Hello, so that the honest nodes start without waiting;
 - (c) whenever a neighbour's message shows it in a new round r, sends it a Dual of round r: the
@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -237,11 +238,9 @@ def main() -> int:
     args = parser.parse_args()
     cfg = load_node_config(args.config, parse_set_overrides(args.set))
     if cfg.node.id != args.hostile:
-        from node.daemon.main import exit_now
-        from node.daemon.main import main as honest
-
+        # Become the real daemon (same process, so the launcher's signals reach it).
         sets = [x for pair in args.set for x in ("--set", pair)]
-        exit_now(honest(["--config", args.config, *sets]))
+        os.execv(sys.executable, [sys.executable, "-m", "node", "--config", args.config, *sets])
     Path(cfg.node.out).mkdir(parents=True, exist_ok=True)
     peer = Hostile(cfg, args.seed, args.lifetime)
     print(f"READY {peer.endpoint}", flush=True)
