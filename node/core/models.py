@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from node.config import MODELS
+
 __all__ = [
     "MODELS",
     "FlatParams",
@@ -32,7 +34,6 @@ __all__ = [
     "unflatten",
 ]
 
-MODELS = ("logreg", "mlp", "cnn", "resnet10")
 # Defaults keep one forward+backward of a 64-batch of 28×28 images fast on a laptop CPU.
 DEFAULT_WIDTH = {"logreg": 0, "mlp": 128, "cnn": 16, "resnet10": 16}
 

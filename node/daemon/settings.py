@@ -123,16 +123,16 @@ def node_config_from_mapping(raw: Mapping[str, Any],
             raise ConfigError(f"[{name}] must be a table, got {table!r}; write it as a "
                               f"[{name}] section.")
         tables[name] = dict(table)
+    for old, new in RENAMED.items():
+        if old in tables["node"]:
+            tables["node"].setdefault(new, tables["node"].pop(old))
     flat = {k: v for k, v in raw.items() if k not in tables}
     for key, value in overrides.items():
         section, dot, rest = key.partition(".")
         if dot and section in tables:
-            tables[section][rest] = value
+            tables[section][RENAMED.get(rest, rest) if section == "node" else rest] = value
         else:
             flat[key] = value
-    for old, new in RENAMED.items():
-        if old in tables["node"]:
-            tables["node"].setdefault(new, tables["node"].pop(old))
     run = run_config_from_mapping(flat)
     node = _settings(NodeSettings, tables["node"], "node")
     neighbours: dict[int, str] = {}

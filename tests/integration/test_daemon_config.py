@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from node.config import RunConfig
+from node.errors import ConfigError
 from node.daemon.settings import NodeSettings, load_node_config, render_toml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,3 +76,44 @@ def test_missing_and_malformed_config_files(tmp_path: Path) -> None:
     proc = run_node("--config", str(bad))
     assert proc.returncode == 2 and "not valid TOML" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("table", ["node", "neighbours", "faults"])
+def test_a_section_written_as_a_value_is_refused_with_one_sentence(tmp_path: Path,
+                                                                   table: str) -> None:
+    """`node = "x"` used to reach dict("x") and end in a bare ValueError traceback."""
+    path = tmp_path / "node.toml"
+    path.write_text(f'rounds = 2\n{table} = "x"\n')
+    proc = run_node("--config", str(path))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert errors == [f"error: [{table}] must be a table, got 'x'; write it as a [{table}] "
+                      "section."]
+
+
+def test_the_message_bound_is_rms_and_its_earlier_name_still_reads(tmp_path: Path) -> None:
+    old = load_node_config(write_config(tmp_path), {"node.max_message_norm": "10"})
+    new = load_node_config(write_config(tmp_path), {"node.max_message_rms": "10"})
+    assert old.node.max_message_rms == new.node.max_message_rms == 10.0
+    helptext = subprocess.run([sys.executable, "scripts/launch_local.py", "--help"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60).stdout
+    flat = " ".join(helptext.split())
+    option = flat[flat.index("--max-message-rms MAX_MESSAGE_RMS,"):][:200]
+    assert "RMS per coordinate" in option and "L2" not in option, option
+
+
+def test_faults_load_straight_into_the_fault_layer_and_render_back(tmp_path: Path) -> None:
+    from gossip.faults import Cut, FaultConfig
+
+    extra = ""  # the [faults] table comes from --set, as the launcher passes it
+    cfg = load_node_config(write_config(tmp_path, extra),
+                           {"faults.drop": "0.25", "faults.cuts": "1:2.5:0-1,n2;3:4:1-2"})
+    assert cfg.faults == FaultConfig(drop=0.25, cuts=Cut.parse("1:2.5:0-1,n2;3:4:1-2"))
+    assert cfg.faults.cuts[0] == Cut.between(1.0, 2.5, nodes=[2], edges=[(0, 1)])
+    text = render_toml(cfg.run, cfg.node, cfg.neighbours, cfg.faults)
+    (tmp_path / "again.toml").write_text(text)
+    assert load_node_config(tmp_path / "again.toml").faults == cfg.faults
+    for bad, fragment in [("5:1:0-1", "0 <= start < end"), ("x:1:0-1", "cannot read the cut"),
+                          ("0:1:0-9", "outside 0..2")]:
+        with pytest.raises(ConfigError, match=fragment):
+            load_node_config(write_config(tmp_path), {"faults.cuts": bad})

@@ -1,7 +1,7 @@
 """The privacy ledger with real processes: a crash between the ledger write and the send, a
 ledger that must not be trusted, and a daemon that runs out of budget.
 
-1. A driver built like `node/__main__.py` (build_node_for_daemon, NodeRunner, Ledger, resume)
+1. A driver built like `node/daemon/main.py` (build_daemon_node, NodeRunner, Ledger, resume)
    runs rounds "record, then send" against a file sink and SIGKILLs itself right after
    `ledger.record` of one round. The ledger on disk then accounts for at least everything that
    was sent, and a restarted node resumes *after* the recorded round instead of releasing it
@@ -25,10 +25,12 @@ from typing import Any
 import pytest
 
 from node.config import RunConfig
-from node.core.assemble import build_graph, build_node_for_daemon, privacy_plan
+from node.core.assemble import build_graph
+from node.core.privacy_plan import privacy_plan
 from node.core.runner import NodeRunner
-from node.daemon.loop import resume
+from node.daemon.main import build_daemon_node
 from node.daemon.settings import NodeConfig, NodeSettings, load_node_config, render_toml
+from node.daemon.state import resume
 from node.outputs.files import read_metrics
 from node.tools.local import DaemonOptions, LocalLaunch, read_final
 from privacy.accountant import Accountant
@@ -50,14 +52,16 @@ DRIVER = textwrap.dedent("""
     import torch
     torch.set_num_threads(1)
     from node.daemon.settings import load_node_config
-    from node.core.assemble import build_graph, build_node_for_daemon, privacy_plan
+    from node.core.assemble import build_graph
+    from node.core.privacy_plan import privacy_plan
+    from node.daemon.main import build_daemon_node
     from node.core.runner import NodeRunner
-    from node.daemon.loop import resume
+    from node.daemon.state import resume
     from privacy.ledger import Ledger
 
     config, crash_after, sink = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
     cfg = load_node_config(config)
-    setup = build_node_for_daemon(cfg)
+    setup = build_daemon_node(cfg)
     runner = NodeRunner(cfg.run, setup)
     ledger = Ledger.open(Path(cfg.node.out) / "privacy_ledger.json",
                          {"node": cfg.node.id, "epsilon": cfg.run.epsilon,
@@ -107,7 +111,7 @@ def test_crash_between_ledger_write_and_send_never_under_counts_or_replays(
     sent = [json.loads(line) for line in sink.read_text().splitlines()]
     assert [m["round"] for m in sent] == list(range(CRASH_AFTER))
     cfg = load_node_config(config)
-    setup = build_node_for_daemon(cfg)
+    setup = build_daemon_node(cfg)
     ledger = Ledger.open(Path(cfg.node.out) / "privacy_ledger.json",
                          _identity(cfg, setup.plan.mode))
     try:

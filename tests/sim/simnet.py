@@ -20,6 +20,7 @@ import random
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
+import networkx as nx
 import numpy as np
 
 from gossip.codec import Frame, encode
@@ -105,7 +106,7 @@ def fill_payload(dim: int) -> Payload:
 class SimNet:
     """N protocols on a graph (dict node -> neighbours, or a networkx graph) and a fake net."""
 
-    graph: Mapping[PeerId, Iterable[PeerId]]
+    graph: Mapping[PeerId, Iterable[PeerId]] | nx.Graph
     rounds: int = 10
     seed: int = 0
     cfg: GossipConfig = SIM_CONFIG

@@ -46,8 +46,8 @@ FORBIDDEN: dict[str, set[str]] = {
     "tools": {"matplotlib", "tests", "uvloop"},
     "experiments": {"tests", "zmq", "uvloop"},
     "main": {"tests"},
-    "gossip": {"node", "tests"},
-    "gossip-sans-io": {"node", "tests", *IO},
+    "gossip": {"node", "privacy", "topologies", "tests"},
+    "gossip-sans-io": {"node", "privacy", "topologies", "tests", *IO},
     "privacy": {"node", "gossip", "topologies", "tests"},
     "topologies": {"node", "gossip", "privacy", "tests"},
 }
