@@ -152,6 +152,10 @@ class RoundBook:
             return False
         return not self.cfg.require_primal or expected <= slot.primals.keys()
 
+    def ran_ahead(self, peer: PeerId) -> bool:
+        """Whether `peer` was last heard in a round after the open (or last closed) one."""
+        return self.peer_round.get(peer, self.round) > self.round
+
     def ready(self, now: float, alive: Collection[PeerId] | None = None) -> bool:
         """Whether the open round can be closed: complete, or its deadline has passed."""
         return self.is_open and (now >= self.deadline or self.complete(alive))

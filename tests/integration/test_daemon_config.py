@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from node.config import RunConfig
-from node.errors import ConfigError
 from node.daemon.settings import NodeSettings, load_node_config, render_toml
+from node.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 

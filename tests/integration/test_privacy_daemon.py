@@ -134,7 +134,7 @@ def test_crash_between_ledger_write_and_send_never_under_counts_or_replays(
         active = set(setup.neighbours)
         while runner.round < cfg.run.rounds and not runner.over_budget(active):
             r = runner.round
-            ledger.record(r, runner.step(active).events)
+            ledger.record(r, runner.step(active).releases)
         # Calibrated for all R rounds, the lost round included: the run still fits its budget.
         assert ledger.rounds == list(range(cfg.run.rounds))
         assert ledger.epsilon(delta) <= cfg.run.epsilon

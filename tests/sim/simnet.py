@@ -284,7 +284,8 @@ class SimNet:
     def _send(self, node: SimNode, send: Send, now: float) -> None:
         msg, src, dst = send.msg, node.id, send.peer
         node.last_seq = max(node.last_seq, msg.seq)
-        frames = encode(msg, "float32")
+        # Bytes, as off a socket: a receiver must never share the sender's array.
+        frames: list[Frame] = [bytes(f) for f in encode(msg, "float32")]
         # Always four draws, so one message's fate never shifts the stream for the next.
         u_drop, u_dup, u_j1, u_j2 = (self._rng.random() for _ in range(4))
         if any(c.cuts(src, dst, now) for c in self.cuts):

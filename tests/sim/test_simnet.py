@@ -294,7 +294,7 @@ def test_every_node_closes_every_round_in_bounded_time_and_hears_only_neighbours
     )
 
 
-# ---- known protocol bugs: strict xfails, so the fix turns them into failures to remove ------
+# ---- a neighbour ahead of us is not missing deadlines (was a bug: they failed before) ------
 
 
 def early_deadline_downs(net: SimNet) -> list[tuple[PeerId, PeerDown, int]]:
@@ -309,19 +309,12 @@ def early_deadline_downs(net: SimNet) -> list[tuple[PeerId, PeerDown, int]]:
     ]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "RoundBook.complete() stops waiting for a neighbour already past the round, but "
-    "GossipProtocol.close_round() still counts it as a missed deadline, so a live neighbour "
-    "that is merely ahead is marked down for 'deadlines' within milliseconds"))
 def test_a_neighbour_that_is_merely_ahead_is_not_counted_as_missing_a_deadline() -> None:
     net = SimNet(build("ring", 6), rounds=30, drop=0.2, seed=1)
     net.run()
     assert early_deadline_downs(net) == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "after a partition heals, the two ends of a cut edge can leapfrog each other's rounds: each "
-    "marks the other down, stops sending it duals, and is marked down in turn (see above)"))
 def test_after_a_partition_heals_with_jitter_every_edge_carries_duals_again() -> None:
     net = SimNet(build("ring", 6), rounds=200, jitter=0.03, seed=2, cuts=(HALVES,))
     net.run()
@@ -330,9 +323,6 @@ def test_after_a_partition_heals_with_jitter_every_edge_carries_duals_again() ->
         assert sum(c.result.duals.keys() == net.adj[n] for c in after) >= 0.9 * len(after)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "same cause: the restarted node runs its rounds without the neighbours it counted as "
-    "missing deadlines while they were ahead, and the two sides leapfrog for ~11 s"))
 def test_a_restarted_node_is_back_in_every_round_within_two_seconds() -> None:
     net, _ = crash_mid_round_and_restart()
     for n in (2, 4):
