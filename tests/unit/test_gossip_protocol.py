@@ -77,3 +77,21 @@ def test_hostile_input_never_raises() -> None:
     assert a.receive(b"5", encode(Heartbeat(5, 0, 1)), 0.0) == []
     assert a.inbox.rejections(1) == 4 and a.inbox.rejections(None) == 1
     assert not a.book.complete()
+
+
+def test_a_neighbour_already_past_the_round_is_not_counted_as_missing_its_deadline() -> None:
+    cfg = GossipConfig(rounds=RoundConfig(deadline=1.0),
+                       liveness=LivenessConfig(heartbeat_interval=1.0, suspect_after=5.0,
+                                               down_after=10.0, max_missed_deadlines=3))
+    a = GossipProtocol(0, [1, 2], cfg, dim=1, now=0.0)
+    x = np.zeros(1, np.float32)
+    a.receive(b"1", encode(Dual(1, 3, 100, x)), 0.0)  # node 1 is already in round 3
+    effects = []
+    for r in range(3):  # each round closes at once: 2 delivered, 1 is ahead and never will
+        a.start_round(r, 0.1 * r)
+        a.receive(b"2", encode(Dual(2, r, 200 + r, x)), 0.1 * r)
+        assert a.ready(0.1 * r)
+        result, more = a.close_round(0.1 * r)
+        assert set(result.duals) == {2}
+        effects += more
+    assert effects == [] and a.alive() == {1, 2}
