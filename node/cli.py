@@ -33,6 +33,9 @@ HELP = {
     "clip_only": "clipped, noise-free control: per-sample clipping, no noise, no privacy",
     "partition": "iid, dirichlet:B or classes:K",
     "examples_per_node": "cap each node's shard (data-scarce experiments)",
+    "sample_rate": "Poisson sampling rate q, a public constant (default batch_size / n̂)",
+    "public_examples": "public size n̂ of each node's training set, fixing q = batch_size / n̂ "
+                       "(required for a node's own data file under DP)",
     "test_examples": "evaluate on this many test examples (none = all)",
     "primal_every": "send the primal for consensus monitoring every P rounds (0 = never)",
     "noise_seed": "fixed seed for the DP noise (experiments only; default OS entropy)",

@@ -53,6 +53,11 @@ class RunConfig:
     data_dir: str = "/usr/share/datasets/fashion-mnist"
     partition: str = "iid"
     examples_per_node: int | None = None
+    # Public constants that fix the Poisson rate q before training (docs/PRIVACY.md): q itself,
+    # or the node's public dataset size n̂ (then q = batch_size / n̂). Without either, a shard
+    # of a public dataset declares its own size; a node's own file must declare one.
+    sample_rate: float | None = None
+    public_examples: int | None = None
     test_examples: int | None = 2000
     eval_every: int = 1
     primal_every: int = 5
@@ -110,6 +115,10 @@ class RunConfig:
             raise ConfigError("clip_only is the noise-free control; use it with epsilon = inf.")
         if self.examples_per_node is not None and self.examples_per_node < 1:
             raise ConfigError("examples_per_node must be at least 1.")
+        if self.public_examples is not None and self.public_examples < 1:
+            raise ConfigError("public_examples must be at least 1.")
+        if self.sample_rate is not None and not 0 < self.sample_rate <= 1:
+            raise ConfigError(f"sample_rate must be in (0, 1], got {self.sample_rate}.")
         if self.test_examples is not None and self.test_examples < 1:
             raise ConfigError("test_examples must be at least 1.")
         if self.primal_every < 0:

@@ -102,6 +102,11 @@ class Ledger:
         """Whether round ``round`` was recorded (and so may have been sent)."""
         return round in self._rounds
 
+    def covers(self, round: int) -> bool:
+        """Whether every round up to ``round`` that could have been released is accounted for:
+        the ledger holds ``round`` or a later one (rounds are recorded in order)."""
+        return bool(self._rounds) and max(self._rounds) >= round
+
     @property
     def rounds(self) -> list[int]:
         """The recorded rounds, ascending."""
@@ -206,3 +211,20 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def read_spend(path: str | os.PathLike[str]) -> tuple[dict[str, Any], Accountant] | None:
+    """A ledger's identity and spend, read without taking its lock (for reports about a node
+    that may have crashed); None if there is no usable ledger at ``path``."""
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        identity = document["identity"]
+        rounds = _load(path, identity)
+    except (OSError, ValueError, KeyError, TypeError, PrivacyError):
+        return None
+    accountant = Accountant()
+    for events in rounds.values():
+        for z, q, count in events:
+            accountant.spend(z, q, count)
+    return identity, accountant

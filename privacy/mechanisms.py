@@ -10,6 +10,12 @@ Adding or removing one example changes S by at most C in L2 norm, so z = σ/C is
 multiplier the accountant composes. We divide by the *expected* batch size q·n, never by |B|:
 the realised batch size is data-dependent and would leak (dp_accounting.md §1.1).
 
+A per-sample gradient whose norm is not finite (an inf or NaN anywhere in it, e.g. from an
+input of 1e20 that overflows float32 inside the model) contributes the zero vector: scaling it
+cannot bound it (NaN·0 is NaN), and letting it through would put NaN or ∞ into the released
+sum, which reveals that the example was sampled whatever the noise. Zero has norm ≤ C, so the
+sensitivity bound is unchanged. How many were dropped is returned for local diagnostics only.
+
 Every function is pure and takes randomness as an explicit ``torch.Generator``; nothing here
 touches the global RNG. Generators come from OS entropy unless a caller asks for a fixed seed.
 """
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -128,24 +135,50 @@ def _row_norms(blocks: Sequence[Tensor]) -> Tensor:
 
 
 def _clip_factors(norms: Tensor, clip: float) -> Tensor:
-    """min(1, C/(‖g‖(1+1e-6))) per row, in float64."""
+    """min(1, C/(‖g‖(1+1e-6))) per row, in float64; 0 for a row whose norm is not finite."""
     shrunk = norms * _CLIP_SAFETY
-    # where() rather than clamp(C/‖g‖): C = 0 with a zero row would give 0/0 = NaN.
-    return torch.where(shrunk > clip, clip / shrunk, torch.ones_like(shrunk))
+    # where() rather than clamp(C/‖g‖): C = 0 with a zero row would give 0/0 = NaN. A NaN norm
+    # fails `shrunk > clip` and would otherwise get factor 1, passing the row through unclipped.
+    factor = torch.where(shrunk > clip, clip / shrunk, torch.ones_like(shrunk))
+    return torch.where(torch.isfinite(norms), factor, torch.zeros_like(factor))
+
+
+def _zero_rows(block: Tensor, bad: Tensor) -> Tensor:
+    """``block`` (b, k) with the rows flagged in ``bad`` (b,) set to exactly zero.
+
+    A zero clipping factor is not enough: 0·∞ and 0·NaN are NaN, in a product as in a sum."""
+    return torch.where(bad.unsqueeze(1), torch.zeros((), dtype=block.dtype, device=block.device),
+                       block)
 
 
 def clip_per_sample(grads: Tensor, clip: float) -> tuple[Tensor, Tensor]:
     """Clip each row of ``grads`` (B, d) to L2 norm ≤ ``clip``; return (clipped, norms before).
 
-    Rows with norm ≤ C are left unchanged; longer rows are scaled by C/(‖g‖(1+1e-6)).
-    Norms are computed in float64 so that large d does not round a norm below its true value.
+    Rows with norm ≤ C are left unchanged; longer rows are scaled by C/(‖g‖(1+1e-6)); rows whose
+    norm is not finite (any inf or NaN in them) become zero. Their norms are returned as they
+    are, so ``(~torch.isfinite(norms)).sum()`` counts them. Norms are computed in float64 so that
+    large d does not round a norm below its true value.
     """
     _check_clip(clip)
     if grads.shape[0] == 0:
         return grads.clone(), torch.zeros(0, dtype=torch.float64, device=grads.device)
     norms = _row_norms([grads])
     factor = _clip_factors(norms, clip)
-    return grads * factor.to(grads.dtype).unsqueeze(1), norms
+    clipped = grads * factor.to(grads.dtype).unsqueeze(1)
+    return _zero_rows(clipped, ~torch.isfinite(norms)), norms
+
+
+class ClippedSum(NamedTuple):
+    """What `clipped_grad_sum` returns.
+
+    ``dropped`` counts the examples whose gradient was not finite and so contributed zero. Like
+    ``losses`` it is a function of the private data and must stay on the node: it is for local
+    diagnostics, never for a message.
+    """
+
+    total: Tensor
+    losses: Tensor
+    dropped: int
 
 
 def clipped_grad_sum(
@@ -155,10 +188,13 @@ def clipped_grad_sum(
     y: Tensor,
     clip: float,
     chunk_size: int = 256,
-) -> tuple[Tensor, Tensor]:
-    """Return (Σ_k clip_C(∇ loss(x_k, y_k)) as a flat float32 vector, per-sample losses).
+) -> ClippedSum:
+    """Return (Σ_k clip_C(∇ loss(x_k, y_k)) as a flat float32 vector, per-sample losses, the
+    number of examples dropped for a non-finite gradient).
 
     The clipping is joint over all parameters, so one example moves the sum by at most C in L2.
+    An example whose gradient has a non-finite norm contributes zero (module docstring); its
+    loss is still returned as computed, so it may be NaN or ∞.
     An empty batch gives a zero vector of length d = Σ numel(params) and an empty loss tensor.
     Chunks are clipped and summed as they are produced; only one chunk of per-sample gradients
     is held at a time, and never as one concatenated (b, d) copy: the norms are accumulated
@@ -172,13 +208,21 @@ def clipped_grad_sum(
     device = next(iter(params.values())).device if params else x.device
     total = torch.zeros(d, dtype=torch.float32, device=device)
     losses: list[Tensor] = [torch.zeros(0, device=device)]
+    dropped = 0
     for start in range(0, x.shape[0], chunk_size):
         parts, loss = _per_sample_parts(loss_fn, params, x[start:start + chunk_size],
                                         y[start:start + chunk_size])
-        factor = _clip_factors(_row_norms(parts), clip).to(torch.float32)
+        norms = _row_norms(parts)
+        bad = ~torch.isfinite(norms)
+        bad_count = int(bad.sum())
+        if bad_count:
+            # Only then: masking copies every block, which the finite case need not pay for.
+            parts = [_zero_rows(part, bad) for part in parts]
+            dropped += bad_count
+        factor = _clip_factors(norms, clip).to(torch.float32)
         total += torch.cat([factor @ part for part in parts])
         losses.append(loss)
-    return total, torch.cat(losses)
+    return ClippedSum(total, torch.cat(losses), dropped)
 
 
 def gaussian_noise(numel: int, std: float, generator: torch.Generator) -> Tensor:

@@ -34,7 +34,7 @@ NO_GUARANTEE = "no formal guarantee"
 
 
 def message_mode_noise_multiplier(sigma: float, *, lr: float, beta: float, eta: float,
-                                  degree: int, sample_rate: float, n: int, clip: float) -> float:
+                                  degree: int, sample_rate: float, n: float, clip: float) -> float:
     """Effective noise multiplier z of one message-mode round (see the module docstring)."""
     _check_message_inputs(lr=lr, beta=beta, eta=eta, degree=degree, sample_rate=sample_rate,
                           n=n, clip=clip)
@@ -45,7 +45,7 @@ def message_mode_noise_multiplier(sigma: float, *, lr: float, beta: float, eta: 
 
 
 def message_mode_sigma(noise_multiplier: float, *, lr: float, beta: float, eta: float,
-                       degree: int, sample_rate: float, n: int, clip: float) -> float:
+                       degree: int, sample_rate: float, n: float, clip: float) -> float:
     """Per-edge noise std σ that gives effective multiplier z (inverse of the above).
 
     To stay safe when neighbours go down, call it for every degree the node may have and take
@@ -109,14 +109,14 @@ def _check_mode(mode: str, local_steps: int) -> None:
         raise PrivacyError(f"The number of local steps must be an integer ≥ 1, got {local_steps}.")
 
 
-def _scale(*, lr: float, beta: float, eta: float, degree: int, sample_rate: float, n: int,
+def _scale(*, lr: float, beta: float, eta: float, degree: int, sample_rate: float, n: float,
            clip: float) -> float:
     mu = 1.0 / lr
     return (mu + beta * eta * degree) * sample_rate * n / (2.0 * beta * math.sqrt(degree) * clip)
 
 
 def _check_message_inputs(*, lr: float, beta: float, eta: float, degree: int, sample_rate: float,
-                          n: int, clip: float) -> None:
+                          n: float, clip: float) -> None:
     if not (lr > 0.0 and math.isfinite(lr)):
         raise PrivacyError(f"The learning rate must be positive and finite, got {lr}.")
     if not 0.0 < beta <= 1.0:

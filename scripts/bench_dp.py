@@ -96,7 +96,7 @@ def _breakdown(trainer: LocalTrainer, w: torch.Tensor, batch: int,
     xb, yb = trainer.x[:batch], trainer.y[:batch]
     loss_fn = trainer._mean_loss
     gen = torch.Generator().manual_seed(3)
-    total, _ = clipped_grad_sum(loss_fn, params, xb, yb, 1.0)
+    total, _, _ = clipped_grad_sum(loss_fn, params, xb, yb, 1.0)
     parts: dict[str, list[float]] = {"per_sample_gradients": [], "clipped_grad_sum": [],
                                      "noise": []}
     for _ in range(repeats):

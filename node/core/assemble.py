@@ -4,6 +4,7 @@ algorithm. The simulator and the daemon both build nodes here, so they run the s
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,20 +67,29 @@ def build_node(
     data: Dataset,
     *,
     noise_seed: int | None = None,
+    size_is_public: bool = True,
+    released: bool = False,
 ) -> NodeSetup:
-    """One node's state machine and trainer. `data` must already be this node's shard."""
+    """One node's state machine and trainer. `data` must already be this node's shard;
+    `size_is_public` says whether its size may fix the sampling rate (a shard of a public
+    dataset) or not (the node's own file: then the run must declare q or n̂); `released` that
+    its messages really leave the process (the daemon; see `formal_guarantee`)."""
     model = build_model(cfg.model, in_shape=data.in_shape, num_classes=data.num_classes,
                         width=cfg.width, seed=cfg.seed)
     layout = FlatParams.of(model)
     w0 = layout.flatten(model)
     nbrs = neighbours(graph, node)
-    plan = privacy_plan(cfg, graph, node, len(data.x_train))
+    size = len(data.x_train)
+    plan = privacy_plan(cfg, graph, node, size if size_is_public or not cfg.private else None,
+                        released=released)
+    rate = {"sample_rate": plan.sample_rate, "expected_batch": plan.expected_batch}
     if plan.mode == "none":
-        policy = GradientPolicy("clipped", cfg.clip) if cfg.clip_only else GradientPolicy("plain")
+        policy = GradientPolicy("clipped", cfg.clip, **rate) if cfg.clip_only \
+            else GradientPolicy("plain")
     elif plan.mode == "gradient":
-        policy = GradientPolicy("noisy", cfg.clip, plan.noise_multiplier)
+        policy = GradientPolicy("noisy", cfg.clip, plan.noise_multiplier, **rate)
     else:
-        policy = GradientPolicy("clipped", cfg.clip)
+        policy = GradientPolicy("clipped", cfg.clip, **rate)
     # Data order is a public, reproducible choice; the noise is not (OS entropy by default).
     data_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + node)
     noise_gen = make_generator(noise_seed)
@@ -98,19 +108,42 @@ def build_node(
 
 
 def local_data(data_file: str, test_file: str, label_column: str, seed: int, *,
-               cap: int | None = None) -> Dataset:
-    """A node's own files (NPZ x/y or CSV with a label column); without a test file, a fixed
+               cap: int | None = None, private: bool = True) -> Dataset:
+    """A node's own files (NPZ x/y or CSV with a label column); without a test file, about a
     fifth of the local data is held out for evaluation. `cap` keeps at most that many training
-    examples."""
+    examples, and only in a run without a privacy claim (`private=False`).
+
+    The unit of privacy is one row of `data_file`, so adding or removing one row must change
+    the training set by exactly that row or not at all. Each row therefore decides its own fate
+    from its contents alone: a keyed hash of the row (features and label as loaded) gives it a
+    number u, and rows with u below a fifth are the held-out ones. A permutation of the row
+    indices would not do: inserting one row shifts every index after it, which moves other rows
+    between the two splits. Identical rows get the same u and land on the same side, so adding
+    a duplicate still adds exactly one training row (or one test row).
+
+    A cap to k rows cannot be made stable at all: with exactly k rows kept, adding a row that
+    is kept has to push another out, a replacement (≈ 2ε). Under a privacy claim it is refused;
+    trim the file itself instead, which fixes the dataset the guarantee is about. Without one,
+    the cap keeps the k training rows of smallest u, whatever their order in the file.
+    """
     x, y = load_local(data_file, label_column=label_column)
+    if cap is not None and private:
+        raise DataError(f"examples_per_node cannot cap the node's own file {data_file} in a "
+                        "private run, since a cap swaps rows when one is added; remove the "
+                        "setting and trim the file itself.")
+    u = _row_keys(x, y, seed)
     if test_file:
         xt, yt = load_local(test_file, label_column=label_column)
     else:
-        order = np.random.default_rng(seed).permutation(len(y))
-        cut = max(1, len(y) // 5)
-        x, y, xt, yt = x[order[cut:]], y[order[cut:]], x[order[:cut]], y[order[:cut]]
-    if cap is not None:
-        x, y = x[:cap], y[:cap]
+        held = u < _HELD_OUT
+        if not held.any():
+            raise DataError(f"{data_file} has too few rows ({len(y)}) to hold out a test split; "
+                            "add more rows or give a test file.")
+        x, y, xt, yt, u = x[~held], y[~held], x[held], y[held], u[~held]
+    if cap is not None and len(y) > cap:
+        # Sorting the kept indices back keeps the rows in file order, as without a cap.
+        keep = np.sort(np.argsort(u, kind="stable")[:cap])
+        x, y = x[keep], y[keep]
     if len(y) == 0:
         raise DataError(f"{data_file} leaves no training examples after holding out a test "
                         "split; add more rows or give a test file.")
@@ -119,3 +152,24 @@ def local_data(data_file: str, test_file: str, label_column: str, seed: int, *,
     return Dataset(t(np.ascontiguousarray(x)), t(np.ascontiguousarray(y)),
                    t(np.ascontiguousarray(xt)), t(np.ascontiguousarray(yt)),
                    max(classes, 2), tuple(x.shape[1:]), Path(data_file).name)
+
+
+# A row is held out for testing when its 64-bit key is below this: a fifth of all keys.
+_HELD_OUT = np.uint64(2**64 // 5)
+
+
+def _row_keys(x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
+    """A uint64 per row: keyed BLAKE2b of the row's float32 features and int64 label.
+
+    Fixed little-endian bytes, so that the split of a file does not depend on the machine; the
+    key comes from the run's seed, so another seed gives another split. The key need not be
+    secret: what matters is that a row's key depends on that row alone."""
+    key = hashlib.blake2b(f"dpnorm local split {seed}".encode(), digest_size=32).digest()
+    flat = np.ascontiguousarray(x.reshape(len(x), -1), dtype="<f4")
+    labels = np.ascontiguousarray(y, dtype="<i8")
+    keys = np.empty(len(y), dtype=np.uint64)
+    for i in range(len(y)):
+        digest = hashlib.blake2b(flat[i].tobytes() + labels[i].tobytes(), digest_size=8,
+                                 key=key).digest()
+        keys[i] = int.from_bytes(digest, "little")
+    return keys

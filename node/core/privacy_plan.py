@@ -44,8 +44,13 @@ class PrivacyPlan:
     lr: float = 0.0
     beta: float = 1.0
     eta: float = 0.0
-    n: int = 0
+    n: float = 0.0  # the public dataset size n̂ that q and the normaliser q·n̂ come from
     clip: float = 1.0
+
+    @property
+    def expected_batch(self) -> float:
+        """The normaliser q·n̂ of the clipped-gradient sum: public, fixed before training."""
+        return self.sample_rate * self.n
 
     def round_noise_multiplier(self, active_degree: int) -> float:
         """z actually achieved in a round whose messages went to `active_degree` neighbours."""
@@ -56,13 +61,21 @@ class PrivacyPlan:
             sample_rate=self.sample_rate, n=self.n, clip=self.clip,
         )
 
-    def round_events(self, active_degree: int, local_steps: int) -> list[Release]:
-        """The (z, q, count) releases one round adds to the accountant."""
-        if self.mode == "none" or (active_degree == 0 and self.mode == "message"):
+    def round_events(self, local_steps: int) -> list[Release]:
+        """The releases one round charges: always the calibrated schedule's (z*, q).
+
+        In message mode the z a round achieves depends on how many neighbours are up, which
+        depends on what happened before: a running tally of achieved z's would compose
+        adaptively chosen parameters, which the PLD accountant does not cover. σ is chosen so
+        that every round's z is at least z* whatever the degree (`round_noise_multiplier`),
+        so charging z* each round — a fixed, non-adaptive schedule — is a proven bound; a
+        round with nobody to send to is charged too (it releases nothing, which z* dominates).
+        """
+        if self.mode == "none":
             return []
         if self.mode == "gradient":
             return [Release(self.noise_multiplier, self.sample_rate, local_steps)]
-        return [Release(self.round_noise_multiplier(active_degree), self.sample_rate, 1)]
+        return [Release(self.noise_multiplier, self.sample_rate, 1)]
 
 
 class GaussianDualNoise:
@@ -76,18 +89,59 @@ class GaussianDualNoise:
         return gaussian_noise(numel, self.std, self.generator)
 
 
-def privacy_plan(cfg: RunConfig, graph: nx.Graph, node: int, n: int) -> PrivacyPlan:
-    """Calibrate the noise for this node's shard size and degree (always on the safe side)."""
-    q = min(cfg.batch_size, n) / n
+def sample_rate(cfg: RunConfig, public_examples: int | None, node: int) -> tuple[float, float]:
+    """(q, n̂): the Poisson rate and the public dataset size it is fixed from, before training.
+
+    q is `cfg.sample_rate` when given, else B/n̂ with n̂ = `cfg.public_examples` or the size the
+    caller declares public (`public_examples`: a shard of a public dataset). A private run with
+    neither, or with q ≥ 1, is refused: q from the private data itself is not covered by the
+    accountant, and q ≥ 1 leaves no subsampling to amplify with."""
+    declared = cfg.public_examples if cfg.public_examples is not None else public_examples
+    if cfg.sample_rate is not None:
+        # Given directly, q fixes the expected batch size B = q·n̂ with n̂ = B/q.
+        q = cfg.sample_rate
+        n = float(declared) if declared is not None else cfg.batch_size / q
+    elif declared is not None:
+        n, q = float(declared), min(cfg.batch_size, declared) / declared
+    else:
+        raise ConfigError(f"node {node} reads its own data, whose size is private; declare the "
+                          "Poisson sampling rate (sample_rate = q) or a public dataset size "
+                          "(public_examples = n) so that q is fixed before training.")
+    if cfg.private and not q < 1:
+        raise ConfigError(f"node {node}: batch_size {cfg.batch_size} is not below its public "
+                          f"dataset size {n:g}, so the sampling rate q = {q:.3g} would be ≥ 1; "
+                          "lower --batch-size (or sample_rate) below the number of examples.")
+    return q, n
+
+
+def formal_guarantee(cfg: RunConfig, *, released: bool) -> bool:
+    """Whether a proof covers what this run prints. Message mode needs K = 1 (DESIGN.md §2).
+    A fixed noise seed in a run whose messages are really sent (`released`: the daemon) lets
+    every peer — they all hold the same config — regenerate the noise and the batches; the
+    simulator releases nothing, so its seeded noise stands for the OS-entropy noise."""
+    if cfg.effective_privacy_mode == "message" and cfg.local_steps > 1:
+        return False
+    return not (released and cfg.noise_seed is not None)
+
+
+def privacy_plan(cfg: RunConfig, graph: nx.Graph, node: int,
+                 public_examples: int | None, *, released: bool = False) -> PrivacyPlan:
+    """Calibrate the noise for this node's public dataset size and degree (always on the safe
+    side). `public_examples` is the node's dataset size where that is public (a shard of a
+    public dataset, or any run without a privacy claim), None where it is not (a node's own
+    file in a private run)."""
+    q, n = sample_rate(cfg, public_examples, node)
     if not cfg.private:
-        return PrivacyPlan("none", cfg.delta, None, q, 0.0, 0.0, 0, formal=True)
+        return PrivacyPlan("none", cfg.delta, None, q, 0.0, 0.0, 0, formal=True, n=n)
     try:
-        check_delta(cfg.delta, n)
+        check_delta(cfg.delta, math.ceil(n))
         mode = cfg.effective_privacy_mode
         if mode == "gradient":
             steps = cfg.rounds * cfg.local_steps
             z = calibrate_noise_multiplier(cfg.epsilon, cfg.delta, q, steps)
-            return PrivacyPlan("gradient", cfg.delta, cfg.epsilon, q, z, 0.0, steps, formal=True)
+            return PrivacyPlan("gradient", cfg.delta, cfg.epsilon, q, z, 0.0, steps,
+                               formal=formal_guarantee(cfg, released=released), n=n,
+                               clip=cfg.clip)
         params = PrimalDualParams.from_config(cfg, max(d for _, d in graph.degree()))
         z = calibrate_noise_multiplier(cfg.epsilon, cfg.delta, q, cfg.rounds)
         degree = graph.degree(node)
@@ -99,7 +153,8 @@ def privacy_plan(cfg: RunConfig, graph: nx.Graph, node: int, n: int) -> PrivacyP
             for e in range(1, degree + 1)
         )
         return PrivacyPlan("message", cfg.delta, cfg.epsilon, q, z, sigma, cfg.rounds,
-                           formal=cfg.local_steps == 1, lr=cfg.lr, beta=params.beta,
+                           formal=formal_guarantee(cfg, released=released), lr=cfg.lr,
+                           beta=params.beta,
                            eta=params.eta, n=n, clip=cfg.clip)
     except PrivacyError as exc:
         raise ConfigError(str(exc)) from None

@@ -52,15 +52,16 @@ class NodeRunner:
     def node(self) -> int:
         return self.setup.node
 
-    def next_releases(self, active: Collection[int]) -> list[Release]:
-        return self.setup.plan.round_events(len(active), self.cfg.local_steps)
+    def next_releases(self) -> list[Release]:
+        """What the next round charges (the same whoever is up: see `PrivacyPlan.round_events`)."""
+        return self.setup.plan.round_events(self.cfg.local_steps)
 
-    def over_budget(self, active: Collection[int]) -> bool:
+    def over_budget(self) -> bool:
         """Would the next round's releases push ε past the target? Then the node must stop."""
         plan = self.setup.plan
         if plan.mode == "none" or plan.target_epsilon is None or not plan.formal:
             return False
-        events = self.next_releases(active)
+        events = self.next_releases()
         if not events:
             return False
         if self._dominated_by_plan(events):
@@ -89,13 +90,14 @@ class NodeRunner:
         setup = self.setup
         if setup.plan.mode == "message" and not active:
             # Message mode may only move the private state when the move is released; with
-            # nobody to release to, the node waits (no data touched, nothing spent).
+            # nobody to release to, the node waits (no data touched). The round is charged all
+            # the same: the spend follows the fixed schedule, not who happened to be up.
             duals: dict[int, Tensor] = {}
             loss = math.nan
         else:
             loss = setup.algorithm.local_steps(setup.trainer.gradient, active)
             duals = setup.algorithm.messages(active, setup.noise)
-        releases = self.next_releases(active) if duals or setup.plan.mode == "gradient" else []
+        releases = self.next_releases()
         for z, q, count in releases:
             self.accountant.spend(z, q, count)
         every = self.cfg.primal_every

@@ -4,9 +4,9 @@ The algorithm (node.core.algorithm) asks an oracle for a gradient at the current
 parameters; this module decides how that gradient touches the data:
 
 - `plain`: a shuffled mini-batch of `batch_size`, mean cross-entropy gradient (no privacy);
-- `clipped`: Poisson sampling at q = B/n, per-sample gradients clipped to C, summed and divided
-  by the expected batch size q·n — no noise. Message mode adds its noise to the duals instead,
-  and this is also the clipped, noise-free control of the experiments;
+- `clipped`: Poisson sampling at the policy's rate q, per-sample gradients clipped to C, summed
+  and divided by the expected batch size — no noise. Message mode adds its noise to the duals
+  instead, and this is also the clipped, noise-free control of the experiments;
 - `noisy`: as `clipped`, plus N(0, (zC)²I) on the sum before dividing (gradient-mode DP-SGD).
 """
 
@@ -29,11 +29,18 @@ GradientKind = Literal["plain", "clipped", "noisy"]
 
 @dataclass(frozen=True)
 class GradientPolicy:
-    """How each local step touches the data; see the module docstring."""
+    """How each local step touches the data; see the module docstring.
+
+    For the private kinds, `sample_rate` q and `expected_batch` (the normaliser) are public
+    constants fixed before training (the privacy plan), never recomputed from the data: with
+    them taken from the data, adding one example would also change q and the normaliser, which
+    the accountant does not model (docs/PRIVACY.md)."""
 
     kind: GradientKind = "plain"
     clip: float = 1.0
     noise_multiplier: float = 0.0
+    sample_rate: float = 1.0
+    expected_batch: float = 1.0
 
 
 class LocalTrainer:
@@ -65,6 +72,10 @@ class LocalTrainer:
         self.data_generator = data_generator
         self.noise_generator = noise_generator
         self.steps = 0
+        # Sampled examples whose per-sample gradient was not finite and so entered the clipped
+        # sum as zero (privacy.mechanisms). A function of the private data: local diagnostics
+        # only, never put in a message or anything sent.
+        self.nonfinite_examples = 0
         self._order = torch.empty(0, dtype=torch.int64)
         self._grad = grad(self._loss, has_aux=True)
 
@@ -76,11 +87,6 @@ class LocalTrainer:
     @property
     def n(self) -> int:
         return len(self.x)
-
-    @property
-    def sample_rate(self) -> float:
-        """Poisson sampling rate q = B/n of the private policies."""
-        return self.batch_size / self.n
 
     def _loss(self, params: Mapping[str, Tensor], x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         loss = F.cross_entropy(functional_call(self.model, dict(params), (x,)), y)
@@ -108,11 +114,12 @@ class LocalTrainer:
         # seed would let an adversary know q = 1 for them, so sampling uses the private
         # generator (OS entropy unless the user fixed a seed for an experiment).
         assert self.noise_generator is not None
-        idx = poisson_sample(self.n, self.sample_rate, self.noise_generator)
-        total, losses = clipped_grad_sum(
+        idx = poisson_sample(self.n, self.policy.sample_rate, self.noise_generator)
+        total, losses, dropped = clipped_grad_sum(
             self._mean_loss, params, self.x[idx], self.y[idx], self.policy.clip
         )
-        expected = self.sample_rate * self.n
+        self.nonfinite_examples += dropped
+        expected = self.policy.expected_batch
         if self.policy.kind == "noisy":
             g = privatize_gradient_sum(
                 total, self.policy.clip, self.policy.noise_multiplier, expected,
@@ -120,7 +127,10 @@ class LocalTrainer:
             )
         else:
             g = total / expected
-        loss = float(losses.mean()) if len(losses) else float("nan")
+        # The mean over the finite losses only, so that one overflowing example (whose gradient
+        # was dropped) does not turn the local loss curve into NaN; NaN when none is finite.
+        finite = losses[torch.isfinite(losses)]
+        loss = float(finite.mean()) if len(finite) else float("nan")
         return g, loss
 
     @torch.no_grad()

@@ -332,7 +332,7 @@ def own_copy(payload: np.ndarray) -> torch.Tensor:
 def compute_round(runner: NodeRunner, active: set[int]) -> RoundOutput | None:
     """A round's CPU work, off the event loop: budget check, step, and the new ε (the PLD
     evaluation is cached, so the metrics record reads it for free). None: budget exhausted."""
-    if runner.over_budget(active):
+    if runner.over_budget():
         return None
     out = runner.step(active)
     runner.epsilon()

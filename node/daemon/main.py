@@ -72,12 +72,14 @@ def build_daemon_node(cfg: NodeConfig) -> NodeSetup:
         raise ConfigError(f"node {me}'s neighbours {sorted(cfg.neighbours)} do not match "
                           f"topology {cfg.run.topology} with {cfg.run.nodes} nodes, which gives "
                           f"{sorted(expected)}.")
-    if cfg.node.data_file:
+    own_file = bool(cfg.node.data_file)
+    if own_file:
         data = local_data(cfg.node.data_file, cfg.node.test_file, cfg.node.label_column,
-                          cfg.run.seed, cap=cfg.run.examples_per_node)
+                          cfg.run.seed, cap=cfg.run.examples_per_node, private=cfg.run.private)
     else:
         data = shard(cfg.run, load_data(cfg.run), me)
-    return build_node(cfg.run, graph, me, data, noise_seed=noise_seed(cfg.run.noise_seed, me))
+    return build_node(cfg.run, graph, me, data, noise_seed=noise_seed(cfg.run.noise_seed, me),
+                      size_is_public=not own_file, released=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     from node.core.runner import NodeRunner
     from node.daemon.loop import Daemon
     from node.daemon.state import CheckpointError, resume, write_final
+    from node.outputs.files import LEDGER
     from privacy.ledger import Ledger
 
     torch.set_num_threads(cfg.run.threads)
@@ -101,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         setup = build_daemon_node(cfg)
         runner = NodeRunner(cfg.run, setup)
         if setup.plan.mode != "none":
-            ledger = Ledger.open(Path(cfg.node.out) / "privacy_ledger.json",
+            ledger = Ledger.open(Path(cfg.node.out) / LEDGER,
                                  {"node": cfg.node.id, "epsilon": cfg.run.epsilon,
                                   "delta": cfg.run.delta, "mode": setup.plan.mode})
         resume(runner, cfg, ledger)

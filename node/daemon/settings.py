@@ -19,6 +19,7 @@ where this node listens, who its neighbours are, timing, wire and fault settings
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -90,10 +91,28 @@ class NodeConfig:
             raise ConfigError(f"node.wire_dtype must be one of {', '.join(WIRE_DTYPES)}.")
         if not n.listen.startswith("tcp://"):
             raise ConfigError(f"node.listen must be a tcp:// endpoint, got {n.listen!r}.")
+        if self.run.private and self.run.noise_seed is not None:
+            remote = [ep for ep in (n.listen, *self.neighbours.values()) if ep and
+                      not _loopback(ep)]
+            if remote:
+                raise ConfigError(
+                    f"noise_seed is set, so every peer (they all hold this config) could "
+                    f"regenerate node {n.id}'s noise; it is for test runs on one machine only "
+                    f"and {remote[0]} is not on 127.0.0.1 — remove noise_seed.")
         missing = [j for j, ep in self.neighbours.items() if not ep]
         if missing and not n.endpoints_file:
             raise ConfigError(f"neighbour {missing[0]} has no endpoint and no "
                               "node.endpoints_file is given.")
+
+
+def _loopback(endpoint: str) -> bool:
+    host = endpoint.removeprefix("tcp://").rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def load_node_config(path: str | Path, overrides: Mapping[str, str] = {}) -> NodeConfig:

@@ -28,11 +28,10 @@ import torch
 from node.core.privacy_plan import restart_noise_seed
 from node.core.runner import NodeRunner
 from node.daemon.settings import NodeConfig
-from node.outputs.files import FINAL, write_json_atomic
+from node.outputs.files import CHECKPOINT, FINAL, write_json_atomic
 from privacy.ledger import Ledger
 
 logger = logging.getLogger(__name__)
-CHECKPOINT = "checkpoint.npz"
 
 FORMAT = "dpnorm-checkpoint"
 VERSION = 1
@@ -134,7 +133,17 @@ def save_state(runner: NodeRunner, cfg: NodeConfig, completed_round: int) -> Non
 
 def resume(runner: NodeRunner, cfg: NodeConfig, ledger: Ledger | None) -> None:
     """Continue from the checkpoint, after every round the ledger says was released."""
-    ckpt = load_checkpoint(Path(cfg.node.out) / CHECKPOINT, checkpoint_identity(cfg))
+    path = Path(cfg.node.out) / CHECKPOINT
+    ckpt = load_checkpoint(path, checkpoint_identity(cfg))
+    if ckpt is not None and ledger is not None and not ledger.covers(ckpt.round):
+        # The model has seen rounds whose spend the ledger does not hold (it was deleted or
+        # replaced): resuming would print an ε that leaves those releases out.
+        last = f"up to round {ledger.rounds[-1]}" if ledger.rounds else "no rounds"
+        raise CheckpointError(
+            f"checkpoint {path} has trained through round {ckpt.round} but the privacy ledger "
+            f"{ledger.path} records {last}, so the spend of those rounds is unknown; restore "
+            "the ledger, or start a new privacy budget and a new model by moving both files "
+            "away.")
     if ckpt is not None:
         runner.setup.algorithm.load_state_dict(ckpt.state)
         if ckpt.data_rng is not None:

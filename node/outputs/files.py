@@ -6,6 +6,8 @@ written atomically.
     DIR/endpoints.json          a local launch's READY endpoints, for the nodes to read
     DIR/<id>/metrics.jsonl      one record per round (CONTRACTS.md)
     DIR/<id>/final.json         what a daemon reports when it exits
+    DIR/<id>/privacy_ledger.json   its privacy spend, written before each round is sent
+    DIR/<id>/checkpoint.npz     its last checkpoint (node.daemon.state)
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ METRICS = "metrics.jsonl"
 FINAL = "final.json"
 SUMMARY = "summary.json"
 ENDPOINTS = "endpoints.json"
+LEDGER = "privacy_ledger.json"
+CHECKPOINT = "checkpoint.npz"
 
 
 @dataclass(frozen=True)

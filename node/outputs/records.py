@@ -17,7 +17,8 @@ import numpy as np
 
 from node.config import RunConfig
 from node.core.privacy_plan import PrivacyPlan
-from node.outputs.files import METRICS, read_json, read_metrics
+from node.outputs.files import FINAL, LEDGER, METRICS, read_json, read_metrics
+from privacy.ledger import read_spend
 
 
 class ExitReason(StrEnum):
@@ -104,10 +105,12 @@ def _privacy_config(privacy: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
-def node_result(node_dir: Path) -> dict[str, Any]:
+def node_result(node_dir: Path, *, formal: bool = True) -> dict[str, Any]:
     """A daemon's entry from what it left: its final.json, or — killed before writing one —
-    what its metrics show, with exit "crashed"."""
-    final = read_json(node_dir / "final.json")
+    what its metrics show, with exit "crashed". A crashed node's ε comes from its privacy
+    ledger, which is written before each round's messages leave (metrics.jsonl is written
+    after the round, so it can lag one release behind); `formal` False: no ε is printed."""
+    final = read_json(node_dir / FINAL)
     if final is not None:
         return {k: final.get(k) for k in NODE_KEYS}
     path = node_dir / METRICS
@@ -115,6 +118,17 @@ def node_result(node_dir: Path) -> dict[str, Any]:
     last = records[-1] if records else {}
     accuracies = [r["accuracy"] for r in records if r.get("accuracy") is not None]
     return {"accuracy": accuracies[-1] if accuracies else None, "loss": last.get("loss"),
-            "epsilon": last.get("epsilon"), "bytes_sent": last.get("bytes_sent", 0),
+            "epsilon": ledger_epsilon(node_dir) if formal else None,
+            "bytes_sent": last.get("bytes_sent", 0),
             "rounds_completed": max((r["round"] + 1 for r in records), default=0),
             "exit": str(ExitReason.CRASHED)}
+
+
+def ledger_epsilon(node_dir: Path) -> float | None:
+    """ε of everything a node's ledger records, at the δ it was started with; None without a
+    (readable) ledger, i.e. without DP."""
+    spend = read_spend(node_dir / LEDGER)
+    if spend is None:
+        return None
+    identity, accountant = spend
+    return accountant.epsilon(float(identity["delta"]))

@@ -83,7 +83,7 @@ class _Client:
             losses.append(loss)
         finite = [v for v in losses if not math.isnan(v)]
         self.last_loss = sum(finite) / len(finite) if finite else math.nan
-        for z, q, count in self.setup.plan.round_events(1, steps):
+        for z, q, count in self.setup.plan.round_events(steps):
             self.accountant.spend(z, q, count)
         return y
 

@@ -74,7 +74,7 @@ def simulate(cfg: RunConfig, out: str | Path | None, *,
             round_start = time.perf_counter()
             outputs: list[RoundOutput | None] = []
             for i, runner in enumerate(runners):
-                if exits[i] != ExitReason.FINISHED or runner.over_budget(active[i]):
+                if exits[i] != ExitReason.FINISHED or runner.over_budget():
                     exits[i] = ExitReason.BUDGET
                     outputs.append(None)
                     continue

@@ -26,6 +26,7 @@ from typing import IO, Any
 
 from gossip.keys import generate_topology_keys
 from node.config import RunConfig
+from node.core.privacy_plan import formal_guarantee
 from node.outputs.files import FINAL, RunDir, read_json, write_json_atomic
 from node.outputs.records import GOOD_EXITS, node_result, privacy_record, summary
 from node.tools.plan import (
@@ -233,7 +234,8 @@ class LocalLaunch:
 
     def results(self) -> dict[str, dict[str, Any]]:
         """summary.json's per-node entries: final.json where the node wrote one, else metrics."""
-        return {str(n.id): node_result(n.out) for n in self.nodes}
+        formal = formal_guarantee(self.cfg, released=True)
+        return {str(n.id): node_result(n.out, formal=formal) for n in self.nodes}
 
     def succeeded(self) -> bool:
         results = self.results()

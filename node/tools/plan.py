@@ -11,6 +11,7 @@ sentence.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
@@ -20,7 +21,7 @@ from typing import Any
 from gossip.faults import FaultConfig
 from node.config import RunConfig
 from node.core.assemble import build_graph, load_data, shard
-from node.core.privacy_plan import PrivacyPlan, privacy_plan
+from node.core.privacy_plan import PrivacyPlan, privacy_plan, sample_rate
 from node.daemon.settings import NodeConfig, NodeSettings, node_config_from_mapping, render_toml
 from node.errors import ConfigError
 from privacy.accountant import check_delta
@@ -88,7 +89,8 @@ def preflight(cfg: RunConfig) -> None:
     data = load_data(cfg)
     if cfg.private:
         for i in range(cfg.nodes):
-            check_delta(cfg.delta, len(shard(cfg, data, i).x_train))
+            _, n = sample_rate(cfg, len(shard(cfg, data, i).x_train), i)
+            check_delta(cfg.delta, math.ceil(n))
 
 
 def privacy_plans(cfg: RunConfig, nodes: Sequence[int]) -> dict[int, PrivacyPlan]:

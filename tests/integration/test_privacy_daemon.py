@@ -68,7 +68,7 @@ DRIVER = textwrap.dedent("""
                           "delta": cfg.run.delta, "mode": setup.plan.mode})
     resume(runner, cfg, ledger)
     active = set(setup.neighbours)
-    while runner.round < cfg.run.rounds and not runner.over_budget(active):
+    while runner.round < cfg.run.rounds and not runner.over_budget():
         r = runner.round
         out = runner.step(active)
         ledger.record(r, out.releases)
@@ -130,9 +130,9 @@ def test_crash_between_ledger_write_and_send_never_under_counts_or_replays(
         assert runner.round == CRASH_AFTER + 1
         assert runner.accountant.epsilon(delta) == ledger.epsilon(delta)
         with pytest.raises(PrivacyError, match="already released"):
-            ledger.record(CRASH_AFTER, runner.next_releases(set(setup.neighbours)))
+            ledger.record(CRASH_AFTER, runner.next_releases())
         active = set(setup.neighbours)
-        while runner.round < cfg.run.rounds and not runner.over_budget(active):
+        while runner.round < cfg.run.rounds and not runner.over_budget():
             r = runner.round
             ledger.record(r, runner.step(active).releases)
         # Calibrated for all R rounds, the lost round included: the run still fits its budget.

@@ -72,7 +72,7 @@ def test_a_node_out_of_budget_stops_with_exit_budget(monkeypatch: pytest.MonkeyP
         # degree and a round at full degree costs less than the calibrated one.
         probe = Accountant()
         probe.history = list(r.accountant.history)
-        events = r.next_releases(set(r.setup.neighbours))
+        events = r.next_releases()
         m = 0
         while probe.epsilon_after(plan.delta, events) <= c.epsilon:
             for event in events:

@@ -50,7 +50,7 @@ Mechanism = Callable[[Tensor, torch.Generator], Tensor]  # (batch, generator) â†
 
 
 def _correct(batch: Tensor, g: torch.Generator, *, z: float = Z) -> Tensor:
-    total, _ = clipped_grad_sum(_linear_loss, PARAMS, batch, LABELS[: len(batch)], CLIP)
+    total, _, _ = clipped_grad_sum(_linear_loss, PARAMS, batch, LABELS[: len(batch)], CLIP)
     return privatize_gradient_sum(total.expand(TRIALS, DIM).clone(), CLIP, z, 1.0, g)
 
 
@@ -69,7 +69,7 @@ def _no_clipping(batch: Tensor, g: torch.Generator) -> Tensor:
 
 def _epsilon_lower_bound(mechanism: Mechanism, seed: int) -> float:
     g = make_generator(seed)
-    known, _ = clipped_grad_sum(_linear_loss, PARAMS, BACKGROUND, LABELS[:32], CLIP)
+    known, _, _ = clipped_grad_sum(_linear_loss, PARAMS, BACKGROUND, LABELS[:32], CLIP)
     out = (mechanism(BACKGROUND, g) - known)[:, 0]
     into = (mechanism(torch.cat([BACKGROUND, CANARY]), g) - known)[:, 0]
     half = TRIALS // 2

@@ -24,7 +24,6 @@ import pytest
 import torch
 from torch import Tensor
 
-import node.core.trainer as trainer_module
 from gossip.codec import encode
 from gossip.messages import Dual, Primal
 from node.config import RunConfig
@@ -165,25 +164,25 @@ def _canary(data: Dataset) -> tuple[Tensor, int]:
     return data.x_train[0] * 1e6, int(data.y_train[0] + 1) % data.num_classes
 
 
-def test_one_example_moves_the_step_by_at_most_c_over_qn(monkeypatch: pytest.MonkeyPatch) -> None:
-    n, batch, seed = 80, 10, 5
+def test_one_example_moves_the_step_by_at_most_c_over_b() -> None:
+    """Add/remove through the real trainer and its real sampler: q and the normaliser B are the
+    public constants of D, so D' = D ∪ {x*} keeps D's Poisson draws (x* is appended, and the
+    draws are taken in order) and the step moves by clip(∇x*)/B at most. With q or the
+    normaliser recomputed from the data, as before, D' sampled with another rate and the
+    step moved by far more than C/B."""
+    n, batch = 80, 10
     data = _shard(3, n)
-    qn = batch   # q·n = (B/n)·n, also for the set with one more example
+    qn = batch
     x_star, y_star = _canary(data)
     w = flatten(build_model("logreg", in_shape=data.in_shape, num_classes=data.num_classes,
                             seed=0))
-
-    # Add/remove: D' = D ∪ {x*}, with the same Poisson sample of D's examples and x* in it.
-    real_sample = trainer_module.poisson_sample
-
-    def same_sample_plus_new(count: int, rate: float, gen: torch.Generator) -> Tensor:
-        base = real_sample(n, batch / n, gen)
-        return torch.cat([base, torch.tensor([n])]) if count == n + 1 else base
-
-    monkeypatch.setattr(trainer_module, "poisson_sample", same_sample_plus_new)
+    # A seed whose draw for x* (the (n+1)-th) puts it in the batch.
+    seed = next(s for s in range(100)
+                if float(torch.rand(n + 1, generator=torch.Generator().manual_seed(s))[n])
+                < batch / n)
 
     def influence(clip: float) -> float:
-        policy = GradientPolicy("clipped", clip=clip)
+        policy = GradientPolicy("clipped", clip=clip, sample_rate=batch / n, expected_batch=qn)
         g, _ = _trainer(data, policy, batch=batch, seed=seed).gradient(w)
         g2, _ = _trainer(_with_example(data, x_star, y_star), policy, batch=batch,
                          seed=seed).gradient(w)
@@ -195,13 +194,12 @@ def test_one_example_moves_the_step_by_at_most_c_over_qn(monkeypatch: pytest.Mon
         assert moved >= 0.99 * clip / qn, "the canary should use its whole budget C"
     # Positive control: without effective clipping the same check fails by orders of magnitude.
     assert influence(1e12) > 100 * 1.0 / qn
-    monkeypatch.undo()
 
     # Replace-one through the unmodified trainer and its seeded sampler: ≤ 2C/(q·n).
     sample = poisson_sample(n, batch / n, torch.Generator().manual_seed(seed))
     assert len(sample) > 0
     k = int(sample[0])
-    policy = GradientPolicy("clipped", clip=1.0)
+    policy = GradientPolicy("clipped", clip=1.0, sample_rate=batch / n, expected_batch=qn)
     g, _ = _trainer(data, policy, batch=batch, seed=seed).gradient(w)
     g2, _ = _trainer(_with_example(data, x_star, y_star, at=k), policy, batch=batch,
                      seed=seed).gradient(w)
@@ -224,7 +222,8 @@ def test_gradient_noise_has_std_z_c_over_qn_and_a_factor_two_error_is_caught() -
     model = build_model("mlp", in_shape=data.in_shape, num_classes=data.num_classes,
                         width=128, seed=0)
     trainer = LocalTrainer(model, data.x_train, data.y_train, data.x_test, data.y_test,
-                           batch_size=batch, policy=GradientPolicy("clipped", clip),
+                           batch_size=batch, policy=GradientPolicy("clipped", clip, 0.0,
+                                                                   batch / 400, batch),
                            data_generator=torch.Generator().manual_seed(0),
                            noise_generator=torch.Generator())
     w = trainer.layout.flatten(model)
@@ -232,19 +231,19 @@ def test_gradient_noise_has_std_z_c_over_qn_and_a_factor_two_error_is_caught() -
     assert d >= 100_000
 
     def step(kind: str) -> Tensor:
-        trainer.policy = GradientPolicy(kind, clip, z)   # type: ignore[arg-type]
+        trainer.policy = GradientPolicy(kind, clip, z, batch / 400, batch)  # type: ignore[arg-type]
         trainer.noise_generator.manual_seed(seed)        # type: ignore[union-attr]
         return trainer.gradient(w)[0]
 
     clipped, noisy = step("clipped"), step("noisy")      # same Poisson sample, same clipped sum
     noise = noisy - clipped
-    expected = z * clip / (trainer.sample_rate * trainer.n)
+    expected = z * clip / batch
     measured = float(noise.double().std())
     assert _scale_matches(noise, expected), (measured, expected)
     assert not _scale_matches(noise, 2 * expected)       # a factor-2 error fails this check
     assert not _scale_matches(noise, expected / 2)
     # Fresh draws each step (never a replayed noise vector).
-    trainer.policy = GradientPolicy("noisy", clip, z)
+    trainer.policy = GradientPolicy("noisy", clip, z, batch / 400, batch)
     again = trainer.gradient(w)[0] - trainer.gradient(w)[0]
     assert float(again.abs().max()) > 0
 
@@ -318,13 +317,14 @@ def _attack(cfg: RunConfig, data: Dataset, *, clip: float | None = None
             assert trainer.noise_generator is not None   # shared with the dual noise
             trainer.noise_generator.manual_seed(noise_seed)
             probe = torch.Generator().set_state(trainer.noise_generator.get_state())
-            picked = poisson_sample(trainer.n, trainer.sample_rate, probe)
+            picked = poisson_sample(trainer.n, trainer.policy.sample_rate, probe)
         if len(picked) == 1:
             break
     else:
         raise AssertionError("no seed gave a one-example Poisson sample")
     if clip is not None:
-        trainer.policy = GradientPolicy("clipped", clip)
+        trainer.policy = GradientPolicy("clipped", clip, 0.0, trainer.policy.sample_rate,
+                                        trainer.policy.expected_batch)
         setup.noise = NoNoise()
     w0 = setup.algorithm.w.clone()
     out = NodeRunner(cfg, setup).step(set(setup.neighbours))

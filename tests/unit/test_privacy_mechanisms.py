@@ -75,7 +75,7 @@ def test_clipped_sum_matches_the_loop_and_chunking_does_not_change_it() -> None:
     model = _mlp(3)
     x, y = _data(4, 23, scale=5.0)
     loss_fn, params = _loss_fn(model), _params(model)
-    reference, losses = clipped_grad_sum(loss_fn, params, x, y, clip=0.5, chunk_size=256)
+    reference, losses, _ = clipped_grad_sum(loss_fn, params, x, y, clip=0.5, chunk_size=256)
     manual = torch.zeros_like(reference)
     for k in range(23):
         loss = torch.nn.functional.cross_entropy(model(x[k:k + 1]), y[k:k + 1])
@@ -84,7 +84,8 @@ def test_clipped_sum_matches_the_loop_and_chunking_does_not_change_it() -> None:
         manual += flat * min(1.0, 0.5 / flat.norm().item())
     torch.testing.assert_close(reference, manual, rtol=1e-5, atol=1e-5)
     for chunk in (1, 5, 23):
-        chunked, chunk_losses = clipped_grad_sum(loss_fn, params, x, y, clip=0.5, chunk_size=chunk)
+        chunked, chunk_losses, _ = clipped_grad_sum(loss_fn, params, x, y, clip=0.5,
+                                                    chunk_size=chunk)
         torch.testing.assert_close(chunked, reference, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(chunk_losses, losses)
     assert reference.dtype == torch.float32 and losses.shape == (23,)
@@ -93,7 +94,7 @@ def test_clipped_sum_matches_the_loop_and_chunking_does_not_change_it() -> None:
 def test_empty_batch_gives_a_zero_vector_of_the_right_size() -> None:
     model = _mlp(0)
     params = _params(model)
-    total, losses = clipped_grad_sum(_loss_fn(model), params, torch.zeros(0, 5),
+    total, losses, _ = clipped_grad_sum(_loss_fn(model), params, torch.zeros(0, 5),
                                      torch.zeros(0, dtype=torch.long), clip=1.0)
     assert total.shape == (sum(p.numel() for p in params.values()),)
     assert torch.all(total == 0) and losses.numel() == 0
@@ -106,12 +107,12 @@ def test_one_example_moves_a_step_by_at_most_c_over_qn_before_noise() -> None:
     loss_fn, params = _loss_fn(model), _params(model)
     x, y = _data(6, 16)
     clip, q, n = 0.3, 0.05, 320
-    base, _ = clipped_grad_sum(loss_fn, params, x, y, clip)
+    base, _, _ = clipped_grad_sum(loss_fn, params, x, y, clip)
     g = make_generator(0)
     for outlier in (1e6, -1e6):
         x_star = torch.full((1, 5), outlier)
         y_star = torch.tensor([1])
-        with_star, _ = clipped_grad_sum(loss_fn, params, torch.cat([x, x_star]),
+        with_star, _, _ = clipped_grad_sum(loss_fn, params, torch.cat([x, x_star]),
                                         torch.cat([y, y_star]), clip)
         step_d = privatize_gradient_sum(base, clip, 0.0, q * n, g)
         step_d1 = privatize_gradient_sum(with_star, clip, 0.0, q * n, g)
@@ -124,7 +125,7 @@ def test_clip_zero_makes_the_step_independent_of_the_data() -> None:
     outputs = []
     for seed in (1, 2):
         x, y = _data(seed, 10, scale=seed * 10.0)
-        total, _ = clipped_grad_sum(loss_fn, params, x, y, clip=0.0)
+        total, _, _ = clipped_grad_sum(loss_fn, params, x, y, clip=0.0)
         outputs.append(privatize_gradient_sum(total, 0.0, 1.0, 5.0, make_generator(seed)))
     assert torch.equal(outputs[0], outputs[1]) and torch.all(outputs[0] == 0)
 
@@ -195,7 +196,7 @@ def test_gradient_inversion_works_without_noise_and_fails_with_it() -> None:
     model = torch.nn.Linear(64, 4)
     loss_fn, params = _loss_fn(model), _params(model)
     secret = torch.rand(1, 64)
-    total, _ = clipped_grad_sum(loss_fn, params, secret, torch.tensor([2]), clip=1.0)
+    total, _, _ = clipped_grad_sum(loss_fn, params, secret, torch.tensor([2]), clip=1.0)
 
     def reconstruct(message: Tensor) -> Tensor:
         d_weight, d_bias = message[:256].reshape(4, 64), message[256:]
