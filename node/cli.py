@@ -36,6 +36,7 @@ HELP = {
     "sample_rate": "Poisson sampling rate q, a public constant (default batch_size / n̂)",
     "public_examples": "public size n̂ of each node's training set, fixing q = batch_size / n̂ "
                        "(required for a node's own data file under DP)",
+    "classes": "number of classes, public (required for a node's own data file under DP)",
     "test_examples": "evaluate on this many test examples (none = all)",
     "primal_every": "send the primal for consensus monitoring every P rounds (0 = never)",
     "noise_seed": "fixed seed for the DP noise (experiments only; default OS entropy)",

@@ -58,6 +58,9 @@ class RunConfig:
     # of a public dataset declares its own size; a node's own file must declare one.
     sample_rate: float | None = None
     public_examples: int | None = None
+    # The number of classes, a public constant; needed for a node's own file under DP (read
+    # from its labels, one added row could change the model's size and so every message).
+    classes: int | None = None
     test_examples: int | None = 2000
     eval_every: int = 1
     primal_every: int = 5
@@ -115,6 +118,8 @@ class RunConfig:
             raise ConfigError("clip_only is the noise-free control; use it with epsilon = inf.")
         if self.examples_per_node is not None and self.examples_per_node < 1:
             raise ConfigError("examples_per_node must be at least 1.")
+        if self.classes is not None and self.classes < 2:
+            raise ConfigError(f"classes must be at least 2, got {self.classes}.")
         if self.public_examples is not None and self.public_examples < 1:
             raise ConfigError("public_examples must be at least 1.")
         if self.sample_rate is not None and not 0 < self.sample_rate <= 1:

@@ -108,7 +108,8 @@ def build_node(
 
 
 def local_data(data_file: str, test_file: str, label_column: str, seed: int, *,
-               cap: int | None = None, private: bool = True) -> Dataset:
+               cap: int | None = None, private: bool = True,
+               classes: int | None = None) -> Dataset:
     """A node's own files (NPZ x/y or CSV with a label column); without a test file, about a
     fifth of the local data is held out for evaluation. `cap` keeps at most that many training
     examples, and only in a run without a privacy claim (`private=False`).
@@ -125,6 +126,10 @@ def local_data(data_file: str, test_file: str, label_column: str, seed: int, *,
     is kept has to push another out, a replacement (≈ 2ε). Under a privacy claim it is refused;
     trim the file itself instead, which fixes the dataset the guarantee is about. Without one,
     the cap keeps the k training rows of smallest u, whatever their order in the file.
+
+    The number of classes sizes the model, and so every message: counted from the labels, one
+    row with a new largest label would change the size of everything sent (ε = ∞). A private
+    run therefore declares `classes`, and a label outside it is refused.
     """
     x, y = load_local(data_file, label_column=label_column)
     if cap is not None and private:
@@ -147,11 +152,17 @@ def local_data(data_file: str, test_file: str, label_column: str, seed: int, *,
     if len(y) == 0:
         raise DataError(f"{data_file} leaves no training examples after holding out a test "
                         "split; add more rows or give a test file.")
-    classes = int(max(y.max(), yt.max())) + 1
+    seen = int(max(y.max(), yt.max())) + 1
+    if classes is None and private:
+        raise DataError(f"the number of classes of {data_file} would be read from its labels, "
+                        "which one added row can change; declare classes = K in the config.")
+    if classes is not None and seen > classes:
+        raise DataError(f"{data_file} has a label {seen - 1}, outside the declared classes "
+                        f"0..{classes - 1}.")
     t = torch.from_numpy
     return Dataset(t(np.ascontiguousarray(x)), t(np.ascontiguousarray(y)),
                    t(np.ascontiguousarray(xt)), t(np.ascontiguousarray(yt)),
-                   max(classes, 2), tuple(x.shape[1:]), Path(data_file).name)
+                   max(classes or seen, 2), tuple(x.shape[1:]), Path(data_file).name)
 
 
 # A row is held out for testing when its 64-bit key is below this: a fifth of all keys.

@@ -75,7 +75,8 @@ def build_daemon_node(cfg: NodeConfig) -> NodeSetup:
     own_file = bool(cfg.node.data_file)
     if own_file:
         data = local_data(cfg.node.data_file, cfg.node.test_file, cfg.node.label_column,
-                          cfg.run.seed, cap=cfg.run.examples_per_node, private=cfg.run.private)
+                          cfg.run.seed, cap=cfg.run.examples_per_node, private=cfg.run.private,
+                          classes=cfg.run.classes)
     else:
         data = shard(cfg.run, load_data(cfg.run), me)
     return build_node(cfg.run, graph, me, data, noise_seed=noise_seed(cfg.run.noise_seed, me),

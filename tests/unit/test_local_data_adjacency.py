@@ -44,7 +44,7 @@ def _rows(x: object, y: object) -> Counter[Row]:
 
 
 def _split(path: str, seed: int = 7, test_file: str = "") -> tuple[Counter[Row], Counter[Row]]:
-    data = local_data(path, test_file, "label", seed)
+    data = local_data(path, test_file, "label", seed, classes=3)
     return _rows(data.x_train, data.y_train), _rows(data.x_test, data.y_test)
 
 
@@ -102,7 +102,7 @@ def test_the_split_depends_on_the_rows_not_their_order_or_format(tmp_path: Path)
 def test_the_split_is_fixed_by_the_seed(tmp_path: Path) -> None:
     x, y = _table()
     path = _write(tmp_path / "d.npz", x, y)
-    first, again = local_data(path, "", "label", 7), local_data(path, "", "label", 7)
+    first, again = (local_data(path, "", "label", 7, classes=3) for _ in range(2))
     for a, b in ((first.x_train, again.x_train), (first.y_train, again.y_train),
                  (first.x_test, again.x_test), (first.y_test, again.y_test)):
         assert np.array_equal(a.numpy(), b.numpy())
@@ -144,8 +144,22 @@ def test_a_file_too_small_to_split_is_a_clear_data_error(tmp_path: Path, rows: i
     # result is a Dataset with both splits non-empty or one sentence saying what to do.
     path = _write(tmp_path / "tiny.csv", *_table(n=rows))
     try:
-        data = local_data(path, "", "label", 7)
+        data = local_data(path, "", "label", 7, classes=3)
     except DataError as exc:
         assert "tiny.csv" in str(exc) and "test file" in str(exc) and "\n" not in str(exc)
     else:
         assert rows > 1 and len(data.y_train) > 0 and len(data.y_test) > 0
+
+
+def test_a_private_run_declares_its_classes_and_a_label_outside_them_is_refused(
+        tmp_path: Path) -> None:
+    """Counted from the labels, one added row with a new largest label would resize the model
+    and so every message the node sends."""
+    x, y = _table(0, 40)
+    path = _write(tmp_path / "d.npz", x, y)
+    with pytest.raises(DataError, match="declare classes"):
+        local_data(path, "", "label", 7)
+    assert local_data(path, "", "label", 7, classes=5).num_classes == 5
+    wider = _write(tmp_path / "e.npz", np.concatenate([x, x[:1]]), np.concatenate([y, [4]]))
+    with pytest.raises(DataError, match=r"label 4, outside the declared classes 0\.\.2"):
+        local_data(wider, "", "label", 7, classes=3)
