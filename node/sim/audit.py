@@ -18,17 +18,19 @@ the auditor can see a violation. `scripts/audit_privacy.py` runs it at full size
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Literal
 
 import torch
 
 from node.config import RunConfig
 from node.core.assemble import build_graph, build_node
 from node.core.data import Dataset
-from node.core.privacy_plan import GaussianDualNoise
+from node.core.privacy_plan import GaussianDualNoise, noise_seed
 from node.core.runner import NodeRunner
 from privacy.audit import epsilon_lower_bound
 
 FEATURES, CLASSES = 6, 2
+Mode = Literal["message", "gradient"]
 
 
 @dataclass(frozen=True)
@@ -42,10 +44,10 @@ class AuditResult:
         return self.epsilon_lower_bound <= self.printed_epsilon
 
 
-def audit_config(mode: str, *, epsilon: float = 2.0, examples: int = 64,
+def audit_config(mode: Mode, *, epsilon: float = 2.0, examples: int = 64,
                  batch: int = 32) -> RunConfig:
     """One round of a two-node line, message mode (DP-ECL) or gradient mode (DP-D-PSGD)."""
-    algorithm = "ecl" if mode == "message" else "dpsgd"
+    algorithm: Literal["ecl", "dpsgd"] = "ecl" if mode == "message" else "dpsgd"
     return RunConfig(topology="line", nodes=2, rounds=1, algorithm=algorithm, epsilon=epsilon,
                      privacy_mode=mode, model="logreg", dataset="synthetic", batch_size=batch,
                      clip=1.0, lr=0.5, public_examples=examples, primal_every=0)
@@ -90,7 +92,7 @@ def release_scores(cfg: RunConfig, data: Dataset, trials: int, *, seed: int,
     assert generator is not None
     for t in range(trials):
         setup.algorithm.w = w0.clone()
-        generator.manual_seed(seed * 1_000_003 + t)
+        generator.manual_seed(noise_seed(seed, t) or 0)
         runner = NodeRunner(cfg, setup)
         out = runner.step({1})
         scores.append(float(out.duals[1] @ probe))
@@ -98,7 +100,7 @@ def release_scores(cfg: RunConfig, data: Dataset, trials: int, *, seed: int,
     return scores, printed
 
 
-def audit(mode: str, *, trials: int, seed: int = 0, noise_scale: float = 1.0,
+def audit(mode: Mode, *, trials: int, seed: int = 0, noise_scale: float = 1.0,
           epsilon: float = 2.0, delta: float = 1e-5) -> AuditResult:
     cfg = audit_config(mode, epsilon=epsilon).replace(delta=delta)
     d, d_prime = canary_worlds(cfg.public_examples or 64, seed)
