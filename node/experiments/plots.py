@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from node.outputs.files import read_metrics
+from node.outputs.files import RunDir, read_metrics
 
 PLOTS = {
     "accuracy": ("test accuracy", 100.0, "accuracy (%)"),
@@ -23,12 +23,8 @@ PLOTS = {
 
 def load_run(run_dir: str | Path) -> dict[int, list[dict[str, Any]]]:
     """Every node's metrics records, by node id."""
-    root = Path(run_dir)
-    runs = {}
-    for path in sorted(root.glob("*/metrics.jsonl")):
-        if path.parent.name.isdigit():
-            runs[int(path.parent.name)] = read_metrics(path)
-    return dict(sorted(runs.items()))
+    files = RunDir(Path(run_dir)).metrics_files()
+    return {i: read_metrics(path) for i, path in sorted(files.items())}
 
 
 def plot_run(run_dir: str | Path, out_dir: str | Path | None = None,

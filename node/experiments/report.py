@@ -33,7 +33,7 @@ from node.experiments.results import (
     pooled_accuracies,
     row_order,
 )
-from node.outputs.files import read_metrics
+from node.outputs.files import RunDir, read_metrics
 
 
 def accuracy_table(runs: Sequence[Run], regime: str) -> str:
@@ -202,9 +202,7 @@ def time_breakdown(daemon_run: str | Path) -> str:
              "waiting s/round | round s | compute % | comm % | wait % |",
              "|---|---|---|---|---|---|---|---|---|"]
     found = 0
-    for path in sorted(root.glob("*/metrics.jsonl"), key=lambda p: p.parent.name):
-        if not path.parent.name.isdigit():
-            continue
+    for _, path in sorted(RunDir(root).metrics_files().items(), key=lambda kv: str(kv[0])):
         records = [r for r in read_metrics(path) if r.get("round_seconds") is not None]
         if not records:
             continue

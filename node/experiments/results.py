@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from node.experiments.grid import METHODS
-from node.outputs.files import read_metrics
+from node.outputs.files import RunDir, read_metrics
 
 
 @dataclass
@@ -79,11 +79,10 @@ def load_runs(root: str | Path) -> list[Run]:
         d = done.parent
         try:
             spec = json.loads((d / "run.json").read_text())
-            summary = json.loads((d / "summary.json").read_text())
+            summary = json.loads(RunDir(d).summary.read_text())
         except (OSError, ValueError):
             continue
-        metrics = {int(p.parent.name): read_metrics(p) for p in d.glob("*/metrics.jsonl")
-                   if p.parent.name.isdigit()}
+        metrics = {i: read_metrics(p) for i, p in RunDir(d).metrics_files().items()}
         runs.append(Run(spec, summary, metrics))
     return runs
 

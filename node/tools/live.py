@@ -70,7 +70,7 @@ class LiveView:
         self.launch, self.stream = launch, stream
         self.tty = stream.isatty()
         self.every = every  # seconds between lines when not redrawing a terminal
-        self.tail = MetricsTail({n.id: n.out / "metrics.jsonl" for n in launch.nodes})
+        self.tail = MetricsTail({n.id: launch.run_dir.metrics(n.id) for n in launch.nodes})
         self.drawn = 0
         self.last_line = 0.0
         self.started = time.monotonic()
@@ -162,7 +162,7 @@ def run(launch: LocalLaunch, *, timeout: float, quiet: bool = False,
                 stream.write(f"all nodes listening after {time.monotonic() - started:.0f} s; "
                              "training.\n")
         except LaunchError:
-            write_json_atomic(launch.out / "summary.json", launch.summary(0.0))
+            write_json_atomic(launch.run_dir.summary, launch.summary(0.0))
             raise
         finished = launch.wait(timeout - (time.monotonic() - started), stop=stop,
                                on_tick=view.update if view else None)
@@ -179,7 +179,7 @@ def run(launch: LocalLaunch, *, timeout: float, quiet: bool = False,
     if view is not None:
         view.update(final=True)
     summary = launch.summary(time.monotonic() - started)
-    write_json_atomic(launch.out / "summary.json", summary)
+    write_json_atomic(launch.run_dir.summary, summary)
     code = 0 if launch.succeeded() else 1
     return summary, 130 if reason else code
 

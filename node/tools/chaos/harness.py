@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from node.config import RunConfig
-from node.outputs.files import read_metrics
+from node.outputs.files import RunDir, read_metrics
 from node.tools.local import LocalLaunch, read_final
 from node.tools.plan import DaemonOptions
 
@@ -82,12 +82,11 @@ def base_run(seed: int, rounds: int, **changes: Any) -> RunConfig:
 
 
 def rounds_done(out: Path, node: int) -> int:
-    path = out / str(node) / "metrics.jsonl"
-    return len(read_metrics(path)) if path.exists() else 0
+    return len(records(out, node))
 
 
 def records(out: Path, node: int) -> list[dict[str, Any]]:
-    path = out / str(node) / "metrics.jsonl"
+    path = RunDir(out).metrics(node)
     return read_metrics(path) if path.exists() else []
 
 

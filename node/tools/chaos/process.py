@@ -14,6 +14,7 @@ import signal
 import time
 from pathlib import Path
 
+from node.outputs.files import RunDir
 from node.tools.chaos.harness import (
     NODE,
     ROUND_TIMEOUT,
@@ -254,7 +255,7 @@ def shutdown(out: Path, seed: int = 0, quick: bool = True) -> Outcome:
                     exit_reason = (read_final(run_out / str(i)) or {}).get("exit")
                     outcome.check(exit_reason == "stopped",
                                   f"trial {t}: node {i}'s final.json says {exit_reason!r}")
-                    problem = valid_jsonl(run_out / str(i) / "metrics.jsonl")
+                    problem = valid_jsonl(RunDir(run_out).metrics(i))
                     outcome.check(problem is None, f"trial {t}: {problem}")
             outcome.measured[f"sigterm_at_s_{t}"] = moment
         outcome.measured["slowest_exit_s"] = slowest
