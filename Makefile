@@ -11,11 +11,12 @@ DEMO_DIR ?= runs/demo
 install: $(STAMP)
 
 # torch is installed first, pinned, so pip takes the local CPU wheel instead of a CUDA build.
+# The ray extra (≈ 250 MB) is there so the Ray executor's tests run too.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,ray]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 

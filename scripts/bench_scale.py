@@ -1,10 +1,15 @@
 #!/usr/bin/env python3
-"""How many daemons fit on one machine: N real nodes on a ring (logreg or mlp), 20 rounds each.
+"""How many daemons fit on one machine: N real nodes on a ring (logreg or mlp), R rounds each.
 
-    python scripts/bench_scale.py [--sizes 8 16 32] [--model logreg] [--rounds 20]
+    python scripts/bench_scale.py [--sizes 8 16 32 64] [--model logreg] [--rounds 20]
+                                  [--dataset fashion-mnist] [--repeat 1]
 
-Prints JSON per N: finished or not, wall seconds, median seconds per round, peak RSS per node
-(VmHWM from /proc, sampled while the nodes run), and the largest N that finished.
+Prints one JSON line per run, then one with the largest N that finished every round. A run's
+line: whether every node finished, start-up (first node started → every node READY), wall
+seconds, median seconds per round, and per node the peak RSS (VmHWM from /proc, sampled every
+half second, and the `peak_rss_bytes` each node wrote to final.json) and the peak PSS (from
+/proc/<pid>/smaps_rollup: shared pages such as torch's libraries divided among the processes
+mapping them, so the per-node PSS times N is what N nodes really occupy). MB are 2²⁰ bytes.
 """
 
 from __future__ import annotations
@@ -17,80 +22,140 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from node.config import RunConfig
-from node.outputs.files import read_metrics
+from node.core.data import FASHION_MNIST_DIR
+from node.outputs.files import read_json, read_metrics
 from node.tools.local import LaunchError, LocalLaunch
 from node.tools.plan import DaemonOptions
 
+MB = 2**20
 
-def peak_rss_mb(pid: int) -> float | None:
+
+def proc_kib(pid: int, name: str, key: str) -> int | None:
+    """The `key:` line of /proc/<pid>/<name> in KiB; None once the process is gone."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
+        for line in Path(f"/proc/{pid}/{name}").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
         return None
     return None
 
 
-def run_size(n: int, model: str, rounds: int, timeout: float) -> dict[str, object]:
-    cfg = RunConfig(topology="ring", nodes=n, rounds=rounds, model=model, dataset="synthetic",
-                    examples_per_node=500, test_examples=500, eval_every=5, threads=1)
+class Sampler:
+    """Per node: the largest VmHWM and PSS seen; for the federation: the largest PSS sum."""
+
+    def __init__(self, launch: LocalLaunch, every: float = 0.5) -> None:
+        self.launch, self.every = launch, every
+        self.rss: dict[int, int] = {}
+        self.pss: dict[int, int] = {}
+        self.pss_total = 0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.done.wait(self.every):
+            total = 0
+            for i, proc in list(self.launch.processes.items()):
+                rss = proc_kib(proc.pid, "status", "VmHWM")
+                pss = proc_kib(proc.pid, "smaps_rollup", "Pss")
+                if rss is not None:
+                    self.rss[i] = max(self.rss.get(i, 0), rss * 1024)
+                if pss is not None:
+                    self.pss[i] = max(self.pss.get(i, 0), pss * 1024)
+                    total += pss * 1024
+            self.pss_total = max(self.pss_total, total)
+
+    def __enter__(self) -> Sampler:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join()
+
+
+def spread(values: list[int]) -> dict[str, float] | None:
+    """Median and maximum over the nodes, in MB."""
+    if not values:
+        return None
+    return {"median": round(statistics.median(values) / MB, 1),
+            "max": round(max(values) / MB, 1)}
+
+
+def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
+    cfg = RunConfig(topology="ring", nodes=n, rounds=args.rounds, model=args.model,
+                    dataset=args.dataset, examples_per_node=args.examples_per_node,
+                    test_examples=args.test_examples, eval_every=5, threads=1,
+                    epsilon=args.epsilon)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
         launch = LocalLaunch(cfg, out, DaemonOptions(node={"round_timeout": 60.0,
                                                            "startup_timeout": 600.0}))
-        peaks: dict[int, float] = {}
-        done = threading.Event()
-
-        def sample() -> None:
-            while not done.is_set():
-                for i, proc in launch.processes.items():
-                    rss = peak_rss_mb(proc.pid)
-                    if rss is not None:
-                        peaks[i] = max(peaks.get(i, 0.0), rss)
-                time.sleep(0.5)
-
-        sampler = threading.Thread(target=sample, daemon=True)
         started = time.monotonic()
-        try:
-            sampler.start()
-            launch.start(timeout=600)
-            finished = launch.wait(timeout=timeout) and launch.succeeded()
-        except LaunchError as exc:
-            finished = False
-            print(f"N={n}: {exc}", file=sys.stderr)
-        finally:
-            done.set()
-            launch.stop_all(grace=10.0)
+        startup = None
+        with Sampler(launch) as sampler:
+            try:
+                launch.start(timeout=600)
+                startup = time.monotonic() - started  # as summary.json's startup_seconds
+                finished = launch.wait(timeout=args.timeout) and launch.succeeded()
+            except LaunchError as exc:
+                finished = False
+                print(f"N={n}: {exc}", file=sys.stderr)
+            finally:
+                launch.stop_all(grace=10.0)
         wall = time.monotonic() - started
-        per_round = []
+        per_round: list[float] = []
+        reported: list[int] = []
         for i in range(n):
             path = out / str(i) / "metrics.jsonl"
             if path.exists():
                 per_round += [r["round_seconds"] for r in read_metrics(path)[1:]]
-    return {"nodes": n, "finished": finished, "wall_seconds": round(wall, 1),
-            "median_seconds_per_round": round(statistics.median(per_round), 4) if per_round
-            else None,
-            "peak_rss_mb_per_node": round(max(peaks.values()), 1) if peaks else None,
-            "peak_rss_mb_total": round(sum(peaks.values()), 1) if peaks else None}
+            final = read_json(out / str(i) / "final.json") or {}
+            if isinstance(final.get("peak_rss_bytes"), int):
+                reported.append(final["peak_rss_bytes"])
+    return {
+        "nodes": n, "dataset": args.dataset, "model": args.model, "rounds": args.rounds,
+        "finished": finished,
+        "startup_seconds": round(startup, 2) if startup is not None else None,
+        "wall_seconds": round(wall, 1),
+        "median_seconds_per_round": round(statistics.median(per_round), 4) if per_round
+        else None,
+        "peak_rss_mb_per_node": spread(list(sampler.rss.values())),
+        "final_peak_rss_mb_per_node": spread(reported),
+        "pss_mb_per_node": spread(list(sampler.pss.values())),
+        "pss_mb_total": round(sampler.pss_total / MB, 1),
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[8, 16, 32])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[8, 16, 32, 64])
     parser.add_argument("--model", default="logreg", choices=["logreg", "mlp"])
     parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--timeout", type=float, default=900.0, help="per size, seconds")
+    have_fashion = Path(FASHION_MNIST_DIR, "train-images-idx3-ubyte.gz").exists()
+    parser.add_argument("--dataset", choices=["fashion-mnist", "synthetic"],
+                        default="fashion-mnist" if have_fashion else "synthetic")
+    parser.add_argument("--examples-per-node", type=int, default=None,
+                        help="cap each node's shard (default: the whole shard)")
+    parser.add_argument("--test-examples", type=int, default=2000)
+    parser.add_argument("--epsilon", type=float, default=float("inf"))
+    parser.add_argument("--repeat", type=int, default=1, help="runs per size")
+    parser.add_argument("--timeout", type=float, default=900.0, help="per run, seconds")
     args = parser.parse_args()
-    results = [run_size(n, args.model, args.rounds, args.timeout) for n in args.sizes]
-    largest = max((r["nodes"] for r in results if r["finished"]), default=None)
-    print(json.dumps({"model": args.model, "rounds": args.rounds, "runs": results,
-                      "largest_finished": largest}, indent=2))
+    finished: list[int] = []
+    for n in args.sizes:
+        for _ in range(args.repeat):
+            result = run_size(n, args)
+            print(json.dumps(result), flush=True)
+            if result["finished"]:
+                finished.append(n)
+    print(json.dumps({"largest_finished": max(finished, default=None)}), flush=True)
     return 0
 
 

@@ -4,9 +4,15 @@
     python scripts/experiment.py --preset quick --out runs/quick            # ≤ 10 min, 2 cores
     python scripts/experiment.py --preset dpnorm-paper --out runs/paper --jobs 2
     python scripts/experiment.py --preset dpnorm-paper --out runs/paper --seeds 0 1 --list
+    python scripts/experiment.py --preset quick --out runs/quick --executor ray --jobs 2
+    python scripts/experiment.py --preset dpnorm-paper --out runs/paper --ray-address HEAD:6379
 
 Re-running the same command skips every run that finished (its directory has DONE) and redoes
 the rest. Then `python scripts/report.py runs/quick` writes the figures and tables.
+
+`--executor ray` (needs `pip install -e '.[ray]'`) runs each run as a Ray task: on a local Ray of
+`--jobs` CPUs, or with `--ray-address` on a running Ray cluster, whose CPUs then set the
+parallelism. The results come back to this machine and land in `--out` as with the pool.
 """
 
 from __future__ import annotations
@@ -27,7 +33,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="dpnorm-paper")
     parser.add_argument("--out", required=True, help="output directory (one folder per run)")
     parser.add_argument("--seeds", type=int, nargs="+", help="override the preset's seeds")
-    parser.add_argument("--jobs", type=int, default=2, help="worker processes (1 thread each)")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="worker processes, or a local Ray's CPUs (1 thread each)")
+    parser.add_argument("--executor", choices=("local", "ray"),
+                        help="local: a process pool on this machine (the default); ray: Ray "
+                             "tasks on a local Ray, or on a cluster with --ray-address")
+    parser.add_argument("--ray-address", metavar="HOST:PORT",
+                        help="a running Ray cluster's head (see `ray start --head`); implies "
+                             "--executor ray")
+    parser.add_argument("--ray-timeout", type=float, default=20.0, metavar="S",
+                        help="seconds to wait for the cluster at --ray-address (default 20)")
     parser.add_argument("--methods", nargs="+", help="only these methods (names as in --list)")
     parser.add_argument("--regimes", nargs="+", help="only these data regimes")
     parser.add_argument("--epsilons", type=float, nargs="+",
@@ -36,7 +51,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a RunConfig setting for every run (e.g. rounds=10)")
     parser.add_argument("--list", action="store_true", help="print the runs and exit")
     args = parser.parse_args(argv)
+    if args.executor == "local" and args.ray_address:
+        parser.error("--ray-address needs --executor ray")
+    if args.ray_timeout <= 0:
+        parser.error("--ray-timeout must be positive")
 
+    from node.cli import fail
     from node.config import RunConfig, coerce
     from node.errors import ConfigError
 
@@ -66,7 +86,15 @@ def main(argv: list[str] | None = None) -> int:
             print(("done  " if is_done(args.out, s) else "todo  ") + s.path)
         print(f"{len(specs)} runs")
         return 0
-    result = run_grid(specs, args.out, jobs=args.jobs)
+    from node.experiments.executors import ExecutorError, LocalExecutor, RayExecutor
+
+    executor = (RayExecutor(address=args.ray_address, cpus=args.jobs,
+                            connect_timeout=args.ray_timeout)
+                if args.executor == "ray" or args.ray_address else LocalExecutor(args.jobs))
+    try:
+        result = run_grid(specs, args.out, executor=executor)
+    except ExecutorError as exc:  # before any run started: nothing done is lost
+        fail(str(exc))
     print(json.dumps({k: v for k, v in result.items() if k != "failed"}
                      | {"failed": sorted(result["failed"])}))
     return 1 if result["failed"] else 0

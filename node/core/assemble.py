@@ -5,16 +5,18 @@ algorithm. The simulator and the daemon both build nodes here, so they run the s
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import networkx as nx
 import numpy as np
 import torch
+from torch import nn
 
 from node.config import RunConfig
 from node.core.algorithm import Algorithm, DualNoise, Gossip, NoNoise, PrimalDual, PrimalDualParams
-from node.core.data import Dataset, load_dataset, load_local, node_dataset
+from node.core.data import Dataset, LazyDataset, load_dataset, load_local, partition, shard_rows
 from node.core.models import FlatParams, build_model
 from node.core.privacy_plan import GaussianDualNoise, PrivacyPlan, privacy_plan
 from node.core.trainer import GradientPolicy, LocalTrainer
@@ -36,6 +38,29 @@ class NodeSetup:
     layout: FlatParams
 
 
+@dataclass(frozen=True)
+class Federation:
+    """What every node of one federation computes identically from the config, the graph and
+    the dataset: the graph's maximum degree (η), the Metropolis–Hastings weights (D-PSGD) and
+    the initial model (one seed, so every node's w⁰). `build_node` computes it itself unless
+    given one; a caller that assembles many nodes in one process (the simulator) builds it
+    once, so that N nodes do not cost N passes over the whole graph. The model is shared: a
+    trainer only calls it functionally (`functional_call` with the node's own parameters)."""
+
+    max_degree: int
+    model: nn.Module
+    in_shape: tuple[int, ...]
+    num_classes: int
+    mixing: Mapping[int, Mapping[int, float]] | None = None
+
+    @classmethod
+    def of(cls, cfg: RunConfig, graph: nx.Graph, data: Dataset) -> Federation:
+        model = build_model(cfg.model, in_shape=data.in_shape, num_classes=data.num_classes,
+                            width=cfg.width, seed=cfg.seed)
+        mixing = metropolis_hastings(graph) if cfg.algorithm == "dpsgd" else None
+        return cls(max_degree(graph), model, data.in_shape, data.num_classes, mixing)
+
+
 def build_graph(cfg: RunConfig) -> nx.Graph:
     return build(cfg.topology, cfg.nodes, seed=cfg.seed)
 
@@ -44,20 +69,35 @@ def max_degree(graph: nx.Graph) -> int:
     return int(max(d for _, d in graph.degree()))
 
 
-def load_data(cfg: RunConfig) -> Dataset:
-    return load_dataset(cfg.dataset, data_dir=cfg.data_dir, seed=cfg.seed)
+def load_data(cfg: RunConfig, *, resident: bool = True) -> LazyDataset:
+    """The run's dataset with its labels read and its inputs left as stored until `shard`
+    selects a node's rows. `resident` False: each shard re-reads the files, so that a daemon,
+    which needs one shard, never holds the whole split (see node.core.data.FashionImages)."""
+    return load_dataset(cfg.dataset, data_dir=cfg.data_dir, seed=cfg.seed, resident=resident)
+
+
+def shard_size(cfg: RunConfig, data: Dataset, node: int) -> int:
+    """How many training examples `shard` gives the node, from the labels alone."""
+    return len(_rows(cfg, data, node))
 
 
 def shard(cfg: RunConfig, data: Dataset, node: int) -> Dataset:
-    """The node's own training shard (optionally capped) and the shared test split (capped)."""
-    own = node_dataset(data, node=node, nodes=cfg.nodes, spec=cfg.partition, seed=cfg.seed)
-    x, y = own.x_train, own.y_train
-    if cfg.examples_per_node is not None:
-        x, y = x[: cfg.examples_per_node], y[: cfg.examples_per_node]
-    xt, yt = own.x_test, own.y_test
-    if cfg.test_examples is not None:
-        xt, yt = xt[: cfg.test_examples], yt[: cfg.test_examples]
-    return Dataset(x, y, xt, yt, own.num_classes, own.in_shape, own.name)
+    """The node's own training shard (optionally capped) and the shared test split (capped);
+    only those rows of a LazyDataset are converted to float32."""
+    return LazyDataset.of(data).select(_rows(cfg, data, node), cfg.test_examples)
+
+
+def shards(cfg: RunConfig, data: Dataset) -> list[Dataset]:
+    """Every node's `shard`, in id order, from one partition (the simulator's N nodes)."""
+    lazy = LazyDataset.of(data)
+    parts = partition(data.y_train.numpy(), cfg.nodes, cfg.partition, cfg.seed, source=data.name)
+    cap = cfg.examples_per_node
+    return [lazy.select(rows if cap is None else rows[:cap], cfg.test_examples) for rows in parts]
+
+
+def _rows(cfg: RunConfig, data: Dataset, node: int) -> np.ndarray:
+    return shard_rows(data, node=node, nodes=cfg.nodes, spec=cfg.partition, seed=cfg.seed,
+                      cap=cfg.examples_per_node)
 
 
 def build_node(
@@ -69,19 +109,26 @@ def build_node(
     noise_seed: int | None = None,
     size_is_public: bool = True,
     released: bool = False,
+    federation: Federation | None = None,
 ) -> NodeSetup:
     """One node's state machine and trainer. `data` must already be this node's shard;
     `size_is_public` says whether its size may fix the sampling rate (a shard of a public
     dataset) or not (the node's own file: then the run must declare q or n̂); `released` that
-    its messages really leave the process (the daemon; see `formal_guarantee`)."""
-    model = build_model(cfg.model, in_shape=data.in_shape, num_classes=data.num_classes,
-                        width=cfg.width, seed=cfg.seed)
+    its messages really leave the process (the daemon; see `formal_guarantee`); `federation`
+    the federation-wide values when already computed (`Federation.of(cfg, graph, data)`)."""
+    if federation is None:
+        federation = Federation.of(cfg, graph, data)
+    elif (federation.in_shape, federation.num_classes) != (data.in_shape, data.num_classes):
+        raise ValueError(f"node {node}: its data ({data.in_shape}, {data.num_classes} classes) "
+                         f"does not fit the federation's model ({federation.in_shape}, "
+                         f"{federation.num_classes} classes)")
+    model = federation.model
     layout = FlatParams.of(model)
     w0 = layout.flatten(model)
     nbrs = neighbours(graph, node)
     size = len(data.x_train)
     plan = privacy_plan(cfg, graph, node, size if size_is_public or not cfg.private else None,
-                        released=released)
+                        released=released, max_degree=federation.max_degree)
     rate = {"sample_rate": plan.sample_rate, "expected_batch": plan.expected_batch}
     if plan.mode == "none":
         policy = GradientPolicy("clipped", cfg.clip, **rate) if cfg.clip_only \
@@ -98,10 +145,12 @@ def build_node(
                            noise_generator=noise_gen)
     algorithm: Algorithm
     if cfg.algorithm == "dpsgd":
-        algorithm = Gossip(node, metropolis_hastings(graph)[node], w0, lr=cfg.lr,
+        assert federation.mixing is not None  # Federation.of computes it for dpsgd
+        algorithm = Gossip(node, federation.mixing[node], w0, lr=cfg.lr,
                            local_steps=cfg.local_steps, weight_decay=cfg.weight_decay)
     else:
-        algorithm = PrimalDual(node, nbrs, w0, PrimalDualParams.from_config(cfg, max_degree(graph)))
+        algorithm = PrimalDual(node, nbrs, w0,
+                               PrimalDualParams.from_config(cfg, federation.max_degree))
     noise: DualNoise = (GaussianDualNoise(plan.sigma, noise_gen) if plan.mode == "message"
                         else NoNoise())
     return NodeSetup(node, nbrs, algorithm, trainer, noise, plan, layout)

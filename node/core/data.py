@@ -2,7 +2,10 @@
 
 A `Dataset` holds a train split and the test split every node shares. `partition` is a pure
 function of (labels, nodes, spec, seed) returning disjoint index arrays, one per node;
-`node_dataset` keeps only one node's shard of the train split. Nothing is cached on disk.
+`node_dataset` keeps only one node's shard of the train split. A `LazyDataset` is a Dataset
+whose inputs are converted to float32 only for the rows asked for (`select`): a daemon reads
+the labels, partitions, and converts only its own rows, without ever holding the whole split
+as floats. Nothing is cached on disk.
 
 Errors: `DataError(ValueError)`, one user-facing sentence naming the file or spec at fault.
 """
@@ -10,58 +13,28 @@ Errors: `DataError(ValueError)`, one user-facing sentence naming the file or spe
 from __future__ import annotations
 
 import csv
-import gzip
+import functools
 import math
 import zipfile
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from node.core.dataset import Dataset, LazyDataset
+from node.core.idx import IdxFile, read_idx
 from node.errors import DataError
 
 __all__ = [
-    "FASHION_MNIST_DIR", "Dataset", "load_dataset", "load_fashion_mnist",
-    "load_local", "node_dataset", "partition", "read_idx", "synthetic",
+    "FASHION_MNIST_DIR", "Dataset", "LazyDataset", "load_dataset", "load_fashion_mnist",
+    "load_local", "node_dataset", "open_fashion_mnist", "partition", "read_idx", "shard_rows",
+    "synthetic",
 ]  # fmt: skip
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 # Per-pixel mean and std of the Fashion-MNIST train images after scaling to [0, 1].
 FASHION_MEAN, FASHION_STD = 0.2860, 0.3530
-# IDX type byte → big-endian numpy dtype (the IDX format stores every number big-endian).
-_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _MAX_REDRAWS = 1000
-
-
-@dataclass(frozen=True, eq=False)  # eq=False: tensors have no truth value to compare with
-class Dataset:
-    """A classification task: float32 inputs (N, *in_shape) and int64 labels in 0..num_classes-1."""
-
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-    num_classes: int
-    in_shape: tuple[int, ...]
-    name: str
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """Read one IDX file (gzipped if its name ends in .gz), checking the header against its size."""
-    try:
-        with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as f:
-            raw = f.read()
-    except (OSError, EOFError) as exc:  # gzip raises BadGzipFile (an OSError) or EOFError
-        raise DataError(f"cannot read IDX file {path}: {exc}") from exc
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise DataError(f"{path} is not an IDX file (bad magic number {raw[:4].hex()})")
-    dtype, ndim = np.dtype(_IDX_DTYPES[raw[2]]), raw[3]
-    header = 4 + 4 * ndim
-    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    if len(raw) != header + math.prod(dims) * dtype.itemsize:
-        raise DataError(f"{path} is truncated or padded: header says {dims}, size is {len(raw)}")
-    return np.frombuffer(raw, dtype, offset=header).reshape(dims)
 
 
 def _idx_path(directory: Path, stem: str) -> Path:
@@ -75,23 +48,72 @@ def _idx_path(directory: Path, stem: str) -> Path:
     )
 
 
-def load_fashion_mnist(directory: str | Path = FASHION_MNIST_DIR) -> Dataset:
-    """Load Fashion-MNIST (60k train, 10k test) as normalised float32 tensors of shape N×1×28×28."""
+class FashionImages:
+    """Fashion-MNIST images as stored (one byte per pixel), normalised per request.
+
+    `resident`: the file is decompressed once, on first use, and its bytes kept (47 MB for the
+    train split, against 188 MB as floats) — for the simulator, which asks for every node's
+    rows. Otherwise each request streams the file (`IdxFile.take`): a daemon asks once.
+    """
+
+    def __init__(self, file: IdxFile, *, resident: bool) -> None:
+        self.file = file
+        self.resident = resident
+
+    def __len__(self) -> int:
+        return len(self.file)
+
+    @functools.cached_property
+    def _bytes(self) -> np.ndarray:
+        return self.file.read()
+
+    def take(self, rows: np.ndarray) -> torch.Tensor:
+        if self.resident:
+            return torch.from_numpy(normalise_fashion(self._bytes[rows]))
+        # Piece by piece into the one float32 array: the shard is never held as bytes too.
+        out = np.empty((len(rows), 1, 28, 28), np.float32)
+        for at, block in self.file.blocks(rows):
+            out[at : at + len(block)] = normalise_fashion(block)
+        return torch.from_numpy(out)
+
+    def head(self, count: int) -> torch.Tensor:
+        if self.resident:
+            return torch.from_numpy(normalise_fashion(self._bytes[:count]))
+        return self.take(np.arange(min(count, len(self))))
+
+
+def normalise_fashion(images: np.ndarray) -> np.ndarray:
+    """N×28×28 bytes → N×1×28×28 float32, scaled to [0, 1] and standardised. Elementwise, so
+    converting some rows gives exactly (bit for bit) those rows of converting them all."""
+    x = images.reshape(-1, 1, 28, 28).astype(np.float32)
+    x *= 1.0 / (255.0 * FASHION_STD)  # in place on the fresh copy: one float32 array in all
+    x -= FASHION_MEAN / FASHION_STD
+    return x
+
+
+def open_fashion_mnist(directory: str | Path = FASHION_MNIST_DIR, *,
+                       resident: bool = True) -> LazyDataset:
+    """Fashion-MNIST (60k train, 10k test) with its labels read and every header checked; the
+    images are normalised (N×1×28×28 float32) only for the rows selected. `resident`: see
+    `FashionImages`."""
     root = Path(directory)
-    split: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    split: dict[str, tuple[FashionImages, torch.Tensor]] = {}
     for part, prefix in (("train", "train"), ("test", "t10k")):
-        images = read_idx(_idx_path(root, f"{prefix}-images-idx3-ubyte"))
+        images = IdxFile(_idx_path(root, f"{prefix}-images-idx3-ubyte"))
         labels = read_idx(_idx_path(root, f"{prefix}-labels-idx1-ubyte"))
-        if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
+        if len(images.shape) != 3 or images.row_shape != (28, 28) or images.dtype != np.uint8:
             raise DataError(f"{root}: {part} images must be N×28×28 bytes, got {images.shape}")
         if labels.shape != images.shape[:1] or labels.size == 0 or labels.max() > 9:
             raise DataError(f"{root}: {part} labels do not match the images or exceed 9")
-        # Scale to [0, 1] then standardise in one pass, in place on a float32 copy.
-        x = images.reshape(-1, 1, 28, 28).astype(np.float32)
-        x *= 1.0 / (255.0 * FASHION_STD)
-        x -= FASHION_MEAN / FASHION_STD
-        split[part] = (x, labels.astype(np.int64))
-    return _dataset(*split["train"], *split["test"], num_classes=10, name="fashion-mnist")
+        split[part] = (FashionImages(images, resident=resident),
+                       torch.from_numpy(labels.astype(np.int64)))
+    return LazyDataset(*split["train"], *split["test"], num_classes=10, in_shape=(1, 28, 28),
+                       name="fashion-mnist")
+
+
+def load_fashion_mnist(directory: str | Path = FASHION_MNIST_DIR) -> LazyDataset:
+    """Fashion-MNIST as normalised float32 tensors of shape N×1×28×28 (converted on first use)."""
+    return open_fashion_mnist(directory, resident=True)
 
 
 def _dataset(
@@ -133,12 +155,14 @@ def synthetic(
     return _dataset(*draw(n_train), *draw(n_test), num_classes=num_classes, name="synthetic")
 
 
-def load_dataset(name: str, *, data_dir: str | Path = FASHION_MNIST_DIR, seed: int = 0) -> Dataset:
-    """The CLI's `--dataset`: "fashion-mnist" from IDX files, or "synthetic" 28×28 images."""
+def load_dataset(name: str, *, data_dir: str | Path = FASHION_MNIST_DIR, seed: int = 0,
+                 resident: bool = True) -> LazyDataset:
+    """The CLI's `--dataset`: "fashion-mnist" from IDX files, or "synthetic" 28×28 images.
+    `resident` False: Fashion-MNIST is re-read for each `select` (a daemon selects once)."""
     if name == "fashion-mnist":
-        return load_fashion_mnist(data_dir)
+        return open_fashion_mnist(data_dir, resident=resident)
     if name == "synthetic":
-        return synthetic(6000, 1000, image=True, seed=seed)
+        return LazyDataset.of(synthetic(6000, 1000, image=True, seed=seed))
     raise DataError(f"unknown dataset {name!r}; choose fashion-mnist or synthetic")
 
 
@@ -241,13 +265,19 @@ def _shards(
     return [np.concatenate(p) for p in parts]
 
 
-def node_dataset(data: Dataset, *, node: int, nodes: int, spec: str, seed: int) -> Dataset:
-    """Node `node`'s view: its own train shard plus the shared test split."""
+def shard_rows(data: Dataset, *, node: int, nodes: int, spec: str, seed: int,
+               cap: int | None = None) -> np.ndarray:
+    """The train rows node `node` holds (ascending): its part of `partition`, the first `cap`."""
     if not 0 <= node < nodes:
         raise DataError(f"node id {node} is outside 0..{nodes - 1}")
-    parts = partition(data.y_train.numpy(), nodes, spec, seed, source=data.name)
-    idx = torch.from_numpy(parts[node])
-    return replace(data, x_train=data.x_train[idx], y_train=data.y_train[idx])
+    rows = partition(data.y_train.numpy(), nodes, spec, seed, source=data.name)[node]
+    return rows if cap is None else rows[:cap]
+
+
+def node_dataset(data: Dataset, *, node: int, nodes: int, spec: str, seed: int) -> Dataset:
+    """Node `node`'s view: its own train shard plus the shared test split."""
+    rows = shard_rows(data, node=node, nodes=nodes, spec=spec, seed=seed)
+    return LazyDataset.of(data).select(rows, None)
 
 
 def load_local(path: str | Path, *, label_column: str = "label") -> tuple[np.ndarray, np.ndarray]:

@@ -125,11 +125,13 @@ def formal_guarantee(cfg: RunConfig, *, released: bool) -> bool:
 
 
 def privacy_plan(cfg: RunConfig, graph: nx.Graph, node: int,
-                 public_examples: int | None, *, released: bool = False) -> PrivacyPlan:
+                 public_examples: int | None, *, released: bool = False,
+                 max_degree: int | None = None) -> PrivacyPlan:
     """Calibrate the noise for this node's public dataset size and degree (always on the safe
     side). `public_examples` is the node's dataset size where that is public (a shard of a
     public dataset, or any run without a privacy claim), None where it is not (a node's own
-    file in a private run)."""
+    file in a private run). `max_degree` is the graph's, when the caller already has it (the
+    simulator, for N nodes of one graph)."""
     q, n = sample_rate(cfg, public_examples, node)
     if not cfg.private:
         return PrivacyPlan("none", cfg.delta, None, q, 0.0, 0.0, 0, formal=True, n=n)
@@ -142,7 +144,9 @@ def privacy_plan(cfg: RunConfig, graph: nx.Graph, node: int,
             return PrivacyPlan("gradient", cfg.delta, cfg.epsilon, q, z, 0.0, steps,
                                formal=formal_guarantee(cfg, released=released), n=n,
                                clip=cfg.clip)
-        params = PrimalDualParams.from_config(cfg, max(d for _, d in graph.degree()))
+        if max_degree is None:
+            max_degree = max(d for _, d in graph.degree())
+        params = PrimalDualParams.from_config(cfg, max_degree)
         z = calibrate_noise_multiplier(cfg.epsilon, cfg.delta, q, cfg.rounds)
         degree = graph.degree(node)
         # z(E) is not monotone in E; the largest σ over every degree the node can have keeps

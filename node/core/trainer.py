@@ -19,7 +19,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call, grad
+from torch.func import functional_call
 
 from node.core.models import FlatParams
 from privacy.mechanisms import clipped_grad_sum, poisson_sample, privatize_gradient_sum
@@ -77,7 +77,6 @@ class LocalTrainer:
         # only, never put in a message or anything sent.
         self.nonfinite_examples = 0
         self._order = torch.empty(0, dtype=torch.int64)
-        self._grad = grad(self._loss, has_aux=True)
 
     def noise_generator_reseed(self, seed: int) -> None:
         """Reseed the private generator (shared with the dual noise) for a fixed-seed restart."""
@@ -87,10 +86,6 @@ class LocalTrainer:
     @property
     def n(self) -> int:
         return len(self.x)
-
-    def _loss(self, params: Mapping[str, Tensor], x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        loss = F.cross_entropy(functional_call(self.model, dict(params), (x,)), y)
-        return loss, loss.detach()
 
     def _mean_loss(self, params: Mapping[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
         return F.cross_entropy(functional_call(self.model, dict(params), (x,)), y)
@@ -108,8 +103,16 @@ class LocalTrainer:
         params = self.layout.unflatten(w.detach())
         if self.policy.kind == "plain":
             idx = self._next_batch()
-            grads, loss = self._grad(params, self.x[idx], self.y[idx])
-            return self.layout.concat(grads).float(), float(loss)
+            # torch.autograd, not torch.func.grad: the first torch.func transform imports
+            # torch._dynamo and sympy (about 70 MB and 2 s per process), which only the
+            # per-sample gradients of the private policies need. The same gradient (bit for bit
+            # through linear layers; conv backward can differ in float32's last bits).
+            leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+            with torch.enable_grad():
+                mean = self._mean_loss(leaves, self.x[idx], self.y[idx])
+                grads = torch.autograd.grad(mean, list(leaves.values()))
+            flat = self.layout.concat(dict(zip(leaves, grads, strict=True)))
+            return flat.float(), float(mean.detach())
         # Which examples enter a batch is part of the mechanism: a batch drawn from a public
         # seed would let an adversary know q = 1 for them, so sampling uses the private
         # generator (OS entropy unless the user fixed a seed for an experiment).

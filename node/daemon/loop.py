@@ -41,7 +41,7 @@ from node.core.runner import NodeRunner, RoundOutput
 from node.daemon.settings import NodeConfig
 from node.daemon.state import save_state
 from node.outputs.files import MetricsWriter, read_metrics
-from node.outputs.records import ExitReason, final_record, metrics_record, node_entry
+from node.outputs.records import ExitReason, final_record, metrics_record, node_entry, peak_rss
 from privacy.ledger import Ledger
 
 logger = logging.getLogger(__name__)
@@ -320,7 +320,8 @@ class Daemon:
         entry = node_entry(accuracy=runner.last_accuracy, loss=runner.last_loss,
                            epsilon=runner.epsilon(), bytes_sent=self._bytes()[0],
                            rounds_completed=runner.round, exit=self.exit_reason)
-        return final_record(entry, runner.setup.plan, self.proto.rejections())
+        return final_record(entry, runner.setup.plan, self.proto.rejections(),
+                            peak_rss_bytes=peak_rss())
 
 
 def own_copy(payload: np.ndarray) -> torch.Tensor:

@@ -78,7 +78,8 @@ def build_daemon_node(cfg: NodeConfig) -> NodeSetup:
                           cfg.run.seed, cap=cfg.run.examples_per_node, private=cfg.run.private,
                           classes=cfg.run.classes)
     else:
-        data = shard(cfg.run, load_data(cfg.run), me)
+        # Not resident: only this node's rows (and its test rows) are ever read and converted.
+        data = shard(cfg.run, load_data(cfg.run, resident=False), me)
     return build_node(cfg.run, graph, me, data, noise_seed=noise_seed(cfg.run.noise_seed, me),
                       size_is_public=not own_file, released=True)
 

@@ -6,7 +6,9 @@
 Every run gets its own directory `<out>/<regime>/<method>/eps-<ε>/seed-<s>/` holding the usual
 simulator outputs plus `run.json` (what was run) and `DONE` (written last, atomically). A second
 invocation skips every run that has `DONE` and restarts the others from scratch, so an interrupted
-grid resumes where it stopped. Progress is one line per finished run with an ETA.
+grid resumes where it stopped. Progress is one line per finished run with an ETA. Runs execute in
+a local process pool, or as Ray tasks on a local Ray or a cluster (`node.experiments.executors`);
+the files are the same either way.
 
 Pairing: every run of a seed uses `seed = noise_seed = s`, so runs that differ only in the
 denoising strength γ see the same data order, the same Poisson batches and the same standard
@@ -22,15 +24,13 @@ gradients and no noise, the baseline against which privacy's cost is measured.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import multiprocessing
 import shutil
 import sys
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -39,6 +39,7 @@ import torch
 
 import node.sim.simulate
 from node.config import RunConfig
+from node.experiments.executors import DONE, Executor, LocalExecutor
 from node.outputs.files import write_json_atomic
 from node.sim.references import run_reference
 
@@ -253,9 +254,9 @@ def run_one(spec: RunSpec, directory: str | Path) -> dict[str, Any]:
         summary = run_reference(m.algorithm, cfg, target)  # type: ignore[arg-type]
     else:
         summary = node.sim.simulate.simulate(cfg, target)
-    write_json_atomic(target / "DONE", {"wall_seconds": summary["wall_seconds"],
-                                        "mean_accuracy": summary["mean_accuracy"],
-                                        "max_epsilon": summary["max_epsilon"]})
+    write_json_atomic(target / DONE, {"wall_seconds": summary["wall_seconds"],
+                                      "mean_accuracy": summary["mean_accuracy"],
+                                      "max_epsilon": summary["max_epsilon"]})
     return summary
 
 
@@ -273,7 +274,7 @@ def _worker(args: tuple[RunSpec, str]) -> tuple[str, dict[str, Any] | None, str]
 def is_done(out: str | Path, spec: RunSpec) -> bool:
     """Finished, and with the same settings (a changed preset reruns the runs it changed)."""
     d = Path(out) / spec.path
-    if not (d / "DONE").is_file():
+    if not (d / DONE).is_file():
         return False
     try:
         stored = json.loads((d / "run.json").read_text())
@@ -284,28 +285,26 @@ def is_done(out: str | Path, spec: RunSpec) -> bool:
 
 
 def run_grid(specs: Sequence[RunSpec], out: str | Path, *, jobs: int = 1,
-             stream: TextIO = sys.stderr) -> dict[str, Any]:
-    """Run every spec not yet DONE under `out`; returns counts and failures."""
+             stream: TextIO = sys.stderr, executor: Executor | None = None) -> dict[str, Any]:
+    """Run every spec not yet DONE under `out`; returns counts and failures.
+
+    `executor` decides where the runs execute (`node.experiments.executors`): by default this
+    machine's process pool of `jobs` workers; a `RayExecutor` for a local Ray or a cluster. It
+    is entered before the first run, so one that cannot start (`ExecutorError`) touches nothing.
+    """
     root = Path(out)
-    root.mkdir(parents=True, exist_ok=True)
     pending = [s for s in specs if not is_done(root, s)]
     skipped = len(specs) - len(pending)
-    stream.write(f"{len(specs)} runs: {skipped} already done, {len(pending)} to run "
-                 f"with {jobs} worker(s)\n")
-    stream.flush()
-    tasks = [(s, str(root / s.path)) for s in pending]
-    started = time.time()
+    # Absolute: a Ray task may run in another working directory (or on another machine).
+    tasks = [(s, str(root.resolve() / s.path)) for s in pending]
     failures: dict[str, str] = {}
-    with contextlib.ExitStack() as stack:
-        if jobs <= 1:
-            results: Iterator[tuple[str, dict[str, Any] | None, str]] = map(_worker, tasks)
-        else:
-            # spawn, not fork: forking a process that already initialised torch's thread pools
-            # can deadlock the children.
-            pool = stack.enter_context(
-                multiprocessing.get_context("spawn").Pool(jobs, maxtasksperchild=8))
-            results = pool.imap_unordered(_worker, tasks)
-        for done, (path, brief, error) in enumerate(results, start=1):
+    with executor if executor is not None else LocalExecutor(jobs) as ex:
+        root.mkdir(parents=True, exist_ok=True)
+        stream.write(f"{len(specs)} runs: {skipped} already done, {len(pending)} to run "
+                     f"{ex.describe()}\n")
+        stream.flush()
+        started = time.time()
+        for done, (path, brief, error) in enumerate(ex.run(_worker, tasks), start=1):
             elapsed = time.time() - started
             eta = elapsed / done * (len(tasks) - done)
             if brief is None:

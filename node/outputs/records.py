@@ -8,6 +8,8 @@ outputs here, so the keys CONTRACTS.md fixes cannot drift between them.
 from __future__ import annotations
 
 import math
+import resource
+import sys
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
@@ -65,16 +67,27 @@ def privacy_record(plan: PrivacyPlan) -> dict[str, Any]:
 
 
 def final_record(entry: Mapping[str, Any], plan: PrivacyPlan,
-                 rejected: Mapping[str, Mapping[str, int]]) -> dict[str, Any]:
-    """final.json: the node's entry, the messages it refused by peer and kind, its privacy."""
+                 rejected: Mapping[str, Mapping[str, int]], *,
+                 peak_rss_bytes: int | None = None) -> dict[str, Any]:
+    """final.json: the node's entry, the messages it refused by peer and kind, its privacy,
+    and the process's peak resident memory (`peak_rss`), null where unknown."""
     return {**entry, "rejected_messages": {k: dict(v) for k, v in rejected.items()},
-            "privacy": privacy_record(plan)}
+            "privacy": privacy_record(plan), "peak_rss_bytes": peak_rss_bytes}
+
+
+def peak_rss() -> int:
+    """This process's peak resident set size in bytes so far (the kernel's VmHWM)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # KiB on Linux, bytes on macOS
 
 
 def summary(cfg: RunConfig, nodes: Mapping[str, Mapping[str, Any]], wall: float,
-            privacy: Sequence[Mapping[str, Any]], **extra_config: Any) -> dict[str, Any]:
+            privacy: Sequence[Mapping[str, Any]], *, startup_seconds: float | None = None,
+            **extra_config: Any) -> dict[str, Any]:
     """summary.json as CONTRACTS.md fixes it, plus per-node noise so anyone can recompute ε.
-    `privacy` holds one `privacy_record` per node in id order (empty when not all are known)."""
+    `privacy` holds one `privacy_record` per node in id order (empty when not all are known);
+    `startup_seconds` is a launch's time from starting the first node to every node READY
+    (null for a run that starts no processes, or whose start failed)."""
     accuracies = [v["accuracy"] for v in nodes.values() if v.get("accuracy") is not None]
     epsilons = [v["epsilon"] for v in nodes.values() if v.get("epsilon") is not None]
     config = cfg.to_dict()
@@ -86,6 +99,7 @@ def summary(cfg: RunConfig, nodes: Mapping[str, Mapping[str, Any]], wall: float,
         "mean_accuracy": float(np.mean(accuracies)) if accuracies else None,
         "max_epsilon": max(epsilons) if epsilons else None,
         "wall_seconds": wall,
+        "startup_seconds": startup_seconds,
         "config": config,
     }
 

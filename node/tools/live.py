@@ -159,7 +159,7 @@ def run(launch: LocalLaunch, *, timeout: float, quiet: bool = False,
         try:
             launch.start(stop=stop)
             if view is not None:
-                stream.write(f"all nodes listening after {time.monotonic() - started:.0f} s; "
+                stream.write(f"all nodes listening after {launch.startup_seconds or 0:.1f} s; "
                              "training.\n")
         except LaunchError:
             write_json_atomic(launch.run_dir.summary, launch.summary(0.0))

@@ -76,6 +76,8 @@ class LocalLaunch:
             self._clear()
         if self.options.curve:
             generate_topology_keys(self.out / "keys", range(cfg.nodes))
+        # Seconds from starting the first node to every node READY; None until start() has.
+        self.startup_seconds: float | None = None
         self.nodes: list[NodeProcess] = []
         for i, config in enumerate(configs):
             node_dir = self.run_dir.node(i)
@@ -166,6 +168,8 @@ class LocalLaunch:
         self.run_dir.endpoints.unlink(missing_ok=True)
         for n in self.nodes:
             (n.out / FINAL).unlink(missing_ok=True)
+        self.startup_seconds = None
+        began = time.monotonic()
         try:
             for n in self.nodes:
                 self._spawn(n)
@@ -173,6 +177,7 @@ class LocalLaunch:
         except BaseException:
             self.stop_all()
             raise
+        self.startup_seconds = time.monotonic() - began
         write_json_atomic(self.run_dir.endpoints,
                           {str(i): ep for i, ep in sorted(self.endpoints.items())})
 
@@ -255,7 +260,8 @@ class LocalLaunch:
             privacy.update({i: privacy_record(plan)
                             for i, plan in privacy_plans(self.cfg, missing).items()})
         ordered = [privacy[i] for i in sorted(privacy)] if len(privacy) == len(self.nodes) else []
-        return summary(self.cfg, self.results(), wall, ordered)
+        return summary(self.cfg, self.results(), wall, ordered,
+                       startup_seconds=self.startup_seconds)
 
 
 def read_final(out: Path) -> dict[str, Any] | None:

@@ -4,9 +4,9 @@ Both ways of placing daemons — a local launch on 127.0.0.1 and N containers on
 the nodes with the same `DaemonOptions` and get their configs from the same `node_configs`:
 each config is rendered to TOML and read back through the daemon's own loader (overrides
 included), so a config that validates here validates in the daemon, and what is in the file is
-what the daemon runs. `preflight` also loads the data and checks δ against every shard. Every
-failure is a `ConfigError` (or the data/privacy/topology error the daemon would raise), one
-sentence.
+what the daemon runs. `preflight` also reads the data's labels and checks δ against every
+shard. Every failure is a `ConfigError` (or the data/privacy/topology error the daemon would
+raise), one sentence.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 
 from gossip.faults import FaultConfig
 from node.config import RunConfig
-from node.core.assemble import build_graph, load_data, shard
+from node.core.assemble import build_graph, load_data, shard_size
 from node.core.privacy_plan import PrivacyPlan, privacy_plan, sample_rate
 from node.daemon.settings import NodeConfig, NodeSettings, node_config_from_mapping, render_toml
 from node.errors import ConfigError
@@ -83,17 +83,17 @@ def config_text(config: NodeConfig, header: str = "") -> str:
 
 
 def preflight(cfg: RunConfig) -> None:
-    """Load the data and check δ against every shard, as each daemon will at start-up, so that
-    such mistakes stop the launch before any process starts. (Noise calibration is left to the
-    daemons: it takes seconds per node.)"""
-    data = load_data(cfg)
+    """Read the data's headers and labels and check δ against every shard's size, as each
+    daemon will at start-up, so that such mistakes stop the launch before any process starts.
+    (Noise calibration is left to the daemons: it takes seconds per node.)"""
+    data = load_data(cfg, resident=False)  # the labels and headers; no image is converted
     if cfg.private:
         for i in range(cfg.nodes):
-            _, n = sample_rate(cfg, len(shard(cfg, data, i).x_train), i)
+            _, n = sample_rate(cfg, shard_size(cfg, data, i), i)
             check_delta(cfg.delta, math.ceil(n))
 
 
 def privacy_plans(cfg: RunConfig, nodes: Sequence[int]) -> dict[int, PrivacyPlan]:
     """The noise calibration of these nodes, recomputed as the daemon computes it."""
-    graph, data = build_graph(cfg), load_data(cfg)
-    return {i: privacy_plan(cfg, graph, i, len(shard(cfg, data, i).x_train)) for i in nodes}
+    graph, data = build_graph(cfg), load_data(cfg, resident=False)
+    return {i: privacy_plan(cfg, graph, i, shard_size(cfg, data, i)) for i in nodes}

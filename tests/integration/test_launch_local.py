@@ -61,6 +61,7 @@ def check_run(out: Path, rounds: int, degree: int, private: bool) -> None:
     ids = [str(i) for i in range(4)]
     assert summary["rounds"] == rounds and sorted(summary["nodes"]) == ids
     assert {"mean_accuracy", "max_epsilon", "wall_seconds", "config"} <= set(summary)
+    assert 0 < summary["startup_seconds"] < summary["wall_seconds"]  # launch → every READY
     assert summary["config"]["nodes"] == 4
     endpoints = json.loads((out / "endpoints.json").read_text())
     assert sorted(endpoints) == ids
@@ -72,6 +73,8 @@ def check_run(out: Path, rounds: int, degree: int, private: bool) -> None:
         assert info["exit"] == "finished" and info["rounds_completed"] == rounds
         final = json.loads((out / node / "final.json").read_text())
         assert {k: final[k] for k in NODE_KEYS} == info
+        # Bytes, not KiB: a daemon with torch loaded holds well over 50 MB.
+        assert isinstance(final["peak_rss_bytes"], int) and final["peak_rss_bytes"] > 50 * 2**20
         assert (out / node / "node.toml").is_file() and (out / node / "node.log").is_file()
         records = read_metrics(out / node / "metrics.jsonl")
         assert [r["round"] for r in records] == list(range(rounds))
