@@ -11,6 +11,9 @@ Guarantees and choices:
 - Frames go out with copy=False: a float32 tensor is handed to libzmq without a copy, so it must
   not be modified after `send` (the codec contract). Received frames are memoryviews of the
   libzmq messages, also without a copy.
+- Receiving costs one event-loop hop only when nothing is queued: `recv` takes a queued message
+  with non-blocking calls, and otherwise waits on the ROUTER's file descriptor with a bare
+  future (no zmq.asyncio machinery, which cost more Python per message than the strict decoder).
 - libzmq guards the socket: MAXMSGSIZE (per frame) on the ROUTER disconnects a peer that sends
   an oversized frame before we allocate it; RCVHWM bounds what waits in memory; ZMTP
   heartbeats drop dead TCP connections. The protocol's own liveness is `gossip.liveness`.
@@ -27,12 +30,12 @@ transport must be created while the event loop runs (the ZAP handler is a task o
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import zmq
 import zmq.asyncio
@@ -51,6 +54,9 @@ logger = logging.getLogger(__name__)
 ZAP_DOMAIN = "dpnorm"
 # Plain ints: pyzmq's flag enums cost microseconds per `|` on the per-message path.
 _NOBLOCK = int(zmq.NOBLOCK)
+_NOBLOCK_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
 
 
 class Transport(Protocol):
@@ -158,9 +164,11 @@ class ZmqTransport:
         self._ctx = zmq.asyncio.Context()
         self._auth: _NeighbourAuthenticator | None = None
         self._dealers: dict[PeerId, zmq.Socket[bytes]] = {}
-        self._router = self._ctx.socket(zmq.ROUTER)
-        # A synchronous view of the same libzmq socket, for the non-blocking fast path in recv.
-        self._router_now: zmq.Socket[bytes] = zmq.Socket.shadow(self._router.underlying)
+        # A plain socket: `recv` polls it itself (see there), so zmq.asyncio never touches it.
+        self._router: zmq.Socket[bytes] = zmq.Socket(self._ctx, zmq.ROUTER)
+        self._router_fd = int(self._router.getsockopt(zmq.FD))
+        self._waiters: list[asyncio.Future[None]] = []
+        self._reader_loop: asyncio.AbstractEventLoop | None = None
         self._last_denial_log = float("-inf")
         try:
             self._setup_router(listen, cfg, curve)
@@ -251,13 +259,22 @@ class ZmqTransport:
         link = self.stats.links.get(peer)
         if d is None or link is None:
             return False
+        if not frames:
+            raise ValueError("a message has at least one frame (the header).")
+        # Frame by frame rather than send_multipart, whose per-call type checks and per-frame
+        # wrappers are Python. libzmq queues a multipart message atomically: once the first
+        # frame is accepted the others are too (the high-water mark counts whole messages).
+        last = len(frames) - 1
+        nbytes = 0
         try:
-            d.send_multipart(frames, flags=_NOBLOCK, copy=False)
+            for i, f in enumerate(frames):
+                d.send(f, _NOBLOCK_MORE if i < last else _NOBLOCK, copy=False)
+                nbytes += f.nbytes if isinstance(f, memoryview) else len(f)
         except zmq.Again:
             link.dropped += 1
             return False
         link.messages_sent += 1
-        link.bytes_sent += sum(f.nbytes if isinstance(f, memoryview) else len(f) for f in frames)
+        link.bytes_sent += nbytes
         return True
 
     async def recv(self) -> tuple[bytes, list[memoryview]]:
@@ -266,34 +283,87 @@ class ZmqTransport:
         Returns:
             (identity, frames): identity is the authenticated node id (ASCII) with CURVE, the
             peer's routing identity otherwise; frames are zero-copy views.
+
+        Raises:
+            asyncio.CancelledError: the transport was closed while we waited (as zmq.asyncio).
         """
-        # Fast path: a message already queued is taken with one non-blocking call; only when
-        # none is do we pay for zmq.asyncio's future and poller bookkeeping (about a third of
-        # the per-message Python cost under load). Same semantics: awaiting a ready
-        # zmq.asyncio recv does not yield to the loop either.
-        parts: list[zmq.Frame] | None = None
-        if not self._router.closed:  # the shadow must never touch a closed socket
-            with contextlib.suppress(zmq.Again):
-                parts = self._router_now.recv_multipart(_NOBLOCK, copy=False)
-        if parts is None:
-            parts = await self._router.recv_multipart(copy=False)
+        router = self._router
+        while True:
+            try:
+                part = router.recv(_NOBLOCK, copy=False)
+            except zmq.Again:
+                pass
+            else:
+                break
+            # Nothing queued. The failed call also made libzmq process its pending commands,
+            # which re-arms the socket's file descriptor, so waiting for the descriptor cannot
+            # miss a message that arrives from now on.
+            await self._readable()
+        # The rest of a multipart message is delivered with its first frame: no waiting.
+        # `more` is read by the recv itself; getsockopt(RCVMORE) would cost an enum per frame.
+        parts = [part]
+        while part.more:
+            part = router.recv(_NOBLOCK, copy=False)
+            parts.append(part)
         identity = parts[0].bytes
         if self.curve is not None:
             # ZAP made the User-Id the node id bound to the peer's key; the routing identity
             # is the peer's own claim and is ignored.
             user = parts[-1].get("User-Id")
             identity = user.encode() if isinstance(user, str) else b""
-        frames = [p.buffer for p in parts[1:]]
+        frames = []
+        nbytes = 0
+        for p in parts[1:]:
+            view = p.buffer  # zero-copy
+            nbytes += view.nbytes
+            frames.append(view)
         link = self.stats.links.get(_peer_id(identity), self.stats.strangers)
         link.messages_received += 1
-        link.bytes_received += sum(f.nbytes for f in frames)
+        link.bytes_received += nbytes
         return identity, frames
+
+    async def _readable(self) -> None:
+        """Return once the ROUTER's descriptor fires (maybe spuriously: callers re-check)."""
+        loop = asyncio.get_running_loop()
+        if self._reader_loop is not loop:
+            self._unwatch()
+            loop.add_reader(self._router_fd, self._on_readable)
+            self._reader_loop = loop
+        waiter = loop.create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+            raise
+
+    def _on_readable(self) -> None:
+        # ZMQ_FD only says that the socket's state may have changed, and stays readable until
+        # the socket processes its pending commands. Reading EVENTS does that (so a descriptor
+        # nobody waits on cannot spin the event loop) and tells whether a message is queued,
+        # so waiters are woken only for one; without waiters it stays queued for the next recv.
+        if self._router.closed or not cast(int, self._router.getsockopt(_EVENTS)) & _POLLIN:
+            return
+        waiters, self._waiters = self._waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+    def _unwatch(self) -> None:
+        loop, self._reader_loop = self._reader_loop, None
+        if loop is not None and not loop.is_closed():
+            loop.remove_reader(self._router_fd)
 
     def close(self, *, linger_ms: int = 0) -> None:
         """Close all sockets; queued outbound messages get at most `linger_ms` to leave."""
         for d in self._dealers.values():
             d.close(linger=linger_ms)
         self._dealers.clear()
+        self._unwatch()  # before the descriptor goes away with the socket
+        waiters, self._waiters = self._waiters, []
+        for w in waiters:
+            w.cancel()
         self._router.close(linger=0)
         if self._auth is not None:
             self._auth.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 
 import msgpack
@@ -12,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from gossip.codec import MAX_HEADER_BYTES, WIRE_DTYPES, decode, encode
+from gossip import codec
+from gossip.codec import MAX_HEADER_BYTES, WIRE_DTYPES, decode, decode_with_sum_sq, encode
 from gossip.errors import DecodeError, EncodeError
 from gossip.messages import Bye, Dual, Heartbeat, Hello, Message, Primal
 
@@ -294,3 +296,68 @@ def test_unaligned_frames_are_checked_exactly() -> None:
     raw[1 + 4 * 500 : 1 + 4 * 501] = np.array([np.nan], np.float32).tobytes()
     with pytest.raises(DecodeError):
         decode([header, memoryview(raw)[1:]])
+
+
+# ---- the one-pass fast path: finite check and sum of squares together ----------------------
+
+
+def _tensor_frames(x: np.ndarray, wire: str = "float32") -> list[bytes]:
+    """A Dual's frames carrying `x` as is (no encoder-side refusal of non-finite values)."""
+    if wire == "float32":
+        raw = x.astype("<f4").tobytes()
+    elif wire == "float16":
+        raw = x.astype("<f2").tobytes()
+    else:  # bfloat16: the upper half of each float32 (NaN and inf keep their patterns)
+        raw = (x.astype("<f4").view("<u4") >> 16).astype("<u2").tobytes()
+    return [msgpack.packb(_header(f=[[wire, [len(x)]]])), raw]
+
+
+@given(messages())
+def test_decode_with_sum_sq_is_decode_plus_the_sum_of_squares(msg: Message) -> None:
+    out, sum_sq = decode_with_sum_sq(encode(msg))
+    assert out == msg
+    if isinstance(msg, Dual | Primal):
+        exact = float(np.sum(msg.payload.astype(np.float64) ** 2))
+        assert math.isfinite(sum_sq)
+        assert sum_sq == pytest.approx(exact, rel=1e-4, abs=1e-30)
+    else:
+        assert sum_sq == 0.0
+
+
+@pytest.mark.parametrize("wire", ["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=["nan", "+inf", "-inf"])
+@pytest.mark.parametrize("n", [1, 5, 64, 4099])
+def test_fast_path_refuses_nan_and_both_infinities(wire: str, bad: float, n: int) -> None:
+    for pos in sorted({0, n // 3, n - 1}):
+        x = np.linspace(-1, 1, n).astype(np.float32)
+        x[pos] = bad
+        with pytest.raises(DecodeError, match="NaN or infinite"):
+            decode_with_sum_sq(_tensor_frames(x, wire))
+
+
+def test_fast_path_accepts_huge_finite_values_with_an_exact_finite_sum() -> None:
+    # 3e38^2 overflows float32 at once: the float32 pass says "not finite", the exact check
+    # says every value is finite, and the sum is redone in float64.
+    x = np.array([3.0e38, -3.0e38, 1.0, -0.0, 1e-45], np.float32)
+    msg, sum_sq = decode_with_sum_sq(_tensor_frames(x))
+    assert msg == Dual(1, 0, 1, x)
+    exact = float(np.sum(x.astype(np.float64) ** 2))
+    assert math.isfinite(sum_sq) and sum_sq == pytest.approx(exact, rel=1e-12)
+    # Squares that are finite but whose float32 sum overflows take the same path.
+    y = np.full(1000, 1e18, np.float32)
+    _, sum_sq = decode_with_sum_sq(_tensor_frames(y))
+    assert sum_sq == pytest.approx(1000 * float(np.float32(1e18)) ** 2, rel=1e-6)
+
+
+def test_the_sum_of_squares_is_one_read_of_the_payload(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real = np.vdot
+
+    def counting(a: np.ndarray, b: np.ndarray) -> object:
+        calls.append(len(a))
+        return real(a, b)
+
+    monkeypatch.setattr(codec.np, "vdot", counting)
+    x = np.linspace(-1, 1, 1000, dtype=np.float32)
+    decode_with_sum_sq(encode(Dual(1, 0, 1, x)))
+    assert calls == [1000]

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import math
 
+import msgpack
 import numpy as np
 import pytest
 
+from gossip import codec
 from gossip.codec import encode
 from gossip.errors import ReplayError
 from gossip.inbox import Inbox, ReplayWindow
@@ -81,3 +84,56 @@ def test_logging_is_rate_limited_per_peer_and_kind(caplog: pytest.LogCaptureFixt
     assert "peer 1" in lines[0] and "peer 2" in lines[1]
     assert "99 similar suppressed" in lines[2]
     assert inbox.rejections(1) == 101
+
+
+# ---- the RMS bound uses the decoder's one pass over the payload ----------------------------
+
+
+def dual_frames(x: np.ndarray, seq: int = 1) -> list:
+    """A Dual from node 1 carrying `x` as is, even NaN or inf (the encoder would refuse)."""
+    header = msgpack.packb(
+        {"v": 1, "t": "dual", "src": 1, "r": 0, "seq": seq, "f": [["float32", [len(x)]]]}
+    )
+    return [header, x.astype("<f4").tobytes()]
+
+
+@pytest.mark.parametrize("bound", [math.inf, 10.0, 1e30])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=["nan", "+inf", "-inf"])
+def test_non_finite_values_are_a_decode_error_whatever_the_bound(bad: float, bound: float) -> None:
+    inbox = Inbox([1], expected_dim=8, max_rms=bound)
+    x = np.ones(8, np.float32)
+    x[5] = bad
+    assert inbox.accept(b"1", dual_frames(x), 0.0) is None
+    assert inbox.rejected[1] == {"DecodeError": 1}
+
+
+def test_huge_but_finite_values_are_accepted_unless_above_the_bound() -> None:
+    # Squares of 1e30 overflow float32: the RMS must come from the exact (float64) sum, not
+    # from an overflowed inf that would reject every bound.
+    x = np.full(8, 1e30, np.float32)
+    assert Inbox([1], max_rms=math.inf).accept(b"1", dual_frames(x), 0.0) is not None
+    assert Inbox([1], max_rms=2e30).accept(b"1", dual_frames(x), 0.0) is not None
+    below = Inbox([1], max_rms=5e29)
+    assert below.accept(b"1", dual_frames(x), 0.0) is None
+    assert below.rejected[1] == {"NormError": 1}
+
+
+def test_the_bound_is_on_the_rms_per_coordinate() -> None:
+    inbox = Inbox([1], max_rms=2.0)
+    assert inbox.accept(b"1", dual_frames(np.full(100, 1.99, np.float32), seq=1), 0.0)
+    assert inbox.accept(b"1", dual_frames(np.full(100, 2.01, np.float32), seq=2), 0.0) is None
+    assert inbox.rejected[1] == {"NormError": 1}
+
+
+def test_the_bound_costs_no_second_read_of_the_payload(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real = np.vdot
+
+    def counting(a: np.ndarray, b: np.ndarray) -> object:
+        calls.append(len(a))
+        return real(a, b)
+
+    monkeypatch.setattr(codec.np, "vdot", counting)
+    inbox = Inbox([1], expected_dim=1000, max_rms=10.0)
+    assert inbox.accept(b"1", dual_frames(np.ones(1000, np.float32)), 0.0) is not None
+    assert calls == [1000]
