@@ -6,13 +6,10 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import pytest
-import uvloop
 import zmq
 
 from gossip.codec import MAX_HEADER_BYTES, WireDtype, encode
@@ -21,16 +18,7 @@ from gossip.inbox import Inbox
 from gossip.keys import CurveKeys, generate_topology_keys, load_curve_keys
 from gossip.messages import Dual, Heartbeat, Message
 from gossip.transport import TransportConfig, ZmqTransport
-
-T = TypeVar("T")
-LOCAL = "tcp://127.0.0.1:0"
-
-
-def run(scenario: Callable[[], Awaitable[T]], timeout: float = 20.0) -> T:
-    async def bounded() -> T:
-        return await asyncio.wait_for(scenario(), timeout)
-
-    return uvloop.run(bounded())
+from tests.asyncio_helpers import LOCAL, run
 
 
 async def deliver(

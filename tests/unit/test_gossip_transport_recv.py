@@ -10,27 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 import numpy as np
 import pytest
-import uvloop
 import zmq
 
 from gossip.codec import decode, encode
 from gossip.messages import Dual, Heartbeat
 from gossip.transport import TransportConfig, ZmqTransport
-
-T = TypeVar("T")
-LOCAL = "tcp://127.0.0.1:0"
-
-
-def run(scenario: Callable[[], Awaitable[T]], timeout: float = 20.0) -> T:
-    async def bounded() -> T:
-        return await asyncio.wait_for(scenario(), timeout)
-
-    return uvloop.run(bounded())
+from tests.asyncio_helpers import LOCAL, run
 
 
 async def pair(hwm: int = 8) -> tuple[ZmqTransport, ZmqTransport]:
