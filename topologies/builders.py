@@ -29,6 +29,7 @@ __all__ = [
     "exponential",
     "from_edgelist",
     "line",
+    "max_degree",
     "mesh",
     "neighbours",
     "ring",
@@ -63,6 +64,11 @@ def edge_sign(i: int, j: int) -> int:
 def neighbours(g: nx.Graph, i: int) -> list[int]:
     """Sorted neighbour ids of node i (sorted so iteration order never depends on insertion)."""
     return sorted(int(j) for j in g.neighbors(i))
+
+
+def max_degree(g: nx.Graph) -> int:
+    """The largest degree of g (ECL's network-wide η is set from it)."""
+    return int(max(d for _, d in g.degree()))
 
 
 def validate(g: nx.Graph, name: str = "graph") -> None:

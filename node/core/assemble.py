@@ -22,7 +22,7 @@ from node.core.privacy_plan import GaussianDualNoise, PrivacyPlan, privacy_plan
 from node.core.trainer import GradientPolicy, LocalTrainer
 from node.errors import DataError
 from privacy.mechanisms import make_generator
-from topologies import build, metropolis_hastings, neighbours
+from topologies import build, max_degree, metropolis_hastings, neighbours
 
 
 @dataclass
@@ -63,10 +63,6 @@ class Federation:
 
 def build_graph(cfg: RunConfig) -> nx.Graph:
     return build(cfg.topology, cfg.nodes, seed=cfg.seed)
-
-
-def max_degree(graph: nx.Graph) -> int:
-    return int(max(d for _, d in graph.degree()))
 
 
 def load_data(cfg: RunConfig, *, resident: bool = True) -> LazyDataset:

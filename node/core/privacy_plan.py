@@ -21,6 +21,7 @@ from privacy.accountant import Release, calibrate_noise_multiplier, check_delta
 from privacy.errors import PrivacyError
 from privacy.mechanisms import gaussian_noise
 from privacy.modes import message_mode_noise_multiplier, message_mode_sigma
+from topologies import max_degree as graph_max_degree
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ def privacy_plan(cfg: RunConfig, graph: nx.Graph, node: int,
                                formal=formal_guarantee(cfg, released=released), n=n,
                                clip=cfg.clip)
         if max_degree is None:
-            max_degree = max(d for _, d in graph.degree())
+            max_degree = graph_max_degree(graph)
         params = PrimalDualParams.from_config(cfg, max_degree)
         z = calibrate_noise_multiplier(cfg.epsilon, cfg.delta, q, cfg.rounds)
         degree = graph.degree(node)
