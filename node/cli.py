@@ -31,6 +31,14 @@ HELP = {
     "accept_no_guarantee": "run message mode with K > 1 (epsilon is then reported as null)",
     "local_steps": "local steps K per round",
     "clip_only": "clipped, noise-free control: per-sample clipping, no noise, no privacy",
+    "model": "logreg, mlp, cnn, resnet10, or your own: FILE.py:FUNC or package.module:FUNC "
+             "with FUNC(in_shape, num_classes) -> torch.nn.Module",
+    "dataset": "fashion-mnist, synthetic, breast-cancer, kdd-attacks, or one FILE.csv / "
+               "FILE.npz split into the simulated sites",
+    "label_column": "the label column of a --dataset CSV file",
+    "device": "auto, cpu or cuda: where training, clipping and gradient noise run",
+    "metric": "auto (AUROC for two classes, else accuracy), accuracy, or auroc (macro "
+              "one-vs-rest for more classes)",
     "partition": "iid, dirichlet:B or classes:K",
     "examples_per_node": "cap each node's shard (data-scarce experiments)",
     "sample_rate": "Poisson sampling rate q, a public constant (default batch_size / n̂)",

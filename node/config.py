@@ -20,6 +20,12 @@ from node.errors import ConfigError
 
 ModelName = Literal["logreg", "mlp", "cnn", "resnet10"]
 MODELS: tuple[str, ...] = typing.get_args(ModelName)  # the built-in models (node.core.models)
+# Named datasets (node.core.data); any other `dataset` is the path of one CSV or NPZ file that
+# a simulated federation splits into its sites.
+DATASETS: tuple[str, ...] = ("fashion-mnist", "synthetic", "breast-cancer", "kdd-attacks")
+# A user's model: FILE.py:FUNC or package.module:FUNC (node.core.user_model).
+USER_MODEL = re.compile(
+    r"(?P<source>.+\.py|[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):(?P<func>[A-Za-z_]\w*)")
 DEFAULT_GAMMA = 0.1  # DP-Norm's default denoising strength γ = α·η (DESIGN.md §1)
 
 
@@ -47,9 +53,12 @@ class RunConfig:
     weight_decay: float = 0.0
     batch_size: int = 64
     clip: float = 1.0
-    model: ModelName = "cnn"
+    # A built-in name (MODELS) or a user's model, FILE.py:FUNC or package.module:FUNC.
+    model: str = "cnn"
     width: int | None = None
-    dataset: Literal["fashion-mnist", "synthetic"] = "fashion-mnist"
+    # A named dataset (DATASETS) or one CSV/NPZ file split into the simulated sites.
+    dataset: str = "fashion-mnist"
+    label_column: str = "label"
     data_dir: str = "/usr/share/datasets/fashion-mnist"
     partition: str = "iid"
     examples_per_node: int | None = None
@@ -67,6 +76,11 @@ class RunConfig:
     seed: int = 0
     noise_seed: int | None = None
     threads: int = 1
+    # Where training, per-sample clipping and gradient noise run; messages leave as CPU tensors.
+    device: Literal["auto", "cpu", "cuda"] = "cpu"
+    # The metric reports lead with: auto = AUROC for two classes, accuracy otherwise; auroc on a
+    # multi-class task is the macro one-vs-rest AUROC.
+    metric: Literal["auto", "accuracy", "auroc"] = "auto"
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -128,6 +142,12 @@ class RunConfig:
             raise ConfigError("test_examples must be at least 1.")
         if self.primal_every < 0:
             raise ConfigError("primal_every must be 0 (never) or a positive number of rounds.")
+        if self.model not in MODELS and not USER_MODEL.fullmatch(self.model):
+            raise ConfigError(f"unknown model {self.model!r}; use one of {', '.join(MODELS)}, "
+                              "FILE.py:FUNC or package.module:FUNC.")
+        if self.dataset not in DATASETS and not self.dataset.lower().endswith((".csv", ".npz")):
+            raise ConfigError(f"unknown dataset {self.dataset!r}; use one of "
+                              f"{', '.join(DATASETS)}, or a .csv or .npz file.")
         if not re.fullmatch(r"iid|dirichlet:[^:]+|classes:[^:]+", self.partition):
             raise ConfigError(f"unknown partition {self.partition!r}; use iid, dirichlet:B or "
                               "classes:K.")
