@@ -12,14 +12,22 @@
 
 ARG PYTHON_IMAGE=python:3.11-slim
 ARG TORCH_VERSION=2.13.0
+# Where torch comes from: PyTorch's CPU index by default (PyPI's wheel pulls several GB of CUDA
+# libraries). Air-gapped builds: TORCH_INDEX=<a mirror of that index>, or TORCH_WHEEL=<URL of the
+# CPU wheel>, e.g. one served on the build host: docker build --network=host
+# --build-arg TORCH_WHEEL=http://127.0.0.1:8000/torch-2.13.0%2Bcpu-cp311-cp311-manylinux_2_28_x86_64.whl
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ARG TORCH_WHEEL=
 
 FROM ${PYTHON_IMAGE} AS build
 ARG TORCH_VERSION
+ARG TORCH_INDEX
+ARG TORCH_WHEEL
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/dpnorm
 ENV PATH=/opt/dpnorm/bin:$PATH
-# CPU wheel from PyTorch's index: the default PyPI wheel pulls several GB of CUDA libraries.
-RUN pip install "torch==${TORCH_VERSION}" --index-url https://download.pytorch.org/whl/cpu
+RUN if [ -n "$TORCH_WHEEL" ]; then pip install "$TORCH_WHEEL"; \
+    else pip install "torch==${TORCH_VERSION}" --index-url "$TORCH_INDEX"; fi
 WORKDIR /src
 COPY pyproject.toml README.md ./
 # The runtime dependencies as pyproject.toml lists them, minus torch (installed above) and

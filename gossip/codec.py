@@ -15,7 +15,13 @@ A message is one multipart ZeroMQ message, `[header, *tensor_frames]` (full spec
     tensors  raw little-endian buffers, one per manifest entry; dtype is one of
              "float32" | "float16" | "bfloat16" (bfloat16 = the upper 16 bits of a float32)
 
-Dual and Primal carry exactly one 1-D tensor; the other types carry none.
+Dual and Primal carry exactly one 1-D tensor; the other types carry none. A compressed Dual
+(`Sparse`, `Seeded`, `Quantized`; `gossip.packed`) has one more key, "c", and its own frames:
+
+    "c"      ["topk", dim, reset]          frames: u32[k] indices, then k values
+             ["randk", dim, reset, seed]   frames: k values (positions follow from the seed)
+             ["int8", dim, reset, scale]   frames: i8[dim] codes in [-127, 127]
+             ["int4", dim, reset, scale]   frames: i4[dim] codes in [-7, 7], two per byte
 
 Design choices:
 - Zero-copy: a float32 payload goes out as a memoryview of the array and comes back as a numpy
@@ -31,16 +37,29 @@ Design choices:
 
 from __future__ import annotations
 
-import math
-import sys
 from collections.abc import Sequence
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Final, TypeAlias
 
 import msgpack
-import numpy as np
+import numpy as np  # noqa: F401  (tests count payload reads by patching codec.np.vdot)
 
 from gossip.errors import DecodeError, EncodeError
-from gossip.messages import Bye, Dual, Heartbeat, Hello, Message, Primal, Tensor
+from gossip.floats import ITEMSIZE as _ITEMSIZE
+from gossip.floats import MAX_DIM, WIRE_DTYPES, WireDtype, floats_from_wire
+from gossip.floats import floats_to_wire as _tensor_to_wire
+from gossip.messages import (
+    Bye,
+    Dual,
+    Heartbeat,
+    Hello,
+    Message,
+    Primal,
+    Quantized,
+    Seeded,
+    Sparse,
+    Tensor,
+)
+from gossip.packed import PACKED_KEY, decode_packed, encode_packed, is_packed
 
 __all__ = [
     "MAX_HEADER_BYTES",
@@ -57,14 +76,10 @@ __all__ = [
 PROTOCOL_VERSION: Final = 1
 MAX_HEADER_BYTES: Final = 512
 MAX_REASON_CHARS: Final = 200
-MAX_DIM: Final = 2**31 - 1
 _MAX_SENDER: Final = 2**31 - 1
 _MAX_ROUND: Final = 2**53
 _MAX_SEQ: Final = 2**64 - 1
 
-WireDtype: TypeAlias = Literal["float32", "float16", "bfloat16"]
-WIRE_DTYPES: Final[tuple[WireDtype, ...]] = ("float32", "float16", "bfloat16")
-_ITEMSIZE: Final[dict[str, int]] = {"float32": 4, "float16": 2, "bfloat16": 2}
 
 # Anything supporting the buffer protocol; zmq Frames are turned into memoryviews by the transport.
 Frame: TypeAlias = bytes | bytearray | memoryview
@@ -77,6 +92,7 @@ _TAGS: Final[dict[type, str]] = {
     Bye: "bye",
 }
 _COMMON_KEYS: Final = frozenset({"v", "t", "src", "r", "seq", "f"})
+_PACKED_DUAL_KEYS: Final = _COMMON_KEYS | {PACKED_KEY}
 _KEYS: Final[dict[str, frozenset[str]]] = {
     "hello": _COMMON_KEYS | {"dim"},
     "dual": _COMMON_KEYS,
@@ -87,10 +103,6 @@ _KEYS: Final[dict[str, frozenset[str]]] = {
 # msgpack limits: a header is a small flat map, so anything bigger is hostile or broken.
 _MAX_HEADER_STR: Final = 4 * MAX_REASON_CHARS
 _MAX_HEADER_CONTAINER: Final = 8  # entries of a map or an array
-_LITTLE_ENDIAN: Final = sys.byteorder == "little"
-_F32: Final = np.dtype("<f4")
-_F16: Final = np.dtype("<f2")
-_U16: Final = np.dtype("<u2")
 
 
 # --------------------------------------------------------------------------------------------
@@ -121,8 +133,14 @@ def encode(msg: Message, wire_dtype: WireDtype = "float32") -> list[Frame]:
         "f": [],
     }
     # isinstance rather than `match`: this runs for every message and class patterns cost more.
+    if isinstance(msg, Dual) and is_packed(msg.payload):
+        # A compressed payload travels in its own dtypes: the wire dtype is for dense tensors.
+        header[PACKED_KEY], header["f"], frames = encode_packed(msg.payload)
+        return [msgpack.packb(header, use_bin_type=True), *frames]
     if isinstance(msg, Dual | Primal):
         payload = msg.payload
+        if isinstance(payload, Sparse | Seeded | Quantized):  # a Primal is always dense
+            raise EncodeError("a primal payload must be a dense tensor.")
         frame = _tensor_to_wire(payload, wire_dtype)
         header["f"] = [[wire_dtype, [len(payload)]]]
         return [msgpack.packb(header, use_bin_type=True), frame]
@@ -136,37 +154,6 @@ def encode(msg: Message, wire_dtype: WireDtype = "float32") -> list[Frame]:
 def header_size(msg: Message, wire_dtype: WireDtype = "float32") -> int:
     """Bytes of the header frame for this message (to report the protocol's overhead)."""
     return len(encode(msg, wire_dtype)[0])
-
-
-def _tensor_to_wire(payload: Tensor, wire_dtype: str) -> memoryview:
-    if not isinstance(payload, np.ndarray) or payload.dtype != np.float32 or payload.ndim != 1:
-        raise EncodeError("a tensor payload must be a 1-D float32 numpy array.")
-    if len(payload) > MAX_DIM:
-        raise EncodeError(f"a tensor of {len(payload)} elements exceeds the protocol limit.")
-    # Wire order is little-endian; on the usual little-endian host this is a no-op view.
-    x = np.ascontiguousarray(payload, dtype=_F32)
-    if wire_dtype == "float32":
-        return x.data.cast("B")
-    if wire_dtype == "float16":
-        with np.errstate(over="ignore"):  # overflow becomes inf, refused just below
-            half = x.astype("<f2")
-        if not np.isfinite(half).all():
-            raise EncodeError("a tensor has values that overflow float16 (|x| > 65504) or NaN.")
-        return half.data.cast("B")
-    if wire_dtype == "bfloat16":
-        return _to_bfloat16_bits(x).data.cast("B")
-    raise EncodeError(f"unknown wire dtype {wire_dtype!r}; use one of {', '.join(WIRE_DTYPES)}.")
-
-
-def _to_bfloat16_bits(x: Tensor) -> np.ndarray[Any, np.dtype[np.uint16]]:
-    """Round float32 to the nearest bfloat16 (ties to even) and return the 16-bit patterns."""
-    bits = x.view(np.uint32)
-    # Adding 0x7FFF plus the lowest kept bit rounds to nearest, ties to even, before truncating.
-    rounded = bits + (np.uint32(0x7FFF) + ((bits >> 16) & np.uint32(1)))
-    out = (rounded >> 16).astype("<u2")
-    if np.any((out & 0x7F80) == 0x7F80):  # exponent all ones: inf or NaN after rounding
-        raise EncodeError("a tensor has values that are NaN or overflow bfloat16.")
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -213,7 +200,8 @@ def decode_with_sum_sq(
     tag = header.get("t")
     if not isinstance(tag, str) or tag not in _KEYS:
         raise DecodeError(f"unknown message type {tag!r}.")
-    if header.keys() != _KEYS[tag]:
+    packed = tag == "dual" and header.keys() == _PACKED_DUAL_KEYS
+    if header.keys() != _KEYS[tag] and not packed:
         raise DecodeError(f"a {tag} header has keys {sorted(header)}, not {sorted(_KEYS[tag])}.")
     sender = _int(header, "src", 0, _MAX_SENDER)
     rnd = _int(header, "r", 0, _MAX_ROUND)
@@ -221,6 +209,10 @@ def decode_with_sum_sq(
     manifest = header["f"]
     if not isinstance(manifest, list) or len(manifest) != n_tensors:
         raise DecodeError("the manifest does not list exactly one entry per tensor frame.")
+    if packed:
+        views = [_as_bytes_view(f) for f in frames[1:]]
+        compressed, sum_sq = decode_packed(header[PACKED_KEY], manifest, views, expected_dim)
+        return Dual(sender, rnd, seq, compressed), sum_sq
     if tag == "dual" or tag == "primal":
         if n_tensors != 1:
             raise DecodeError(f"a {tag} message has {n_tensors} tensor frames.")
@@ -297,21 +289,7 @@ def _tensor_from_wire(
     buf = _as_bytes_view(frame)
     if buf.nbytes != n * _ITEMSIZE[dtype]:
         raise DecodeError(f"a {dtype}[{n}] tensor arrived in a frame of {buf.nbytes} bytes.")
-    if dtype == "float32":
-        x = np.frombuffer(buf, dtype=_F32)
-        if not _LITTLE_ENDIAN:
-            x = x.astype(np.float32)
-    elif dtype == "float16":
-        x = np.frombuffer(buf, dtype=_F16).astype(np.float32)
-    else:
-        widened = np.frombuffer(buf, dtype=_U16).astype(np.uint32)
-        widened <<= 16
-        x = widened.view(np.float32)
-    sum_sq = _finite_sum_sq(x)
-    if sum_sq is None:
-        raise DecodeError("a tensor contains NaN or infinite values.")
-    x.setflags(write=False)
-    return x, sum_sq
+    return floats_from_wire(buf, dtype)
 
 
 def _as_bytes_view(frame: Frame) -> memoryview:
@@ -320,30 +298,3 @@ def _as_bytes_view(frame: Frame) -> memoryview:
         return view if view.format == "B" and view.ndim == 1 else view.cast("B")
     except TypeError as exc:  # not a buffer, or a non-contiguous one
         raise DecodeError("a frame is not a contiguous byte buffer.") from exc
-
-
-def _finite_sum_sq(x: Tensor) -> float | None:
-    """The sum of squares of float32 `x` if every element is finite, else None; exact.
-
-    One pass: `vdot(x, x)` (BLAS sdot, memory speed, no temporary). Every term is a square, so
-    an inf element makes the sum +inf (nothing negative can cancel it) and a NaN makes it NaN;
-    hence a finite sum proves every element finite. The converse fails only when huge but
-    finite values overflow the float32 sum; then the exact element-wise check decides, and the
-    sum is redone in float64, where it cannot overflow ((3.4e38)^2 * 2^31 < 1.8e308).
-
-    `vdot` rather than `dot`: for 1-D float32 both run the same sdot, but `dot` goes through
-    the matrix-product setup and checks the floating-point flags afterwards, so its overflow
-    needs an `np.errstate` around it: a few µs per message that `vdot` does not spend. Should
-    a future numpy warn or raise from `vdot` too, that only sends us to the exact path (at
-    worst with a warning printed).
-    """
-    try:
-        sum_sq = float(np.vdot(x, x))
-    except (FloatingPointError, RuntimeWarning):
-        sum_sq = math.inf
-    if math.isfinite(sum_sq):
-        return sum_sq
-    if not np.isfinite(x).all():
-        return None
-    wide = x.astype(np.float64)
-    return float(np.vdot(wide, wide))

@@ -13,6 +13,11 @@ Every message carries `sender` (node id), `round` and `seq`: a per-sender sequen
 increases with every message the sender emits, to any neighbour. Receivers reject a `seq` they
 have already seen (see `gossip.inbox`). Any message counts as a sign of life.
 
+A `Dual` carries either a dense tensor or one of three compressed forms (`Sparse`, `Seeded`,
+`Quantized`); what a compressed dual means to its receiver (a delta to add, values to put in
+place, or a reset) is the algorithm's business (`node.core.compression`), the wire only carries
+it exactly. `Primal` is always dense.
+
 Tensors are 1-D float32 numpy arrays on our side. They are shared with the transport without a
 copy, so an array handed to `Dual`/`Primal` must not be modified afterwards. Equality compares
 payloads element-wise, so `decode(encode(m)) == m` is meaningful.
@@ -21,7 +26,7 @@ payloads element-wise, so `decode(encode(m)) == m` is meaningful.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Literal, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -29,17 +34,24 @@ import numpy.typing as npt
 __all__ = [
     "Bye",
     "Dual",
+    "DualPayload",
     "Heartbeat",
     "Hello",
     "Message",
+    "Packed",
     "PeerId",
     "Primal",
+    "Quantized",
+    "Seeded",
+    "Sparse",
     "Tensor",
     "TensorMessage",
+    "ValueDtype",
 ]
 
 PeerId: TypeAlias = int
 Tensor: TypeAlias = npt.NDArray[np.float32]
+ValueDtype: TypeAlias = Literal["float32", "float16", "bfloat16"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,16 +87,98 @@ def _same_tensor(a: Tensor, b: Tensor) -> bool:
     return a.shape == b.shape and bool(np.array_equal(a, b))
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class Sparse:
+    """Top-k: the values at `indices` (strictly increasing, each below `dim`) of a `dim`-vector.
+
+    `values` are float32 holding numbers exactly representable in `value_dtype`, the dtype they
+    travel in, so both ends see the same numbers. `reset`: the receiver's copy is replaced by
+    the vector (zeros elsewhere) rather than updated.
+    """
+
+    dim: int
+    indices: npt.NDArray[np.uint32]
+    values: Tensor
+    value_dtype: ValueDtype = "float32"
+    reset: bool = False
+
+    def __len__(self) -> int:
+        return self.dim
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sparse):
+            return NotImplemented
+        return ((self.dim, self.value_dtype, self.reset)
+                == (other.dim, other.value_dtype, other.reset)
+                and bool(np.array_equal(self.indices, other.indices))
+                and _same_tensor(self.values, other.values))
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Seeded:
+    """Random-k: `len(values)` values at positions both ends derive from `seed` (the rule is the
+    algorithm's: `node.core.compression.random_indices`), so no indices travel."""
+
+    dim: int
+    seed: int
+    values: Tensor
+    value_dtype: ValueDtype = "float32"
+    reset: bool = False
+
+    def __len__(self) -> int:
+        return self.dim
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Seeded):
+            return NotImplemented
+        return ((self.dim, self.seed, self.value_dtype, self.reset)
+                == (other.dim, other.seed, other.value_dtype, other.reset)
+                and _same_tensor(self.values, other.values))
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Quantized:
+    """A `dim`-vector as `scale * codes`: int8 codes in [-L, L], L = 2^(bits-1) - 1 (127 for 8
+    bits, 7 for 4 bits, which travel two to a byte); `scale` is a finite float32 >= 0."""
+
+    dim: int
+    bits: Literal[8, 4]
+    scale: float
+    codes: npt.NDArray[np.int8]
+    reset: bool = False
+
+    def __len__(self) -> int:
+        return self.dim
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Quantized):
+            return NotImplemented
+        return ((self.dim, self.bits, self.scale, self.reset)
+                == (other.dim, other.bits, other.scale, other.reset)
+                and bool(np.array_equal(self.codes, other.codes)))
+
+
+Packed: TypeAlias = Sparse | Seeded | Quantized
+DualPayload: TypeAlias = Tensor | Packed
+
+
+def _same_payload(a: DualPayload, b: DualPayload) -> bool:
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):
+        return _same_tensor(a, b)
+    return type(a) is type(b) and a == b
+
+
 # eq=False with a hand-written __eq__: the generated one would compare arrays with `==`, whose
 # truth value is ambiguous. The classes are then unhashable, which is right for mutable buffers.
 @dataclass(frozen=True, slots=True, eq=False)
 class Dual:
-    """The dual variable y_{i|j} that node i sends to its neighbour j for one round."""
+    """The dual variable y_{i|j} that node i sends to its neighbour j for one round (dense or
+    compressed)."""
 
     sender: PeerId
     round: int
     seq: int
-    payload: Tensor
+    payload: DualPayload
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Dual):
@@ -93,7 +187,7 @@ class Dual:
             other.sender,
             other.round,
             other.seq,
-        ) and _same_tensor(self.payload, other.payload)
+        ) and _same_payload(self.payload, other.payload)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -33,7 +33,17 @@ from dataclasses import dataclass, field
 from gossip.codec import Frame
 from gossip.inbox import Inbox
 from gossip.liveness import Liveness, LivenessConfig, PeerDown, PeerUp, SendHeartbeat
-from gossip.messages import Bye, Dual, Heartbeat, Hello, Message, PeerId, Primal, Tensor
+from gossip.messages import (
+    Bye,
+    Dual,
+    DualPayload,
+    Heartbeat,
+    Hello,
+    Message,
+    PeerId,
+    Primal,
+    Tensor,
+)
 from gossip.rounds import RoundBook, RoundConfig, RoundResult, Verdict
 
 __all__ = ["Effect", "GossipConfig", "GossipProtocol", "Send"]
@@ -111,8 +121,8 @@ class GossipProtocol:
             for p in sorted(self.neighbours)
         ]
 
-    def dual(self, peer: PeerId, payload: Tensor, now: float) -> Send:
-        """Our dual for `peer` in the open round."""
+    def dual(self, peer: PeerId, payload: DualPayload, now: float) -> Send:
+        """Our dual for `peer` in the open round (dense or compressed)."""
         return self._send(peer, Dual(self.me, self._round, self._next_seq(), payload), now)
 
     def primal(self, payload: Tensor, now: float) -> list[Send]:

@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
-from gossip.messages import Dual, PeerId, Primal, Tensor
+from gossip.messages import Dual, DualPayload, PeerId, Primal, Tensor
 
 __all__ = ["RoundBook", "RoundConfig", "RoundResult", "Verdict"]
 
@@ -73,7 +73,7 @@ class RoundResult:
     """
 
     round: int
-    duals: dict[PeerId, Tensor]
+    duals: dict[PeerId, DualPayload]
     primals: dict[PeerId, Tensor]
     missing: frozenset[PeerId]
     timed_out: bool
@@ -81,7 +81,7 @@ class RoundResult:
 
 @dataclass(slots=True)
 class _Slot:
-    duals: dict[PeerId, Tensor] = field(default_factory=dict)
+    duals: dict[PeerId, DualPayload] = field(default_factory=dict)
     primals: dict[PeerId, Tensor] = field(default_factory=dict)
 
 
@@ -130,10 +130,14 @@ class RoundBook:
         if r > self.round + self.cfg.future_window:
             return Verdict.TOO_FAR
         slot = self._slots.setdefault(r, _Slot())
-        box = slot.duals if isinstance(msg, Dual) else slot.primals
-        if sender in box:
-            return Verdict.DUPLICATE
-        box[sender] = msg.payload
+        if isinstance(msg, Dual):
+            if sender in slot.duals:
+                return Verdict.DUPLICATE
+            slot.duals[sender] = msg.payload
+        else:
+            if sender in slot.primals:
+                return Verdict.DUPLICATE
+            slot.primals[sender] = msg.payload
         return Verdict.CURRENT if r == self.round else Verdict.BUFFERED
 
     def complete(self, alive: Collection[PeerId] | None = None) -> bool:

@@ -36,10 +36,13 @@ HELP = {
     "dataset": "fashion-mnist, synthetic, breast-cancer, kdd-attacks, or one FILE.csv / "
                "FILE.npz split into the simulated sites",
     "label_column": "the label column of a --dataset CSV file",
+    "standardise": "how table features are scaled: auto, site (own rows; no DP only), public "
+                   "(a named table's published constants; a --dataset file's whole-file "
+                   "statistics, standing for its schema's) or none",
     "device": "auto, cpu or cuda: where training, clipping and gradient noise run",
     "metric": "auto (AUROC for two classes, else accuracy), accuracy, or auroc (macro "
               "one-vs-rest for more classes)",
-    "partition": "iid, dirichlet:B or classes:K",
+    "partition": "iid, dirichlet:B, classes:K or drift:FEATURE (a table's feature drift)",
     "examples_per_node": "cap each node's shard (data-scarce experiments)",
     "sample_rate": "Poisson sampling rate q, a public constant (default batch_size / n̂)",
     "public_examples": "public size n̂ of each node's training set, fixing q = batch_size / n̂ "
@@ -49,6 +52,13 @@ HELP = {
     "primal_every": "send the primal for consensus monitoring every P rounds (0 = never)",
     "noise_seed": "fixed seed for the DP noise (experiments only; default OS entropy)",
     "threads": "torch threads per node process",
+    "compress": "none, topk:F or randk:F (F in (0, 1]; add :float16 for half-precision values), "
+                "int8 or int4: compressed messages with error feedback, after the DP noise",
+    "robust": "off, clip (clip each neighbour's message to a radius around what the node "
+              "expects from its own state) or clip+screen (also report suspect neighbours)",
+    "robust_radius": "fixed clipping radius τ (inf = never clip; default adaptive: "
+                     "robust_scale x the lower median of the neighbours' distances)",
+    "robust_scale": "adaptive radius factor c in τ = c x lower median distance",
 }
 
 

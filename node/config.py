@@ -26,6 +26,7 @@ DATASETS: tuple[str, ...] = ("fashion-mnist", "synthetic", "breast-cancer", "kdd
 # A user's model: FILE.py:FUNC or package.module:FUNC (node.core.user_model).
 USER_MODEL = re.compile(
     r"(?P<source>.+\.py|[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):(?P<func>[A-Za-z_]\w*)")
+ROBUST_MODES: tuple[str, ...] = ("off", "clip", "clip+screen")  # node.core.robust
 DEFAULT_GAMMA = 0.1  # DP-Norm's default denoising strength γ = α·η (DESIGN.md §1)
 
 
@@ -59,6 +60,11 @@ class RunConfig:
     # A named dataset (DATASETS) or one CSV/NPZ file split into the simulated sites.
     dataset: str = "fashion-mnist"
     label_column: str = "label"
+    # How a table's features are scaled (node.core.tables): site = on the node's own training
+    # rows (no privacy claim only), public = a named table's published constants (a --dataset
+    # file's own statistics, standing for its schema's), none = as given; auto = site without
+    # DP, public with it (a user's file: as given).
+    standardise: Literal["auto", "site", "public", "none"] = "auto"
     data_dir: str = "/usr/share/datasets/fashion-mnist"
     partition: str = "iid"
     examples_per_node: int | None = None
@@ -81,6 +87,16 @@ class RunConfig:
     # The metric reports lead with: auto = AUROC for two classes, accuracy otherwise; auroc on a
     # multi-class task is the macro one-vs-rest AUROC.
     metric: Literal["auto", "accuracy", "auroc"] = "auto"
+    # Messages on the wire: none, topk:F, randk:F (optionally :float16), int8 or int4, applied
+    # after the DP noise (node.core.compression).
+    compress: str = "none"
+    # Byzantine-robust aggregation of what neighbours send (node.core.robust): off, clip
+    # (self-centred clipping), clip+screen (clipping and suspect reporting).
+    robust: str = "off"
+    # A fixed clipping radius τ (inf = never clip); None: adaptive, robust_scale times the
+    # lower median of the round's distances to the node's own reference.
+    robust_radius: float | None = None
+    robust_scale: float = 2.0
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -142,15 +158,29 @@ class RunConfig:
             raise ConfigError("test_examples must be at least 1.")
         if self.primal_every < 0:
             raise ConfigError("primal_every must be 0 (never) or a positive number of rounds.")
+        compress_spec(self.compress)
+        if self.robust not in ROBUST_MODES:
+            raise ConfigError(f"unknown robust mode {self.robust!r}; use off, clip or "
+                              "clip+screen.")
+        if self.robust_radius is not None and not self.robust_radius > 0:
+            raise ConfigError(f"robust_radius must be a positive number (or inf), got "
+                              f"{self.robust_radius}.")
+        if not (self.robust_scale > 0 and math.isfinite(self.robust_scale)):
+            raise ConfigError(f"robust_scale must be a positive finite number, got "
+                              f"{self.robust_scale}.")
         if self.model not in MODELS and not USER_MODEL.fullmatch(self.model):
             raise ConfigError(f"unknown model {self.model!r}; use one of {', '.join(MODELS)}, "
                               "FILE.py:FUNC or package.module:FUNC.")
         if self.dataset not in DATASETS and not self.dataset.lower().endswith((".csv", ".npz")):
             raise ConfigError(f"unknown dataset {self.dataset!r}; use one of "
                               f"{', '.join(DATASETS)}, or a .csv or .npz file.")
-        if not re.fullmatch(r"iid|dirichlet:[^:]+|classes:[^:]+", self.partition):
-            raise ConfigError(f"unknown partition {self.partition!r}; use iid, dirichlet:B or "
-                              "classes:K.")
+        if self.standardise == "site" and self.private:
+            raise ConfigError("standardise = site fits statistics on the node's private rows, "
+                              "which epsilon does not cover; use auto, public or none in a "
+                              "private run.")
+        if not re.fullmatch(r"iid|dirichlet:[^:]+|classes:[^:]+|drift:[^:]+", self.partition):
+            raise ConfigError(f"unknown partition {self.partition!r}; use iid, dirichlet:B, "
+                              "classes:K or drift:FEATURE.")
 
     @property
     def private(self) -> bool:
@@ -248,3 +278,21 @@ def _check_types(cfg: Any) -> None:
         checked = _coerce_to(hints[f.name], f.name, value)
         if checked != value and not (isinstance(value, float) and math.isnan(value)):
             object.__setattr__(cfg, f.name, checked)
+
+
+def compress_spec(text: str) -> tuple[str, float, str]:
+    """(kind, fraction, value dtype) of a `compress` setting, or ConfigError in one sentence."""
+    kind, _, rest = text.partition(":")
+    fraction_text, _, dtype = rest.partition(":")
+    if kind in ("topk", "randk") and fraction_text:
+        try:
+            fraction = float(fraction_text)
+        except ValueError:
+            fraction = math.nan
+        if not 0 < fraction <= 1:
+            raise ConfigError(f"{kind} fraction must be in (0, 1], got {fraction_text}.")
+        if dtype in ("", "float32", "float16", "bfloat16"):
+            return kind, fraction, dtype or "float32"
+    elif kind in ("none", "int8", "int4") and not rest:
+        return kind, 1.0, "float32"
+    raise ConfigError(f"unknown compressor {text!r}; use none, topk:F, randk:F, int8 or int4.")

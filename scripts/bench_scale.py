@@ -2,14 +2,16 @@
 """How many daemons fit on one machine: N real nodes on a ring (logreg or mlp), R rounds each.
 
     python scripts/bench_scale.py [--sizes 8 16 32 64] [--model logreg] [--rounds 20]
-                                  [--dataset fashion-mnist] [--repeat 1]
+                                  [--dataset fashion-mnist] [--repeat 1] [--no-fork-server]
 
 Prints one JSON line per run, then one with the largest N that finished every round. A run's
 line: whether every node finished, start-up (first node started → every node READY), wall
 seconds, median seconds per round, and per node the peak RSS (VmHWM from /proc, sampled every
 half second, and the `peak_rss_bytes` each node wrote to final.json) and the peak PSS (from
 /proc/<pid>/smaps_rollup: shared pages such as torch's libraries divided among the processes
-mapping them, so the per-node PSS times N is what N nodes really occupy). MB are 2²⁰ bytes.
+mapping them, so the per-node PSS times N is what N nodes really occupy). With the fork server
+(the default on Linux) the template's own PSS is reported apart and counted in the total.
+MB are 2²⁰ bytes.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class Sampler:
         self.launch, self.every = launch, every
         self.rss: dict[int, int] = {}
         self.pss: dict[int, int] = {}
+        self.template_pss = 0
         self.pss_total = 0
         self.done = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -68,6 +71,11 @@ class Sampler:
                 if pss is not None:
                     self.pss[i] = max(self.pss.get(i, 0), pss * 1024)
                     total += pss * 1024
+            template = self.launch.template_pid
+            pss = proc_kib(template, "smaps_rollup", "Pss") if template is not None else None
+            if pss is not None:
+                self.template_pss = max(self.template_pss, pss * 1024)
+                total += pss * 1024
             self.pss_total = max(self.pss_total, total)
 
     def __enter__(self) -> Sampler:
@@ -95,7 +103,8 @@ def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
         launch = LocalLaunch(cfg, out, DaemonOptions(node={"round_timeout": 60.0,
-                                                           "startup_timeout": 600.0}))
+                                                           "startup_timeout": 600.0}),
+                             fork_server=None if args.fork_server else False)
         started = time.monotonic()
         startup = None
         with Sampler(launch) as sampler:
@@ -120,7 +129,7 @@ def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
                 reported.append(final["peak_rss_bytes"])
     return {
         "nodes": n, "dataset": args.dataset, "model": args.model, "rounds": args.rounds,
-        "finished": finished,
+        "fork_server": launch.fork_server, "finished": finished,
         "startup_seconds": round(startup, 2) if startup is not None else None,
         "wall_seconds": round(wall, 1),
         "median_seconds_per_round": round(statistics.median(per_round), 4) if per_round
@@ -128,6 +137,8 @@ def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         "peak_rss_mb_per_node": spread(list(sampler.rss.values())),
         "final_peak_rss_mb_per_node": spread(reported),
         "pss_mb_per_node": spread(list(sampler.pss.values())),
+        "template_pss_mb": round(sampler.template_pss / MB, 1) if sampler.template_pss
+        else None,
         "pss_mb_total": round(sampler.pss_total / MB, 1),
     }
 
@@ -147,6 +158,8 @@ def main() -> int:
     parser.add_argument("--epsilon", type=float, default=float("inf"))
     parser.add_argument("--repeat", type=int, default=1, help="runs per size")
     parser.add_argument("--timeout", type=float, default=900.0, help="per run, seconds")
+    parser.add_argument("--no-fork-server", dest="fork_server", action="store_false",
+                        help="spawn each node as its own `python -m node`")
     args = parser.parse_args()
     finished: list[int] = []
     for n in args.sizes:

@@ -41,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="overall wall-clock limit in seconds (default: from the rounds)")
     parser.add_argument("--resume", action="store_true",
                         help="keep DIR's node directories, so nodes resume from checkpoints")
+    parser.add_argument("--no-fork-server", dest="fork_server", action="store_false",
+                        help="start every node as its own `python -m node` (on Linux the "
+                             "default forks them from one template that imported torch once: "
+                             "faster start-up, shared memory)")
     add_run_options(parser)
     daemon = parser.add_argument_group("daemon")
     daemon.add_argument("--round-timeout", type=float, help="seconds a round waits (default 30)")
@@ -92,8 +96,11 @@ def main(argv: list[str] | None = None) -> int:
         fail(f"--timeout must be a positive number of seconds, got {args.timeout}.")
     from node.tools.live import format_table, launch
 
+    if not options.curve and not args.quiet:
+        sys.stderr.write("note: plaintext between the nodes (127.0.0.1 only); --curve encrypts "
+                         "it, and make_compose.py uses CURVE unless told --plaintext.\n")
     code, summary = launch(cfg, Path(args.out), options, timeout=args.timeout, quiet=args.quiet,
-                           fresh=not args.resume)
+                           fresh=not args.resume, fork_server=None if args.fork_server else False)
     if summary is not None:
         if not args.quiet:
             sys.stderr.write(format_table(summary) + "\n")

@@ -22,6 +22,9 @@ a neighbour whose message did not arrive goes back to self so the weights still 
 
 `E_i` is the number of *active* neighbours this round (the runtime decides who is up); a down
 neighbour's edge leaves the primal update and receives no message until it is heard from again.
+
+Compressed messages (error feedback for both families) are `node.core.compressed`; these
+classes exchange dense tensors and treat a compressed payload as a message that did not arrive.
 """
 
 from __future__ import annotations
@@ -35,9 +38,14 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from gossip.messages import Packed
 from node.config import RunConfig
+from node.core.robust import RobustRule, dual_reference
 from node.errors import ConfigError
 from topologies import edge_sign
+
+Outgoing = Tensor | Packed
+"""One message to one neighbour: a dense tensor, or a compressed payload (node.core.compressed)."""
 
 GradientOracle = Callable[[Tensor], tuple[Tensor, float]]
 """Maps the current flat parameters to (gradient estimate, training loss on the batch)."""
@@ -138,21 +146,21 @@ class RoundAlgorithm(ABC):
     """What every algorithm of a node does in a round; `step` is the one entry point."""
 
     @abstractmethod
-    def absorb(self, received: Mapping[int, Tensor]) -> None: ...
+    def absorb(self, received: Mapping[int, Outgoing]) -> None: ...
 
     @abstractmethod
     def local_steps(self, oracle: GradientOracle, active: Collection[int]) -> float: ...
 
     @abstractmethod
-    def messages(self, active: Collection[int], noise: DualNoise) -> dict[int, Tensor]: ...
+    def messages(self, active: Collection[int], noise: DualNoise) -> Mapping[int, Outgoing]: ...
 
     def step(
         self,
-        received: Mapping[int, Tensor],
+        received: Mapping[int, Outgoing],
         oracle: GradientOracle,
         active: Collection[int],
         noise: DualNoise | None = None,
-    ) -> tuple[dict[int, Tensor], float]:
+    ) -> tuple[Mapping[int, Outgoing], float]:
         """One round: absorb, K local steps, messages. Returns (messages, mean loss)."""
         self.absorb(received)
         loss = self.local_steps(oracle, active)
@@ -170,15 +178,25 @@ class PrimalDual(RoundAlgorithm):
         self.w = w0.detach().clone()
         self.signs = {j: float(edge_sign(node, j)) for j in sorted(neighbours)}
         self.duals = {j: torch.zeros_like(self.w) for j in self.signs}
+        # --robust (node.core.robust): None leaves every update as it is, bit for bit.
+        self.robust: RobustRule | None = None
+        self._sent: dict[int, Tensor] = {}  # the last message to each neighbour
+        self._prior: dict[int, Tensor] = {}  # the one before, for edges sent this round
+        self._sent_now: set[int] = set()
+        self._w_sent = self.w
 
     @property
     def neighbours(self) -> list[int]:
         return list(self.signs)
 
-    def absorb(self, received: Mapping[int, Tensor]) -> None:
+    def absorb(self, received: Mapping[int, Outgoing]) -> None:
         """Dual update from the neighbours' messages; a missing neighbour keeps its old z."""
         theta = self.params.theta
-        for j, y in received.items():
+        # A compressed payload is meaningless without the stream's copy (node.core.compressed).
+        dense = {j: y for j, y in received.items() if isinstance(y, Tensor)}
+        if self.robust is not None:
+            dense = self.robust.apply(dense, {j: self.expected(j) for j in dense})
+        for j, y in dense.items():
             z = self.duals[j]
             if theta == 1.0:
                 z.copy_(y)
@@ -203,7 +221,10 @@ class PrimalDual(RoundAlgorithm):
             losses.append(loss)
         return sum(losses) / len(losses)
 
-    def messages(self, active: Collection[int], noise: DualNoise) -> dict[int, Tensor]:
+    def messages(self, active: Collection[int], noise: DualNoise) -> Mapping[int, Outgoing]:
+        return self.dual_messages(active, noise)
+
+    def dual_messages(self, active: Collection[int], noise: DualNoise) -> dict[int, Tensor]:
         """Outgoing duals y_{i|j}, each with its own noise draw, then the continuation."""
         p = self.params
         edges = [j for j in self.signs if j in active]
@@ -217,11 +238,30 @@ class PrimalDual(RoundAlgorithm):
                 y.add_(xi)
                 released_noise.add_(xi, alpha=a)
             out[j] = y
+        if self.robust is not None:
+            self._remember(out)
         if released_noise is not None and edges:
             # Continue from what the neighbours can reconstruct jointly, so that the hidden state
             # never holds more private information than was released (DESIGN.md §2).
             self.w = self.w - released_noise / (2.0 * p.beta * len(edges))
         return out
+
+    def _remember(self, out: Mapping[int, Tensor]) -> None:
+        self._sent_now = set(out)
+        self._w_sent = self.w
+        for j, y in out.items():
+            self._prior[j] = self._sent.get(j, torch.zeros_like(self.w))
+            self._sent[j] = y
+
+    def expected(self, j: int) -> Tensor:
+        """The dual message j would send at consensus, from this node's state alone: κ times
+        the last message j's dual holds from us, plus 2β·A_{i|j}·w (node.core.robust)."""
+        p = self.params
+        held = self._prior if j in self._sent_now else self._sent
+        prior = held.get(j)
+        return dual_reference(p.kappa, p.beta, self.signs[j],
+                              torch.zeros_like(self.w) if prior is None else prior,
+                              self._w_sent)
 
     def dual_norm(self) -> float | None:
         """RMS per coordinate of the duals: sqrt(Σ_j ‖z_{i|j}‖² / (E_i·d))."""
@@ -262,18 +302,22 @@ class Gossip(RoundAlgorithm):
         self.w = w0.detach().clone()
         self.self_weight = weights[node]
         self.weights = {j: w for j, w in sorted(weights.items()) if j != node}
+        self.robust: RobustRule | None = None  # --robust (node.core.robust)
 
     @property
     def neighbours(self) -> list[int]:
         return list(self.weights)
 
-    def absorb(self, received: Mapping[int, Tensor]) -> None:
+    def absorb(self, received: Mapping[int, Outgoing]) -> None:
         """w ← W_ii·w + Σ_j W_ij·w_j, where a missing neighbour's weight goes back to self."""
-        if not received:
+        dense = {j: y for j, y in received.items() if isinstance(y, Tensor)}
+        if not dense:
             return
-        kept = self.self_weight + sum(w for j, w in self.weights.items() if j not in received)
+        if self.robust is not None:  # self-centred clipping around our own model
+            dense = self.robust.apply(dense, {j: self.w for j in dense})
+        kept = self.self_weight + sum(w for j, w in self.weights.items() if j not in dense)
         mixed = kept * self.w
-        for j, wj in received.items():
+        for j, wj in dense.items():
             mixed.add_(wj, alpha=self.weights[j])
         self.w = mixed
 
@@ -287,10 +331,14 @@ class Gossip(RoundAlgorithm):
             losses.append(loss)
         return sum(losses) / len(losses)
 
-    def messages(self, active: Collection[int], noise: DualNoise) -> dict[int, Tensor]:
+    def messages(self, active: Collection[int], noise: DualNoise) -> Mapping[int, Outgoing]:
         if noise.std > 0:
             raise ValueError("gossip algorithms have no dual messages; use gradient-mode privacy")
         return {j: self.w for j in self.weights if j in active}
+
+    def neighbour_models(self, received: Mapping[int, Outgoing]) -> dict[int, Tensor]:
+        """The neighbours' models this round's messages stand for (for consensus monitoring)."""
+        return {j: y for j, y in received.items() if isinstance(y, Tensor)}
 
     def dual_norm(self) -> float | None:
         return None

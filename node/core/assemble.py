@@ -16,9 +16,15 @@ from torch import nn
 
 from node.config import RunConfig
 from node.core.algorithm import Algorithm, DualNoise, Gossip, NoNoise, PrimalDual, PrimalDualParams
-from node.core.data import Dataset, LazyDataset, load_dataset, load_local, partition, shard_rows
+from node.core.compressed import with_compression
+from node.core.compression import make_compressor
+from node.core.data import Dataset, LazyDataset, load_dataset, load_local, partition_of, shard_rows
+from node.core.device import resolve_device
+from node.core.metrics import auroc_kind
 from node.core.models import FlatParams, build_model
 from node.core.privacy_plan import GaussianDualNoise, PrivacyPlan, privacy_plan
+from node.core.robust import RobustRule
+from node.core.tables import fit_scale, note_as_given, standardise
 from node.core.trainer import GradientPolicy, LocalTrainer
 from node.errors import DataError
 from privacy.mechanisms import make_generator
@@ -68,27 +74,40 @@ def build_graph(cfg: RunConfig) -> nx.Graph:
 def load_data(cfg: RunConfig, *, resident: bool = True) -> LazyDataset:
     """The run's dataset with its labels read and its inputs left as stored until `shard`
     selects a node's rows. `resident` False: each shard re-reads the files, so that a daemon,
-    which needs one shard, never holds the whole split (see node.core.data.FashionImages)."""
-    return load_dataset(cfg.dataset, data_dir=cfg.data_dir, seed=cfg.seed, resident=resident)
+    which needs one shard, never holds the whole split (see node.core.data.FashionImages).
+    A CSV/NPZ file is split into a train part and a held-out test split (node.core.tables)."""
+    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, seed=cfg.seed, resident=resident,
+                        label_column=cfg.label_column, sites=cfg.nodes)
+    if (cfg.private and cfg.standardise == "auto" and data.table is not None
+            and data.table.public_scale is None):
+        note_as_given(cfg.dataset)
+    return data
 
 
 def shard_size(cfg: RunConfig, data: Dataset, node: int) -> int:
-    """How many training examples `shard` gives the node, from the labels alone."""
+    """How many training examples `shard` gives the node, from the partition alone."""
     return len(_rows(cfg, data, node))
 
 
-def shard(cfg: RunConfig, data: Dataset, node: int) -> Dataset:
+def shard(cfg: RunConfig, data: Dataset, node: int, *, standardised: bool = True) -> Dataset:
     """The node's own training shard (optionally capped) and the shared test split (capped);
-    only those rows of a LazyDataset are converted to float32."""
-    return LazyDataset.of(data).select(_rows(cfg, data, node), cfg.test_examples)
+    only those rows of a LazyDataset are converted to float32. A table's shard is standardised
+    by the node alone (node.core.tables.standardise) unless `standardised` is False."""
+    lazy = LazyDataset.of(data)
+    part = lazy.select(_rows(cfg, data, node), cfg.test_examples)
+    if not standardised:
+        return part
+    return standardise(part, lazy.table, private=cfg.private, mode=cfg.standardise)
 
 
 def shards(cfg: RunConfig, data: Dataset) -> list[Dataset]:
     """Every node's `shard`, in id order, from one partition (the simulator's N nodes)."""
     lazy = LazyDataset.of(data)
-    parts = partition(data.y_train.numpy(), cfg.nodes, cfg.partition, cfg.seed, source=data.name)
+    parts = partition_of(data, cfg.nodes, cfg.partition, cfg.seed)
     cap = cfg.examples_per_node
-    return [lazy.select(rows if cap is None else rows[:cap], cfg.test_examples) for rows in parts]
+    return [standardise(lazy.select(rows if cap is None else rows[:cap], cfg.test_examples),
+                        lazy.table, private=cfg.private, mode=cfg.standardise)
+            for rows in parts]
 
 
 def _rows(cfg: RunConfig, data: Dataset, node: int) -> np.ndarray:
@@ -135,10 +154,12 @@ def build_node(
         policy = GradientPolicy("clipped", cfg.clip, **rate)
     # Data order is a public, reproducible choice; the noise is not (OS entropy by default).
     data_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + node)
-    noise_gen = make_generator(noise_seed)
+    device = resolve_device(cfg.device)
+    noise_gen = make_generator(noise_seed, device)
     trainer = LocalTrainer(model, data.x_train, data.y_train, data.x_test, data.y_test,
                            batch_size=cfg.batch_size, policy=policy, data_generator=data_gen,
-                           noise_generator=noise_gen)
+                           noise_generator=noise_gen,
+                           auroc=auroc_kind(cfg.metric, federation.num_classes), device=device)
     algorithm: Algorithm
     if cfg.algorithm == "dpsgd":
         assert federation.mixing is not None  # Federation.of computes it for dpsgd
@@ -147,6 +168,8 @@ def build_node(
     else:
         algorithm = PrimalDual(node, nbrs, w0,
                                PrimalDualParams.from_config(cfg, federation.max_degree))
+    algorithm = with_compression(algorithm, make_compressor(cfg.compress), seed=cfg.seed)
+    algorithm.robust = RobustRule.from_config(cfg)
     noise: DualNoise = (GaussianDualNoise(plan.sigma, noise_gen) if plan.mode == "message"
                         else NoNoise())
     return NodeSetup(node, nbrs, algorithm, trainer, noise, plan, layout)
@@ -154,7 +177,7 @@ def build_node(
 
 def local_data(data_file: str, test_file: str, label_column: str, seed: int, *,
                cap: int | None = None, private: bool = True,
-               classes: int | None = None) -> Dataset:
+               classes: int | None = None, standardise: str = "auto") -> Dataset:
     """A node's own files (NPZ x/y or CSV with a label column); without a test file, about a
     fifth of the local data is held out for evaluation. `cap` keeps at most that many training
     examples, and only in a run without a privacy claim (`private=False`).
@@ -175,6 +198,11 @@ def local_data(data_file: str, test_file: str, label_column: str, seed: int, *,
     The number of classes sizes the model, and so every message: counted from the labels, one
     row with a new largest label would change the size of everything sent (ε = ∞). A private
     run therefore declares `classes`, and a label outside it is refused.
+
+    A table (2-D features) is standardised per feature with the mean and std of the node's own
+    training rows, after the split and the cap, when the run makes no privacy claim; a private
+    run uses the features as given, since fitted statistics would move every row's features
+    when one row is added (node.core.tables).
     """
     x, y = load_local(data_file, label_column=label_column)
     if cap is not None and private:
@@ -184,6 +212,9 @@ def local_data(data_file: str, test_file: str, label_column: str, seed: int, *,
     u = _row_keys(x, y, seed)
     if test_file:
         xt, yt = load_local(test_file, label_column=label_column)
+        if xt.shape[1:] != x.shape[1:]:
+            raise DataError(f"{test_file} has inputs of shape {xt.shape[1:]} but {data_file} has "
+                            f"{x.shape[1:]}; give both files the same features.")
     else:
         held = u < _HELD_OUT
         if not held.any():
@@ -204,6 +235,17 @@ def local_data(data_file: str, test_file: str, label_column: str, seed: int, *,
     if classes is not None and seen > classes:
         raise DataError(f"{data_file} has a label {seen - 1}, outside the declared classes "
                         f"0..{classes - 1}.")
+    if standardise == "public":
+        raise DataError(f"standardise = public needs published constants, which a node's own "
+                        f"file {data_file} does not have; pre-scale it and use none.")
+    if standardise == "site" and private:
+        raise DataError("standardise = site fits statistics on the node's private rows, which "
+                        "epsilon does not cover; use auto or none in a private run.")
+    if x.ndim == 2 and private and standardise == "auto":
+        note_as_given(data_file)
+    elif x.ndim == 2 and standardise != "none" and not private:
+        mean, std = fit_scale(x)
+        x, xt = (x - mean) / std, (xt - mean) / std
     t = torch.from_numpy
     return Dataset(t(np.ascontiguousarray(x)), t(np.ascontiguousarray(y)),
                    t(np.ascontiguousarray(xt)), t(np.ascontiguousarray(yt)),

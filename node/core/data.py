@@ -1,7 +1,9 @@
-"""Datasets and partitions: Fashion-MNIST from IDX files, synthetic tasks, users' own CSV/NPZ.
+"""Datasets and partitions: Fashion-MNIST from IDX files, synthetic tasks, and (through
+node.core.tables) the named public tables and users' own CSV/NPZ files.
 
 A `Dataset` holds a train split and the test split every node shares. `partition` is a pure
-function of (labels, nodes, spec, seed) returning disjoint index arrays, one per node;
+function of (labels, nodes, spec, seed, and for drift:FEATURE the features) returning disjoint
+index arrays, one per node;
 `node_dataset` keeps only one node's shard of the train split. A `LazyDataset` is a Dataset
 whose inputs are converted to float32 only for the rows asked for (`select`): a daemon reads
 the labels, partitions, and converts only its own rows, without ever holding the whole split
@@ -12,10 +14,9 @@ Errors: `DataError(ValueError)`, one user-facing sentence naming the file or spe
 
 from __future__ import annotations
 
-import csv
 import functools
 import math
-import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,18 +24,22 @@ import torch
 
 from node.core.dataset import Dataset, LazyDataset
 from node.core.idx import IdxFile, read_idx
+from node.core.tables import load_local, open_table
 from node.errors import DataError
 
 __all__ = [
     "FASHION_MNIST_DIR", "Dataset", "LazyDataset", "load_dataset", "load_fashion_mnist",
-    "load_local", "node_dataset", "open_fashion_mnist", "partition", "read_idx", "shard_rows",
-    "synthetic",
+    "load_local", "node_dataset", "open_fashion_mnist", "partition", "partition_of", "read_idx",
+    "shard_rows", "synthetic",
 ]  # fmt: skip
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 # Per-pixel mean and std of the Fashion-MNIST train images after scaling to [0, 1].
 FASHION_MEAN, FASHION_STD = 0.2860, 0.3530
 _MAX_REDRAWS = 1000
+# drift:FEATURE: the std of the Gaussian jitter added to each row's rank quantile in [0, 1], so
+# neighbouring sites' feature ranges overlap a little, as real sites' populations do.
+DRIFT_JITTER = 0.05
 
 
 def _idx_path(directory: Path, stem: str) -> Path:
@@ -156,20 +161,28 @@ def synthetic(
 
 
 def load_dataset(name: str, *, data_dir: str | Path = FASHION_MNIST_DIR, seed: int = 0,
-                 resident: bool = True) -> LazyDataset:
-    """The CLI's `--dataset`: "fashion-mnist" from IDX files, or "synthetic" 28×28 images.
-    `resident` False: Fashion-MNIST is re-read for each `select` (a daemon selects once)."""
+                 resident: bool = True, label_column: str = "label",
+                 sites: int = 1) -> LazyDataset:
+    """The CLI's `--dataset`: "fashion-mnist" from IDX files, "synthetic" 28×28 images, a named
+    public table, or one CSV/NPZ file (`node.core.tables.open_table`, with a held-out fifth and
+    at least two rows per site). `resident` False: Fashion-MNIST is re-read for each `select`
+    (a daemon selects once)."""
     if name == "fashion-mnist":
         return open_fashion_mnist(data_dir, resident=resident)
     if name == "synthetic":
         return LazyDataset.of(synthetic(6000, 1000, image=True, seed=seed))
-    raise DataError(f"unknown dataset {name!r}; choose fashion-mnist or synthetic")
+    if name in ("breast-cancer", "kdd-attacks") or name.lower().endswith((".csv", ".npz")):
+        return open_table(name, seed=seed, label_column=label_column, sites=sites)
+    raise DataError(f"unknown dataset {name!r}; choose fashion-mnist, synthetic, breast-cancer, "
+                    "kdd-attacks, or a .csv or .npz file")
 
 
 def partition(
-    labels: np.ndarray, nodes: int, spec: str, seed: int, *, source: str = "the data"
+    labels: np.ndarray, nodes: int, spec: str, seed: int, *, source: str = "the data",
+    features: np.ndarray | None = None, columns: Sequence[str] = (),
 ) -> list[np.ndarray]:
-    """Split example indices among nodes; pure and deterministic in (labels, nodes, spec, seed).
+    """Split example indices among nodes; pure and deterministic in (labels, nodes, spec, seed)
+    and, for drift:FEATURE only, the features (N × d) and their names `columns`.
 
     Specs:
         iid: a random permutation cut into near-equal parts.
@@ -180,6 +193,10 @@ def partition(
             shuffled class order so classes are used as evenly as possible; a class's examples
             are split among the nodes holding it. If nodes·K < num_classes, some classes are
             held by nobody and their examples are dropped (the only non-covering case).
+        drift:FEATURE: feature drift, as between hospitals or networks whose populations differ:
+            rows are ordered by the named column (a name in `columns` or a 0-based index; ties
+            broken at random) with Gaussian jitter DRIFT_JITTER on the rank quantile, and cut
+            into near-equal consecutive parts, so each node sees its own range of the feature.
 
     Returns:
         One sorted int64 index array per node; the arrays are disjoint.
@@ -205,8 +222,12 @@ def partition(
                 f"{len(classes)}; choose K between 1 and {len(classes)}"
             )
         parts = _shards(labels, nodes, k, classes, rng, spec)
+    elif kind == "drift" and arg:
+        values = _drift_column(spec, arg, features, columns, n, source)
+        parts = _drift(values, nodes, rng)
     else:
-        raise DataError(f"unknown partition {spec!r}; choose iid, dirichlet:B or classes:K")
+        raise DataError(f"unknown partition {spec!r}; choose iid, dirichlet:B, classes:K or "
+                        "drift:FEATURE")
     return [np.sort(p).astype(np.int64) for p in parts]
 
 
@@ -217,6 +238,36 @@ def _param(spec: str, text: str, kind: type[int] | type[float], example: str) ->
         raise DataError(
             f"cannot read {text!r} in partition {spec!r}; write it like {example}"
         ) from None
+
+
+def _drift_column(spec: str, arg: str, features: np.ndarray | None, columns: Sequence[str],
+                  n: int, source: str) -> np.ndarray:
+    if features is None or features.ndim != 2 or len(features) != n:
+        raise DataError(f"partition {spec} needs a table's features, and {source} is not a "
+                        "table; use iid, dirichlet:B or classes:K")
+    names = [_column_key(c) for c in columns]
+    if _column_key(arg) in names:
+        return features[:, names.index(_column_key(arg))]
+    if arg.isdigit() and int(arg) < features.shape[1]:
+        return features[:, int(arg)]
+    first = ", ".join(columns[:3]) + (", …" if len(columns) > 3 else "")
+    named = f"name one of its columns ({first}) or " if columns else ""
+    raise DataError(f"partition {spec}: {source} has no feature {arg!r}; {named}give a column "
+                    f"index below {features.shape[1]}")
+
+
+def _column_key(name: str) -> str:
+    """"mean texture", "mean_texture" and "Mean Texture" name the same column."""
+    return name.strip().lower().replace("_", " ")
+
+
+def _drift(values: np.ndarray, nodes: int, rng: np.random.Generator) -> list[np.ndarray]:
+    n = len(values)
+    shuffled = rng.permutation(n)  # a random order first, so that ties are broken at random
+    ranks = np.empty(n)
+    ranks[shuffled[np.argsort(values[shuffled], kind="stable")]] = np.arange(n)
+    key = ranks / max(n - 1, 1) + rng.normal(0.0, DRIFT_JITTER, n)
+    return np.array_split(np.argsort(key, kind="stable"), nodes)
 
 
 def _dirichlet(
@@ -270,66 +321,24 @@ def shard_rows(data: Dataset, *, node: int, nodes: int, spec: str, seed: int,
     """The train rows node `node` holds (ascending): its part of `partition`, the first `cap`."""
     if not 0 <= node < nodes:
         raise DataError(f"node id {node} is outside 0..{nodes - 1}")
-    rows = partition(data.y_train.numpy(), nodes, spec, seed, source=data.name)[node]
+    rows = partition_of(data, nodes, spec, seed)[node]
     return rows if cap is None else rows[:cap]
+
+
+def partition_of(data: Dataset, nodes: int, spec: str, seed: int) -> list[np.ndarray]:
+    """`partition` of a dataset's train split; a drift spec gets the features of a table (a 2-D
+    split; named columns where the dataset carries its `Table`), every other kind labels only."""
+    features: np.ndarray | None = None
+    columns: Sequence[str] = ()
+    if spec.startswith("drift:") and len(data.in_shape) == 1:
+        features = data.x_train.numpy()
+        table = data.table if isinstance(data, LazyDataset) else None
+        columns = table.columns if table is not None else ()
+    return partition(data.y_train.numpy(), nodes, spec, seed, source=data.name,
+                     features=features, columns=columns)
 
 
 def node_dataset(data: Dataset, *, node: int, nodes: int, spec: str, seed: int) -> Dataset:
     """Node `node`'s view: its own train shard plus the shared test split."""
     rows = shard_rows(data, node=node, nodes=nodes, spec=spec, seed=seed)
     return LazyDataset.of(data).select(rows, None)
-
-
-def load_local(path: str | Path, *, label_column: str = "label") -> tuple[np.ndarray, np.ndarray]:
-    """A user's own data: NPZ with arrays `x` and `y`, or CSV with a header and a label column.
-
-    Returns x as float32 (N, ...) and y as int64 (N,); labels must be non-negative integers.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"data file {p} does not exist")
-    if p.suffix == ".npz":
-        try:
-            # allow_pickle=False: an NPZ from elsewhere must never run code when loaded.
-            with np.load(p, allow_pickle=False) as f:
-                arrays = {k: f[k] for k in f.files}
-        except (OSError, ValueError, zipfile.BadZipFile) as exc:
-            raise DataError(f"cannot read {p} as NPZ without pickles: {exc}") from exc
-        missing = [k for k in ("x", "y") if k not in arrays]
-        if missing:
-            raise DataError(f"{p} has no array {missing[0]!r}; save with np.savez(path, x=x, y=y)")
-        x_raw, y_raw = arrays["x"], arrays["y"]
-        if x_raw.dtype.kind not in "biuf" or y_raw.dtype.kind not in "biuf":
-            raise DataError(f"{p}: arrays x and y must be numeric")
-        x, y = x_raw.astype(np.float32), y_raw
-    else:
-        x, y = _read_csv(p, label_column)
-    if len(x) != len(y) or y.ndim != 1 or len(y) == 0:
-        raise DataError(f"{p}: x has {len(x)} rows but y has shape {y.shape}; they must match")
-    if not np.isfinite(x).all():
-        raise DataError(f"{p}: x contains NaN or infinite values")
-    if not (np.isfinite(y).all() and (y == np.round(y)).all() and (y >= 0).all()):
-        raise DataError(f"{p}: labels must be non-negative integers")
-    return x, y.astype(np.int64)
-
-
-def _read_csv(p: Path, label_column: str) -> tuple[np.ndarray, np.ndarray]:
-    with p.open(newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None or label_column not in header:
-            raise DataError(
-                f"{p} has no {label_column!r} column in its header; name the label column"
-            )
-        col, rows = header.index(label_column), []
-        for lineno, row in enumerate(reader, start=2):
-            if len(row) != len(header):
-                raise DataError(
-                    f"{p}:{lineno}: {len(row)} fields where the header has {len(header)}"
-                )
-            try:
-                rows.append([float(v) for v in row])
-            except ValueError:
-                raise DataError(f"{p}:{lineno}: non-numeric value in {row!r}") from None
-    table = np.array(rows, dtype=np.float64).reshape(len(rows), len(header))
-    return np.delete(table, col, axis=1).astype(np.float32), table[:, col]

@@ -1,6 +1,6 @@
-"""The shape of a node's data: a `Dataset` of float32 inputs and int64 labels, and a
+"""The shape of a node's data: a `Dataset` of float32 inputs and int64 labels, a
 `LazyDataset` whose inputs are converted only for the rows a node selects (node.core.data
-builds both).
+builds both), and the `Table` facts a tabular dataset carries (node.core.tables).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-__all__ = ["Dataset", "LazyDataset", "Rows", "TensorRows"]
+__all__ = ["Dataset", "LazyDataset", "Rows", "Table", "TensorRows"]
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: tensors have no truth value to compare with
@@ -26,6 +26,19 @@ class Dataset:
     num_classes: int
     in_shape: tuple[int, ...]
     name: str
+
+
+@dataclass(frozen=True, eq=False)
+class Table:
+    """What makes a dataset a table: its feature names, and for a public table the per-feature
+    mean and std (float32) of the whole published table, constants that a private run may use
+    (None for a user's file, whose statistics are not public)."""
+
+    columns: tuple[str, ...]
+    public_scale: tuple[np.ndarray, np.ndarray] | None = None
+    # A user's whole --dataset file's mean and std: they stand for constants published with
+    # the data's schema only when the run says so (standardise = public; node.core.tables).
+    file_scale: tuple[np.ndarray, np.ndarray] | None = None
 
 
 class Rows(Protocol):
@@ -66,14 +79,16 @@ class LazyDataset(Dataset):
 
     train: Rows
     test: Rows
+    table: Table | None  # set for tabular data: shards are standardised (node.core.tables)
     _heads: dict[int, torch.Tensor]  # the first test rows by count, converted once
 
     def __init__(self, train: Rows, y_train: torch.Tensor, test: Rows, y_test: torch.Tensor, *,
-                 num_classes: int, in_shape: tuple[int, ...], name: str) -> None:
+                 num_classes: int, in_shape: tuple[int, ...], name: str,
+                 table: Table | None = None) -> None:
         # Dataset is frozen; this subclass sets its own fields once, here.
         fields = {"train": train, "y_train": y_train, "test": test, "y_test": y_test,
                   "num_classes": num_classes, "in_shape": in_shape, "name": name,
-                  "_heads": {}}
+                  "table": table, "_heads": {}}
         for key, value in fields.items():
             object.__setattr__(self, key, value)
 

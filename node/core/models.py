@@ -1,7 +1,8 @@
 """Models and their flat parameter vector.
 
 Four classifiers: `logreg`, `mlp`, `cnn` (two conv blocks) and `resnet10` (one BasicBlock per
-stage, widths w, 2w, 4w, 8w). All normalise with GroupNorm, never BatchNorm: batch statistics
+stage, widths w, 2w, 4w, 8w), or a user's own `FILE.py:FUNC` (node.core.user_model), held to
+the same rules. All normalise with GroupNorm, never BatchNorm: batch statistics
 mix examples, which leaks data across a batch and breaks per-sample gradient clipping (DESIGN.md
 §1). None has buffers, so a model's whole state is its parameters and
 `torch.func.functional_call(model, params, x)` needs nothing else.
@@ -23,6 +24,12 @@ import torch
 from torch import nn
 
 from node.config import MODELS
+from node.core.user_model import (
+    build_user_model,
+    check_model_for_dp,
+    is_user_model,
+    load_user_model,
+)
 
 __all__ = [
     "MODELS",
@@ -125,16 +132,19 @@ def build_model(
     """Build a model with parameters fully determined by `seed` (every node starts at the same w⁰).
 
     Args:
-        name: one of MODELS.
+        name: one of MODELS, or a user's FILE.py:FUNC / package.module:FUNC.
         in_shape: one example's shape: (C, H, W) for images or (D,) for feature vectors.
         num_classes: output size.
         width: hidden width (mlp), first conv width (cnn) or base width (resnet10);
-            None picks DEFAULT_WIDTH. Ignored by logreg.
+            None picks DEFAULT_WIDTH. Ignored by logreg and users' models.
         seed: initialisation seed; the global torch RNG is left untouched.
 
     Raises:
         ValueError: unknown name, bad sizes, or an image model given flat features.
+        ConfigError: a user's model that cannot be loaded or breaks a rule (one sentence).
     """
+    if is_user_model(name):
+        return _build_user(name, in_shape, num_classes, seed)
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
     width = DEFAULT_WIDTH[name] if width is None else width
@@ -170,6 +180,16 @@ def build_model(
     # The invariants the rest of the system relies on; cheap enough to check every time.
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     assert not list(model.buffers()), "models must keep all state in parameters"
+    return model
+
+
+def _build_user(spec: str, in_shape: tuple[int, ...], num_classes: int, seed: int) -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        func = load_user_model(spec)
+        # Seeded after the import, so that random draws at import time cannot change w⁰.
+        torch.manual_seed(seed)
+        model = build_user_model(func, spec, in_shape, num_classes)
+    check_model_for_dp(model, in_shape, num_classes, name=spec)
     return model
 
 

@@ -87,7 +87,9 @@ class GaussianDualNoise:
         self.generator = generator
 
     def sample(self, numel: int) -> torch.Tensor:
-        return gaussian_noise(numel, self.std, self.generator)
+        # Drawn where the generator lives (a GPU node's private generator is on its device);
+        # added to the CPU duals the messages are made of.
+        return gaussian_noise(numel, self.std, self.generator).cpu()
 
 
 def sample_rate(cfg: RunConfig, public_examples: int | None, node: int) -> tuple[float, float]:

@@ -18,8 +18,9 @@ import torch
 from torch import Tensor
 
 from node.config import RunConfig
-from node.core.algorithm import Gossip
+from node.core.algorithm import Gossip, Outgoing
 from node.core.assemble import NodeSetup
+from node.core.metrics import Evaluation
 from node.core.privacy_plan import reported_epsilon
 from privacy.accountant import Accountant, Release
 
@@ -29,7 +30,7 @@ class RoundOutput:
     """What one round produced; `duals` go to each neighbour, `primal` (if any) to all."""
 
     round: int
-    duals: dict[int, Tensor]
+    duals: dict[int, Outgoing]  # dense tensors, or compressed payloads (--compress)
     primal: Tensor | None
     loss: float
     releases: list[Release]
@@ -47,6 +48,8 @@ class NodeRunner:
     last_loss: float = math.nan
     last_accuracy: float | None = None
     last_test_loss: float | None = None
+    last_auroc: float | None = None
+    last_balanced_accuracy: float | None = None
 
     @property
     def node(self) -> int:
@@ -92,11 +95,11 @@ class NodeRunner:
             # Message mode may only move the private state when the move is released; with
             # nobody to release to, the node waits (no data touched). The round is charged all
             # the same: the spend follows the fixed schedule, not who happened to be up.
-            duals: dict[int, Tensor] = {}
+            duals: dict[int, Outgoing] = {}
             loss = math.nan
         else:
             loss = setup.algorithm.local_steps(setup.trainer.gradient, active)
-            duals = setup.algorithm.messages(active, setup.noise)
+            duals = dict(setup.algorithm.messages(active, setup.noise))
         releases = self.next_releases()
         for z, q, count in releases:
             self.accountant.spend(z, q, count)
@@ -108,18 +111,29 @@ class NodeRunner:
         self.round += 1
         return out
 
-    def absorb(self, received: Mapping[int, Tensor]) -> None:
+    def absorb(self, received: Mapping[int, Outgoing]) -> None:
         """The neighbours' messages of the round that just closed (a missing one keeps its
         old dual, or its weight goes back to self)."""
         self.setup.algorithm.absorb(received)
 
+    def models_heard(self, received: Mapping[int, Outgoing]) -> dict[int, Tensor]:
+        """Gossip: the neighbour models the round's messages stand for (after `absorb`)."""
+        algorithm = self.setup.algorithm
+        return algorithm.neighbour_models(received) if isinstance(algorithm, Gossip) else {}
+
+    def suspects(self) -> list[int]:
+        """Neighbours the robust screen marks suspicious (empty without `clip+screen`)."""
+        robust = self.setup.algorithm.robust
+        return robust.suspects() if robust is not None else []
+
     def due_for_evaluation(self, round: int) -> bool:
         return round % self.cfg.eval_every == 0 or round == self.cfg.rounds - 1
 
-    def evaluate(self) -> float:
-        test_loss, accuracy = self.setup.trainer.evaluate(self.setup.algorithm.w)
-        self.last_accuracy, self.last_test_loss = accuracy, test_loss
-        return accuracy
+    def evaluate(self) -> Evaluation:
+        result = self.setup.trainer.evaluate(self.setup.algorithm.w)
+        self.last_accuracy, self.last_test_loss = result.accuracy, result.loss
+        self.last_auroc, self.last_balanced_accuracy = result.auroc, result.balanced_accuracy
+        return result
 
     def epsilon(self) -> float | None:
         plan = self.setup.plan

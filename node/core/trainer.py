@@ -16,11 +16,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from node.core.metrics import AurocKind, Evaluation, evaluation, preload
 from node.core.models import FlatParams
 from privacy.mechanisms import clipped_grad_sum, poisson_sample, privatize_gradient_sum
 
@@ -58,6 +60,8 @@ class LocalTrainer:
         policy: GradientPolicy,
         data_generator: torch.Generator,
         noise_generator: torch.Generator | None = None,
+        auroc: AurocKind = "none",
+        device: torch.device | str = "cpu",
     ) -> None:
         if len(x) == 0:
             raise ValueError("a node needs at least one training example")
@@ -65,12 +69,19 @@ class LocalTrainer:
             raise ValueError("private gradient policies need a private generator")
         self.model = model
         self.layout = FlatParams.of(model)
-        self.x, self.y = x, y
-        self.x_test, self.y_test = x_test, y_test
+        # Where the gradient oracle runs (node.core.device); parameters come in and gradients
+        # go out as CPU tensors, so the algorithm never sees the device. The model module stays
+        # where it is: `functional_call` uses the parameters it is given, and models have no
+        # buffers (node.core.models).
+        self.device = torch.device(device)
+        self.x, self.y = x.to(self.device), y.to(self.device)
+        self.x_test, self.y_test = x_test.to(self.device), y_test.to(self.device)
         self.batch_size = min(batch_size, len(x))
         self.policy = policy
         self.data_generator = data_generator
         self.noise_generator = noise_generator
+        self.auroc = auroc  # which AUROC `evaluate` reports (node.core.metrics.auroc_kind)
+        preload(auroc)
         self.steps = 0
         # Sampled examples whose per-sample gradient was not finite and so entered the clipped
         # sum as zero (privacy.mechanisms). A function of the private data: local diagnostics
@@ -100,7 +111,7 @@ class LocalTrainer:
     def gradient(self, w: Tensor) -> tuple[Tensor, float]:
         """The oracle: a gradient estimate at flat parameters `w`, and the batch's mean loss."""
         self.steps += 1
-        params = self.layout.unflatten(w.detach())
+        params = self.layout.unflatten(w.detach().to(self.device))
         if self.policy.kind == "plain":
             idx = self._next_batch()
             # torch.autograd, not torch.func.grad: the first torch.func transform imports
@@ -112,7 +123,7 @@ class LocalTrainer:
                 mean = self._mean_loss(leaves, self.x[idx], self.y[idx])
                 grads = torch.autograd.grad(mean, list(leaves.values()))
             flat = self.layout.concat(dict(zip(leaves, grads, strict=True)))
-            return flat.float(), float(mean.detach())
+            return flat.float().cpu(), float(mean.detach())
         # Which examples enter a batch is part of the mechanism: a batch drawn from a public
         # seed would let an adversary know q = 1 for them, so sampling uses the private
         # generator (OS entropy unless the user fixed a seed for an experiment).
@@ -134,17 +145,29 @@ class LocalTrainer:
         # was dropped) does not turn the local loss curve into NaN; NaN when none is finite.
         finite = losses[torch.isfinite(losses)]
         loss = float(finite.mean()) if len(finite) else float("nan")
-        return g, loss
+        return g.cpu(), loss
 
     @torch.no_grad()
-    def evaluate(self, w: Tensor, batch: int = 1000) -> tuple[float, float]:
-        """(mean loss, accuracy) of flat parameters `w` on the test split."""
-        params = self.layout.unflatten(w.detach())
+    def evaluate(self, w: Tensor, batch: int = 1000) -> Evaluation:
+        """Mean loss and accuracy of flat parameters `w` on the test split, and AUROC and
+        balanced accuracy where `self.auroc` asks (node.core.metrics)."""
+        params = self.layout.unflatten(w.detach().to(self.device))
         total_loss, correct = 0.0, 0
+        keep = self.auroc != "none"
+        logits_seen: list[np.ndarray] = []
+        predicted: list[np.ndarray] = []
         for start in range(0, len(self.x_test), batch):
             xb, yb = self.x_test[start : start + batch], self.y_test[start : start + batch]
             logits = functional_call(self.model, params, (xb,))
             total_loss += float(F.cross_entropy(logits, yb, reduction="sum"))
-            correct += int((logits.argmax(dim=1) == yb).sum())
+            pred = logits.argmax(dim=1)
+            correct += int((pred == yb).sum())
+            if keep:
+                logits_seen.append(logits.detach().float().cpu().numpy())
+                predicted.append(pred.cpu().numpy())
         n = max(len(self.x_test), 1)
-        return total_loss / n, correct / n
+        loss, accuracy = total_loss / n, correct / n
+        if not keep or not logits_seen:
+            return Evaluation(loss, accuracy)
+        return evaluation(loss, accuracy, self.auroc, np.concatenate(logits_seen),
+                          np.concatenate(predicted), self.y_test.cpu().numpy())

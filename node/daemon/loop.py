@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
@@ -43,6 +43,9 @@ from node.daemon.state import save_state
 from node.outputs.files import MetricsWriter, read_metrics
 from node.outputs.records import ExitReason, final_record, metrics_record, node_entry, peak_rss
 from privacy.ledger import Ledger
+
+if TYPE_CHECKING:  # prometheus_client is imported only when node.metrics_port is set
+    from node.daemon.prometheus import Exporter
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -85,8 +88,9 @@ class Daemon:
     """One node: built from a NodeConfig and a ready NodeRunner; `await run()` returns the exit."""
 
     def __init__(self, cfg: NodeConfig, runner: NodeRunner, ledger: Ledger | None,
-                 announce: Callable[[str], None]) -> None:
+                 announce: Callable[[str], None], exporter: Exporter | None = None) -> None:
         self.cfg = cfg
+        self.exporter = exporter  # node.metrics_port: each record also goes to Prometheus
         self.runner = runner
         self.ledger = ledger  # None without DP
         self.announce = announce  # prints the READY line
@@ -273,7 +277,8 @@ class Daemon:
             self.ledger.record(r, out.releases)
         now = time.monotonic()
         self.proto.start_round(r, now)
-        self._apply([self.proto.dual(j, y.numpy(), now) for j, y in out.duals.items()])
+        self._apply([self.proto.dual(j, y.numpy() if isinstance(y, torch.Tensor) else y, now)
+                     for j, y in out.duals.items()])
         if out.primal is not None:
             self._apply(self.proto.primal(out.primal.clone().numpy(), now))
 
@@ -284,26 +289,30 @@ class Daemon:
             await self._wait_wake(self.proto.deadline)
         result, effects = self.proto.close_round(time.monotonic())
         self._apply(effects)
-        received = {j: own_copy(y) for j, y in result.duals.items()}
+        # A compressed payload is used as decoded (read-only), through the stream's own copy.
+        received = {j: own_copy(y) if isinstance(y, np.ndarray) else y
+                    for j, y in result.duals.items()}
         self.runner.absorb(received)
         if self.runner.sends_model:
-            return dict(received)
+            return self.runner.models_heard(received)
         return {j: own_copy(y) for j, y in result.primals.items()}
 
     async def _record(self, r: int, loss: float, compute: float, wait: float, started: float,
                       primals: dict[int, torch.Tensor]) -> None:
         runner = self.runner
-        accuracy = None
+        scored = None
         if runner.due_for_evaluation(r):
-            accuracy = await in_daemon_thread(runner.evaluate)
+            scored = await in_daemon_thread(runner.evaluate)
         sent, received = self._bytes()
-        self.metrics.write(metrics_record(
-            round=r, node=self.me, time=time.time(), loss=loss, accuracy=accuracy,
+        self.metrics.write(record := metrics_record(
+            round=r, node=self.me, time=time.time(), loss=loss, evaluation=scored,
             dual_norm=runner.setup.algorithm.dual_norm(),
             consensus_distance=runner.consensus_distance(primals), epsilon=runner.epsilon(),
             bytes_sent=sent, bytes_received=received, peers_alive=len(self.proto.alive()),
             round_seconds=time.monotonic() - started, compute_seconds=compute,
-            wait_seconds=wait))
+            wait_seconds=wait, suspects=runner.suspects()))
+        if self.exporter is not None:
+            self.exporter.observe(record, runner.round, self.proto.rejections())
         if (r + 1) % self.cfg.node.checkpoint_every == 0 or r + 1 == self.cfg.run.rounds:
             await in_daemon_thread(lambda: save_state(self.runner, self.cfg, r))
 
@@ -317,11 +326,13 @@ class Daemon:
 
     def final(self) -> dict[str, Any]:
         runner = self.runner
-        entry = node_entry(accuracy=runner.last_accuracy, loss=runner.last_loss,
-                           epsilon=runner.epsilon(), bytes_sent=self._bytes()[0],
+        entry = node_entry(accuracy=runner.last_accuracy, auroc=runner.last_auroc,
+                           balanced_accuracy=runner.last_balanced_accuracy,
+                           loss=runner.last_loss, epsilon=runner.epsilon(),
+                           bytes_sent=self._bytes()[0],
                            rounds_completed=runner.round, exit=self.exit_reason)
         return final_record(entry, runner.setup.plan, self.proto.rejections(),
-                            peak_rss_bytes=peak_rss())
+                            peak_rss_bytes=peak_rss(), suspects=runner.suspects())
 
 
 def own_copy(payload: np.ndarray) -> torch.Tensor:

@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING
 
 from gossip.errors import SetupError
 from gossip.keys import load_curve_keys
-from node.cli import fail, parse_set_overrides
+from node.cli import fail, guarded, parse_set_overrides
 from node.daemon.settings import NodeConfig, load_node_config
 from node.errors import USER_ERRORS, ConfigError
 
 if TYPE_CHECKING:
     from node.core.assemble import NodeSetup
+    from node.daemon.prometheus import Exporter
 
 # torch, uvloop and the data are imported only after the config has been read: a bad config is
 # refused in a fraction of a second, before anything heavy is loaded.
@@ -76,7 +77,7 @@ def build_daemon_node(cfg: NodeConfig) -> NodeSetup:
     if own_file:
         data = local_data(cfg.node.data_file, cfg.node.test_file, cfg.node.label_column,
                           cfg.run.seed, cap=cfg.run.examples_per_node, private=cfg.run.private,
-                          classes=cfg.run.classes)
+                          classes=cfg.run.classes, standardise=cfg.run.standardise)
     else:
         # Not resident: only this node's rows (and its test rows) are ever read and converted.
         data = shard(cfg.run, load_data(cfg.run, resident=False), me)
@@ -88,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = read_config(argv)
     os.environ.setdefault("OMP_NUM_THREADS", str(cfg.run.threads))
     _setup_logging(Path(cfg.node.out), cfg.node.log_level, cfg.node.id)
+    # Bound before anything heavy and before joining: a port in use is refused at once.
+    exporter = guarded(lambda: _exporter(cfg)) if cfg.node.metrics_port else None
 
     import torch
     import uvloop
@@ -110,7 +113,10 @@ def main(argv: list[str] | None = None) -> int:
                                  {"node": cfg.node.id, "epsilon": cfg.run.epsilon,
                                   "delta": cfg.run.delta, "mode": setup.plan.mode})
         resume(runner, cfg, ledger)
-        daemon = Daemon(cfg, runner, ledger, announce=lambda line: print(line, flush=True))
+        if exporter is not None:
+            exporter.resume(runner.round, runner.epsilon(), runner.last_accuracy)
+        daemon = Daemon(cfg, runner, ledger, announce=lambda line: print(line, flush=True),
+                        exporter=exporter)
         uvloop.run(daemon.run())
     except expected as exc:
         log.info("refused to start: %s", exc)  # stderr gets the one sentence from fail()
@@ -123,9 +129,17 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if ledger is not None:
             ledger.close()
+        if exporter is not None:
+            exporter.close()
     write_final(cfg, daemon.final())
     log.info("exit: %s after %d rounds", daemon.exit_reason, runner.round)
     return 0
+
+
+def _exporter(cfg: NodeConfig) -> Exporter:
+    from node.daemon.prometheus import serve  # prometheus_client only when the port is set
+
+    return serve(cfg)
 
 
 def exit_now(code: int) -> None:

@@ -7,6 +7,7 @@ where this node listens, who its neighbours are, timing, wire and fault settings
     listen = "tcp://127.0.0.1:0"     # port 0: pick a free port; READY prints the real one
     out = "runs/demo/0"              # metrics.jsonl, node.log, checkpoint, privacy ledger
     round_timeout = 30.0
+    metrics_port = 9100              # optional: Prometheus metrics at :9100/metrics (0: off)
     [neighbours]
     1 = "tcp://10.0.0.2:7000"        # or "" and `endpoints_file` for local launches
     [faults]                         # optional chaos (gossip.faults.FaultConfig): drop,
@@ -58,6 +59,10 @@ class NodeSettings:
     test_file: str = ""
     label_column: str = "label"
     log_level: str = "INFO"
+    # Prometheus text format at http://<metrics_host>:<metrics_port>/metrics; 0 = off. The host
+    # defaults to the one `listen` names.
+    metrics_port: int = 0
+    metrics_host: str = ""
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,12 @@ class NodeConfig:
             raise ConfigError(f"node.wire_dtype must be one of {', '.join(WIRE_DTYPES)}.")
         if not n.listen.startswith("tcp://"):
             raise ConfigError(f"node.listen must be a tcp:// endpoint, got {n.listen!r}.")
+        if not 0 <= n.metrics_port <= 65535:
+            raise ConfigError(f"node.metrics_port must be between 1 and 65535 (0: off), got "
+                              f"{n.metrics_port}.")
+        if n.metrics_port and n.listen.endswith(f":{n.metrics_port}"):
+            raise ConfigError(f"node.metrics_port {n.metrics_port} is the gossip port of "
+                              f"node.listen; give the metrics another port.")
         if self.run.private and self.run.noise_seed is not None:
             remote = [ep for ep in (n.listen, *self.neighbours.values()) if ep and
                       not _loopback(ep)]

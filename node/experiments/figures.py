@@ -1,7 +1,8 @@
 """The report's figures (matplotlib, Agg backend: no display needed).
 
 `plot_panels` is laid out like the talk's figure: (a) no privacy, (b) privacy without
-denoising, (c) privacy with denoising; accuracy on top, dual norm below.
+denoising, (c) privacy with denoising; the task's score (accuracy, or AUROC for a two-class
+task) on top, dual norm below.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from node.experiments.results import (
     label,
     mean_curve,
     method_of,
+    metric_name,
+    metric_of,
     row_order,
 )
 
@@ -34,10 +37,11 @@ PANELS = {
 
 
 def plot_panels(runs: Sequence[Run], regime: str, eps: float, path: Path) -> Path | None:
-    """One PNG like the talk's figure: columns (a)/(b)/(c), rows accuracy and dual norm."""
+    """One PNG like the talk's figure: columns (a)/(b)/(c), rows score and dual norm."""
     plt = _pyplot()
 
     groups = group_runs(r for r in runs if r.regime == regime)
+    metric = metric_of(r for r in runs if r.regime == regime)
     # one colour per method in every panel and row (a panel's dual-norm row lacks the methods
     # without duals, so the default colour cycle would give one method two colours)
     colors = {k: f"C{i % 10}" for i, k in enumerate(row_order(k for (_, k, _) in groups))}
@@ -50,13 +54,14 @@ def plot_panels(runs: Sequence[Run], regime: str, eps: float, path: Path) -> Pat
                 continue
             dashed = col == 2 and key == "dp-ecl"  # the no-denoising baseline in panel (c)
             style = "--" if dashed or "clipped" in key else "-"
-            drawn |= _plot_curves(axes[:, col], group, style, label(key), color=colors[key])
+            drawn |= _plot_curves(axes[:, col], group, metric, style, label(key),
+                                  color=colors[key])
         control = groups.get((regime, CONTROL, math.inf))
         if col > 0 and control:  # the noise-free level that privacy is measured against
-            _plot_curves(axes[:, col], control, ":", label(CONTROL), color="grey")
+            _plot_curves(axes[:, col], control, metric, ":", label(CONTROL), color="grey")
         axes[0][col].set_title(f"{title}, ε = {eps_name(panel_eps)}")
     for col in range(3):
-        axes[0][col].set_ylabel("test accuracy (%)")
+        axes[0][col].set_ylabel(f"test {metric_name(metric)} (%)")
         axes[1][col].set_ylabel("dual norm (RMS)")
         axes[1][col].set_xlabel("round")
         axes[1][col].set_yscale("log")
@@ -67,35 +72,37 @@ def plot_panels(runs: Sequence[Run], regime: str, eps: float, path: Path) -> Pat
     return _finish(fig, f"regime {regime}: mean over nodes and seeds", path if drawn else None)
 
 
-def _plot_curves(column: Any, group: Sequence[Run], style: str, name: str, **kw: Any) -> bool:
+def _plot_curves(column: Any, group: Sequence[Run], score: str, style: str, name: str,
+                 **kw: Any) -> bool:
     drawn = False
-    for row, metric in enumerate(("accuracy", "dual_norm")):
+    for row, metric in enumerate((score, "dual_norm")):
         xs, ys = mean_curve(group, metric)
         if xs:
-            scale = 100.0 if metric == "accuracy" else 1.0
+            scale = 100.0 if metric == score else 1.0
             column[row].plot(xs, [scale * y for y in ys], style, label=name, **kw)
             drawn = True
     return drawn
 
 
-# What the ε-summary figure draws: accuracy of these methods, dual norm of the ones with duals.
+# What the ε-summary figure draws: the score of these methods, dual norm of the ones with duals.
 SUMMARY_ACCURACY = ("dpnorm-msg", "dpnorm-grad", "dp-ecl", "dp-ecl-grad", "dp-dpsgd", "fedavg",
                     "solo")
 SUMMARY_DUALS = ("dpnorm-msg", "dpnorm-grad", "dp-ecl", "dp-ecl-grad")
 
 
 def plot_vs_epsilon(runs: Sequence[Run], regime: str, path: Path) -> Path | None:
-    """Final accuracy and final dual norm against ε, one line per method (± std over seeds),
+    """Final score and final dual norm against ε, one line per method (± std over seeds),
     with the clipped noise-free control and pooled training as horizontal references."""
     plt = _pyplot()
 
     groups = group_runs(r for r in runs if r.regime == regime)
+    name = metric_name(metric_of(r for r in runs if r.regime == regime))
     keys = sorted({k for (_, k, e) in groups if math.isfinite(e)})
     fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5.5))
     drawn = False
     for key in keys:
         method = method_of(key)[0]
-        for ax, wanted, value in ((left, SUMMARY_ACCURACY, _accuracy),
+        for ax, wanted, value in ((left, SUMMARY_ACCURACY, _score),
                                   (right, SUMMARY_DUALS, _final_dual_norm)):
             if method not in wanted:
                 continue
@@ -111,7 +118,7 @@ def plot_vs_epsilon(runs: Sequence[Run], regime: str, path: Path) -> Path | None
             ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label(key),
                         linestyle="--" if method in ("dp-ecl", "dp-ecl-grad") else "-")
             drawn = True
-    for ax, value, refs in ((left, _accuracy, (CONTROL, "pooled")),
+    for ax, value, refs in ((left, _score, (CONTROL, "pooled")),
                             (right, _final_dual_norm, (CONTROL,))):
         for ref in refs:
             group = groups.get((regime, ref, math.inf))
@@ -127,15 +134,15 @@ def plot_vs_epsilon(runs: Sequence[Run], regime: str, path: Path) -> Path | None
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize="x-small")
-    left.set_ylabel("final test accuracy (%), mean over nodes")
+    left.set_ylabel(f"final test {name} (%), mean over nodes")
     right.set_ylabel("final dual norm (RMS)")
     right.set_yscale("log")
-    return _finish(fig, f"regime {regime}: privacy against accuracy and dual norm "
+    return _finish(fig, f"regime {regime}: privacy against {name} and dual norm "
                    "(± std over seeds)", path if drawn else None)
 
 
-def _accuracy(run: Run) -> float:
-    return 100 * run.mean_accuracy()
+def _score(run: Run) -> float:
+    return 100 * run.mean_score()
 
 
 def _final_dual_norm(run: Run) -> float:

@@ -4,7 +4,9 @@
     plot_run("runs/demo")        # writes runs/demo/accuracy.png, dual_norm.png, loss.png
 
 Reads only `<dir>/<id>/metrics.jsonl`, so it works on any run, finished or not. Rounds where a
-metric is null (accuracy on rounds that were not evaluated, dual norm of D-PSGD) are skipped.
+metric is null (accuracy on rounds that were not evaluated, dual norm of D-PSGD, AUROC of a task
+that computes none) are skipped; a metric null everywhere gets no file, so auroc.png and
+balanced_accuracy.png appear for two-class tasks (or metric = auroc) only.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from node.outputs.files import RunDir, read_metrics
 
 PLOTS = {
     "accuracy": ("test accuracy", 100.0, "accuracy (%)"),
+    "auroc": ("test AUROC", 100.0, "AUROC (%)"),
+    "balanced_accuracy": ("test balanced accuracy", 100.0, "balanced accuracy (%)"),
     "dual_norm": ("dual norm (RMS per coordinate)", 1.0, "dual norm"),
     "loss": ("local training loss", 1.0, "loss"),
 }

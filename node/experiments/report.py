@@ -3,9 +3,11 @@
     from node.experiments.report import write_report
     write_report("runs/quick")                 # → runs/quick/report/REPORT.md + PNGs
 
-Reads only finished runs (`DONE`), so it can be run on a grid that is still going. Accuracy is
-the final test accuracy of each node; "mean ± std" is over nodes and seeds together. ε spent is
-the largest ε any node of any seed reported (the accountant's PLD value, a proven upper bound).
+Reads only finished runs (`DONE`), so it can be run on a grid that is still going. A score is
+the final test value of each node of the metric its task leads with (accuracy, or AUROC for a
+two-class task: summary.json's `metric`), in %; "mean ± std" is over nodes and seeds together.
+ε spent is the largest ε any node of any seed reported (the accountant's PLD value, a proven
+upper bound).
 """
 
 from __future__ import annotations
@@ -20,8 +22,7 @@ from node.experiments.figures import plot_panels, plot_vs_epsilon
 from node.experiments.grid import CONTROLS, METHODS
 from node.experiments.results import (
     Run,
-    accuracy_of,
-    cell_accuracy,
+    cell_score,
     eps_name,
     group_runs,
     label,
@@ -30,14 +31,26 @@ from node.experiments.results import (
     mean_curve,
     mean_std,
     method_of,
-    pooled_accuracies,
+    metric_name,
+    metric_of,
+    pooled_scores,
     row_order,
+    score_of,
 )
 from node.outputs.files import RunDir, read_metrics
 
 
-def accuracy_table(runs: Sequence[Run], regime: str) -> str:
-    """Markdown: method × ε → final accuracy (mean ± std over nodes and seeds) and ε spent."""
+def _pct(metric: str) -> str:
+    """The unit after a score in prose: "61.0%", or "91.2% AUROC"."""
+    return "%" if metric == "accuracy" else f"% {metric_name(metric)}"
+
+
+def _regime_metric(runs: Sequence[Run], regime: str) -> str:
+    return metric_of(r for r in runs if r.regime == regime)
+
+
+def score_table(runs: Sequence[Run], regime: str) -> str:
+    """Markdown: method × ε → final score (mean ± std over nodes and seeds) and ε spent."""
     groups = group_runs(r for r in runs if r.regime == regime)
     epsilons = sorted({e for (_, _, e) in groups}, key=lambda e: -e)
     keys = row_order(k for (_, k, _) in groups)
@@ -51,7 +64,7 @@ def accuracy_table(runs: Sequence[Run], regime: str) -> str:
                 cells.append("")
                 continue
             spent = max_eps(group)
-            cell = mean_std(pooled_accuracies(group))
+            cell = mean_std(pooled_scores(group))
             cell += f" (n={len(group)}, ε̂={spent:.2f})" if spent is not None else \
                 f" (n={len(group)})"
             cells.append(cell)
@@ -61,13 +74,15 @@ def accuracy_table(runs: Sequence[Run], regime: str) -> str:
 
 
 def denoising_pairs(runs: Sequence[Run], regime: str) -> str:
-    """Seed-paired Δ accuracy and dual-norm ratio of γ > 0 against γ = 0 (same seeds)."""
+    """Seed-paired Δ score and dual-norm ratio of γ > 0 against γ = 0 (same seeds)."""
+    metric = _regime_metric(runs, regime)
+    short = "acc" if metric == "accuracy" else metric_name(metric)
     base_of = {"dpnorm-msg": "dp-ecl", "dpnorm-grad": "dp-ecl-grad"}
     by: dict[tuple[str, float, int], Run] = {}
     for r in runs:
         if r.regime == regime:
             by[(r.key, r.epsilon, r.seed)] = r
-    lines = ["| method | ε | seeds | Δ acc (pts, mean ± std over seeds) | seeds improved | "
+    lines = [f"| method | ε | seeds | Δ {short} (pts, mean ± std over seeds) | seeds improved | "
              "final dual norm γ / γ=0 |", "|---|---|---|---|---|---|"]
     rows = 0
     for (key, eps, _seed) in sorted({(k, e, 0) for (k, e, _) in by}):
@@ -78,7 +93,7 @@ def denoising_pairs(runs: Sequence[Run], regime: str) -> str:
                  if k == key and e == eps and (base_of[method], eps, s) in by]
         if not pairs:
             continue
-        deltas = [100 * (a.mean_accuracy() - b.mean_accuracy()) for a, b in pairs]
+        deltas = [100 * (a.mean_score() - b.mean_score()) for a, b in pairs]
         ratios = []
         for a, b in pairs:
             da, db = a.curve("dual_norm")[1], b.curve("dual_norm")[1]
@@ -96,30 +111,31 @@ def denoising_pairs(runs: Sequence[Run], regime: str) -> str:
 def answers(runs: Sequence[Run], regime: str, method: str = "dpnorm-msg-g0.1") -> list[str]:
     """The pre-validation questions in one line each, for the daemon's own algorithm."""
     groups = group_runs(r for r in runs if r.regime == regime)
+    pct = _pct(_regime_metric(runs, regime))
 
     def acc(key: str, eps: float) -> float | None:  # in %, as the answers print it
-        a = cell_accuracy(groups, regime, key, eps)
+        a = cell_score(groups, regime, key, eps)
         return None if a is None else 100 * a
 
     out = []
     ecl, solo, pooled = (acc(k, math.inf) for k in ("ecl", "solo", "pooled"))
     if ecl is not None and solo is not None:
-        out.append(f"- **Federate or train alone?** ECL without privacy {ecl:.1f}% against "
-                   f"{solo:.1f}% for a node alone ({ecl - solo:+.1f} points).")
+        out.append(f"- **Federate or train alone?** ECL without privacy {ecl:.1f}{pct} against "
+                   f"{solo:.1f}{pct} for a node alone ({ecl - solo:+.1f} points).")
     if pooled is not None:
         best = max(((k, a) for (_, k, e) in groups if math.isinf(e) and k != "pooled"
                     and (a := acc(k, e)) is not None), key=lambda ka: ka[1], default=None)
         if ecl is not None and best is not None:
-            out.append(f"- **How far from pooling all data?** Pooled {pooled:.1f}%; ECL "
+            out.append(f"- **How far from pooling all data?** Pooled {pooled:.1f}{pct}; ECL "
                        f"{ecl - pooled:+.1f} points, the best method without privacy "
                        f"({label(best[0])}) {best[1] - pooled:+.1f}.")
     control = acc("ecl-clipped", math.inf)
-    costs = [f"ε = {eps_name(e)}: {a:.1f}% ({a - control:+.1f})"
+    costs = [f"ε = {eps_name(e)}: {a:.1f}{pct} ({a - control:+.1f})"
              for e in sorted({e for (_, k, e) in groups if k == method}, reverse=True)
              if control is not None and (a := acc(method, e)) is not None]
     if costs:
         out.append(f"- **What does privacy cost?** {label(method)} against the clipped "
-                   f"noise-free control ({control:.1f}%): " + "; ".join(costs) + ".")
+                   f"noise-free control ({control:.1f}{pct}): " + "; ".join(costs) + ".")
     return out
 
 
@@ -134,7 +150,7 @@ def federation_vs_solo(runs: Sequence[Run], regime: str) -> str:
     def per_node(group: Sequence[Run]) -> dict[int, float]:
         acc: dict[int, list[float]] = defaultdict(list)
         for r in group:
-            for node, a in r.final_accuracies().items():
+            for node, a in r.final_scores().items():
                 acc[node].append(a)
         return {n: statistics.fmean(v) for n, v in acc.items()}
 
@@ -159,22 +175,24 @@ def gap_to_pooled(runs: Sequence[Run], regime: str) -> str:
     pooled = groups.get((regime, "pooled", math.inf))
     if not pooled:
         return "_no pooled run_"
-    ref = accuracy_of(pooled)
-    lines = [f"Pooled (ε = ∞): {100 * ref:.1f}%.", "", "| method | ε | accuracy | gap to pooled "
-             "(pts) |", "|---|---|---|---|"]
+    metric = _regime_metric(runs, regime)
+    ref = score_of(pooled)
+    lines = [f"Pooled (ε = ∞): {100 * ref:.1f}{_pct(metric)}.", "",
+             f"| method | ε | {metric_name(metric)} | gap to pooled (pts) |", "|---|---|---|---|"]
     for (_, key, eps), group in sorted(groups.items(), key=lambda kv: (-kv[0][2], kv[0][1])):
         if key == "pooled":
             continue
-        acc = accuracy_of(group)
+        acc = score_of(group)
         lines.append(f"| {label(key)} | {eps_name(eps)} | {100 * acc:.1f} | "
                      f"{100 * (acc - ref):+.1f} |")
     return "\n".join(lines)
 
 
 def privacy_cost(runs: Sequence[Run], regime: str) -> str:
-    """Accuracy lost to privacy at each ε, against the same family's clipped noise-free run."""
+    """Score lost to privacy at each ε, against the same family's clipped noise-free run."""
     groups = group_runs(r for r in runs if r.regime == regime)
-    lines = ["| method | ε | accuracy | control | control accuracy | cost (pts) |",
+    score = metric_name(_regime_metric(runs, regime))
+    lines = [f"| method | ε | {score} | control | control {score} | cost (pts) |",
              "|---|---|---|---|---|---|"]
     for (_, key, eps), group in sorted(groups.items(), key=lambda kv: (kv[0][1], -kv[0][2])):
         method = METHODS.get(method_of(key)[0])
@@ -187,8 +205,8 @@ def privacy_cost(runs: Sequence[Run], regime: str) -> str:
         control = groups.get((regime, control_key, math.inf))
         if not control:
             continue
-        acc = accuracy_of(group)
-        ref = accuracy_of(control)
+        acc = score_of(group)
+        ref = score_of(control)
         name = label(control_key) + ("" if control_key in CONTROLS.values() else " (unclipped)")
         lines.append(f"| {label(key)} | {eps_name(eps)} | {100 * acc:.1f} | {name} | "
                      f"{100 * ref:.1f} | {100 * (ref - acc):+.1f} |")
@@ -226,9 +244,11 @@ def time_breakdown(daemon_run: str | Path) -> str:
 def claims(runs: Sequence[Run], regime: str) -> list[str]:
     """The issue's four claims, checked against the measured numbers (whatever they say)."""
     groups = group_runs(r for r in runs if r.regime == regime)
+    metric = _regime_metric(runs, regime)
+    pct = _pct(metric)
 
     def acc(key: str, eps: float) -> float | None:
-        return cell_accuracy(groups, regime, key, eps)
+        return cell_score(groups, regime, key, eps)
 
     def duals(key: str, eps: float) -> str | None:
         """Final dual norm and its growth from the quarter-way round to the end."""
@@ -254,15 +274,15 @@ def claims(runs: Sequence[Run], regime: str) -> list[str]:
         if d is None or not pd:
             continue
         verdict = all(a > d for a in pd.values())
-        out.append(f"2. ε = {eps_name(eps)}: DP-D-PSGD {100 * d:.1f}% vs " +
-                   ", ".join(f"{label(k)} {100 * a:.1f}%" for k, a in pd.items()) +
+        out.append(f"2. ε = {eps_name(eps)}: DP-D-PSGD {100 * d:.1f}{pct} vs " +
+                   ", ".join(f"{label(k)} {100 * a:.1f}{pct}" for k, a in pd.items()) +
                    f" → primal-dual {'better' if verdict else 'NOT all better'}")
     ecl, dps, solo, pooled = (acc(k, math.inf) for k in ("ecl", "dpsgd", "solo", "pooled"))
     if ecl is not None:
-        bits = [f"ECL {100 * ecl:.1f}%"]
+        bits = [f"ECL {100 * ecl:.1f}{pct}"]
         for name, v in (("D-PSGD", dps), ("solo", solo), ("pooled", pooled)):
             if v is not None:
-                bits.append(f"{name} {100 * v:.1f}%")
+                bits.append(f"{name} {100 * v:.1f}{pct}")
         verdicts = []
         if dps is not None:
             verdicts.append("beats D-PSGD" if ecl > dps else "does NOT beat D-PSGD")
@@ -272,8 +292,19 @@ def claims(runs: Sequence[Run], regime: str) -> list[str]:
             verdicts.append("within 3 pts of pooled" if pooled - ecl <= 0.03
                             else f"{100 * (pooled - ecl):.1f} pts below pooled")
         out.append("3. no DP: " + ", ".join(bits) + " → ECL " + "; ".join(verdicts))
-    out.append("4. denoising: see the seed-paired table (Δ accuracy of γ > 0 vs γ = 0).")
+    out.append(f"4. denoising: see the seed-paired table (Δ {metric_name(metric)} of γ > 0 vs "
+               "γ = 0).")
     return out
+
+
+def _auroc_note(runs: Sequence[Run]) -> str:
+    """The intro's word on the regimes that lead with AUROC (none: nothing)."""
+    regimes = sorted({r.regime for r in runs if r.metric == "auroc"})
+    if not regimes:
+        return ""
+    return (f" Regime{'s' if len(regimes) > 1 else ''} {', '.join(f'`{g}`' for g in regimes)} "
+            f"lead{'' if len(regimes) > 1 else 's'} with AUROC instead (a two-class task, or "
+            "metric = auroc): final test AUROC in %, macro one-vs-rest beyond two classes.")
 
 
 def write_report(root: str | Path | Sequence[str | Path], out: str | Path | None = None,
@@ -291,22 +322,23 @@ def write_report(root: str | Path | Sequence[str | Path], out: str | Path | None
     doc = [f"# Experiment report: {', '.join(str(r) for r in roots)}", "",
            f"{len(runs)} finished runs. Accuracy: final test accuracy in %, mean ± std over "
            "nodes and seeds; n = number of seeds; ε̂ = the largest ε any node spent (PLD "
-           "accountant, δ as configured).", ""]
+           "accountant, δ as configured)." + _auroc_note(runs), ""]
     for regime in regimes:
         regime_runs = [r for r in runs if r.regime == regime]
+        name = metric_name(metric_of(regime_runs))
         cfg = regime_runs[0].summary.get("config", {})
         doc += [f"## Regime `{regime}`", "",
                 f"model {cfg.get('model')}, dataset {cfg.get('dataset')}, partition "
                 f"{cfg.get('partition')}, {cfg.get('nodes')} nodes on a {cfg.get('topology')}, "
                 f"{cfg.get('rounds')} rounds, examples per node "
                 f"{cfg.get('examples_per_node') or 'all'}, δ = {cfg.get('delta')}.", "",
-                "### Final accuracy (method × ε)", "", accuracy_table(runs, regime), "",
+                f"### Final {name} (method × ε)", "", score_table(runs, regime), "",
                 "### Figures", ""]
         private = sorted({r.epsilon for r in regime_runs if math.isfinite(r.epsilon)},
                          reverse=True) or [math.inf]
         summary_png = plot_vs_epsilon(runs, regime, target / f"{regime}_vs-eps.png")
         if summary_png is not None:
-            doc += [f"![{regime}: accuracy and dual norm against ε]({summary_png.name})", ""]
+            doc += [f"![{regime}: {name} and dual norm against ε]({summary_png.name})", ""]
         for eps in private:
             png = plot_panels(runs, regime, eps, target / f"{regime}_eps-{eps_name(eps)}.png")
             if png is not None:
@@ -315,7 +347,8 @@ def write_report(root: str | Path | Sequence[str | Path], out: str | Path | None
                 denoising_pairs(runs, regime), "",
                 "### Claims, as measured", "", *claims(runs, regime), "",
                 "### Pre-validation", "", *answers(runs, regime), "",
-                "#### Federation vs solo, per node (ε = ∞)", "",
+                "#### Federation vs solo, per node (ε = ∞)"
+                + ("" if name == "accuracy" else f", {name} (%)"), "",
                 federation_vs_solo(runs, regime), "", "#### Gap to pooled", "",
                 gap_to_pooled(runs, regime), "", "#### Privacy cost per ε (against the clipped, "
                 "noise-free control)", "", privacy_cost(runs, regime), ""]

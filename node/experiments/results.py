@@ -4,7 +4,9 @@
     runs = load_runs("runs/paper")             # only runs that wrote DONE
 
 A run's *key* is its method plus its denoising strength where it has one ("dpnorm-msg-g0.1"):
-one row of a table, one line of a plot. Accuracy is each node's final test accuracy.
+one row of a table, one line of a plot. A run's *score* is each node's final value of the
+metric its task leads with (summary.json's `metric`): test accuracy, or AUROC for two-class
+tasks (node.core.metrics).
 """
 
 from __future__ import annotations
@@ -54,12 +56,20 @@ class Run:
     def seed(self) -> int:
         return int(self.spec["seed"])
 
-    def final_accuracies(self) -> dict[int, float]:
-        return {int(k): float(v["accuracy"]) for k, v in self.summary["nodes"].items()
-                if v.get("accuracy") is not None}
+    @property
+    def metric(self) -> str:
+        """The metric the run's task leads with, also its key in metrics.jsonl ("accuracy" in
+        summaries written before there was a choice)."""
+        return str(self.summary.get("metric") or "accuracy")
 
-    def mean_accuracy(self) -> float:
-        values = list(self.final_accuracies().values())
+    def final_scores(self) -> dict[int, float]:
+        """Each node's final value of the lead metric (nodes without one left out)."""
+        key = self.metric
+        return {int(k): float(v[key]) for k, v in self.summary["nodes"].items()
+                if v.get(key) is not None}
+
+    def mean_score(self) -> float:
+        values = list(self.final_scores().values())
         return sum(values) / len(values) if values else math.nan
 
     def curve(self, metric: str) -> tuple[list[int], list[float]]:
@@ -71,6 +81,18 @@ class Run:
                     by_round[int(r["round"])].append(float(r[metric]))
         rounds = sorted(by_round)
         return [r + 1 for r in rounds], [sum(by_round[r]) / len(by_round[r]) for r in rounds]
+
+
+def metric_of(runs: Iterable[Run]) -> str:
+    """The metric a set of runs (one regime: one task) leads with; accuracy, which every run
+    has, if they disagree."""
+    metrics = {r.metric for r in runs}
+    return metrics.pop() if len(metrics) == 1 else "accuracy"
+
+
+def metric_name(metric: str) -> str:
+    """How tables and axes name a metric (both are shown in %)."""
+    return {"auroc": "AUROC", "balanced_accuracy": "balanced accuracy"}.get(metric, metric)
 
 
 def load_runs(root: str | Path) -> list[Run]:
@@ -129,20 +151,23 @@ def group_runs(runs: Iterable[Run]) -> dict[tuple[str, str, float], list[Run]]:
     return groups
 
 
-def pooled_accuracies(runs: Sequence[Run]) -> list[float]:
-    return [a for r in runs for a in r.final_accuracies().values()]
+def pooled_scores(runs: Sequence[Run]) -> list[float]:
+    return [a for r in runs for a in r.final_scores().values()]
 
 
-def accuracy_of(group: Sequence[Run]) -> float:
-    """Mean final accuracy over every node of every run in `group` (a fraction)."""
-    return statistics.fmean(pooled_accuracies(group))
+def score_of(group: Sequence[Run]) -> float:
+    """Mean final score over every node of every run in `group` (a fraction); NaN when no
+    node has one (an AUROC undefined on a one-class test split)."""
+    scores = pooled_scores(group)
+    return statistics.fmean(scores) if scores else math.nan
 
 
-def cell_accuracy(groups: dict[tuple[str, str, float], list[Run]], regime: str, key: str,
-                  eps: float) -> float | None:
-    """`accuracy_of` one table cell, or None when the cell has no runs."""
+def cell_score(groups: dict[tuple[str, str, float], list[Run]], regime: str, key: str,
+               eps: float) -> float | None:
+    """`score_of` one table cell, or None when the cell has no runs (or no scores)."""
     group = groups.get((regime, key, eps))
-    return accuracy_of(group) if group else None
+    value = score_of(group) if group else math.nan
+    return None if math.isnan(value) else value
 
 
 def max_eps(runs: Sequence[Run]) -> float | None:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from node.config import RunConfig
+from node.core.metrics import Evaluation, LeadMetric, auroc_kind, lead_metric
 from node.core.privacy_plan import PrivacyPlan
 from node.outputs.files import FINAL, LEDGER, METRICS, read_json, read_metrics
 from privacy.ledger import read_spend
@@ -33,29 +34,40 @@ class ExitReason(StrEnum):
 
 
 GOOD_EXITS = frozenset({ExitReason.FINISHED, ExitReason.BUDGET})
-NODE_KEYS = ("accuracy", "loss", "epsilon", "bytes_sent", "rounds_completed", "exit")
+NODE_KEYS = ("accuracy", "auroc", "balanced_accuracy", "loss", "epsilon", "bytes_sent",
+             "rounds_completed", "exit")
 
 
-def metrics_record(*, round: int, node: int, time: float, loss: float, accuracy: float | None,
-                   dual_norm: float | None, consensus_distance: float | None,
+def metrics_record(*, round: int, node: int, time: float, loss: float,
+                   evaluation: Evaluation | None, dual_norm: float | None,
+                   consensus_distance: float | None,
                    epsilon: float | None, bytes_sent: int, bytes_received: int,
                    peers_alive: int, round_seconds: float, compute_seconds: float,
-                   wait_seconds: float) -> dict[str, Any]:
-    """One line of metrics.jsonl with exactly the contract's keys, in its order."""
+                   wait_seconds: float, suspects: Sequence[int] = ()) -> dict[str, Any]:
+    """One line of metrics.jsonl with exactly the contract's keys, in its order. `accuracy`,
+    `auroc` and `balanced_accuracy` are null on rounds without an `evaluation`, and the last two
+    also where the task computes no AUROC (node.core.metrics) or it is undefined. `suspects`:
+    the neighbours `--robust clip+screen` marks suspicious (node.core.robust)."""
     return {
         "round": round, "node": node, "time": time,
         "loss": None if math.isnan(loss) else loss,
-        "accuracy": accuracy, "dual_norm": dual_norm, "consensus_distance": consensus_distance,
+        "accuracy": evaluation.accuracy if evaluation else None,
+        "auroc": evaluation.auroc if evaluation else None,
+        "balanced_accuracy": evaluation.balanced_accuracy if evaluation else None,
+        "dual_norm": dual_norm, "consensus_distance": consensus_distance,
         "epsilon": epsilon, "bytes_sent": bytes_sent, "bytes_received": bytes_received,
         "peers_alive": peers_alive, "round_seconds": round_seconds,
         "compute_seconds": compute_seconds, "wait_seconds": wait_seconds,
+        "suspects": list(suspects),
     }
 
 
-def node_entry(*, accuracy: float | None, loss: float, epsilon: float | None, bytes_sent: int,
-               rounds_completed: int, exit: ExitReason) -> dict[str, Any]:
+def node_entry(*, accuracy: float | None, auroc: float | None, balanced_accuracy: float | None,
+               loss: float, epsilon: float | None, bytes_sent: int, rounds_completed: int,
+               exit: ExitReason) -> dict[str, Any]:
     """One node's entry in summary.json (and the first keys of its final.json)."""
-    return {"accuracy": accuracy, "loss": loss, "epsilon": epsilon, "bytes_sent": bytes_sent,
+    return {"accuracy": accuracy, "auroc": auroc, "balanced_accuracy": balanced_accuracy,
+            "loss": loss, "epsilon": epsilon, "bytes_sent": bytes_sent,
             "rounds_completed": rounds_completed, "exit": str(exit)}
 
 
@@ -68,11 +80,14 @@ def privacy_record(plan: PrivacyPlan) -> dict[str, Any]:
 
 def final_record(entry: Mapping[str, Any], plan: PrivacyPlan,
                  rejected: Mapping[str, Mapping[str, int]], *,
-                 peak_rss_bytes: int | None = None) -> dict[str, Any]:
+                 peak_rss_bytes: int | None = None,
+                 suspects: Sequence[int] = ()) -> dict[str, Any]:
     """final.json: the node's entry, the messages it refused by peer and kind, its privacy,
-    and the process's peak resident memory (`peak_rss`), null where unknown."""
+    the process's peak resident memory (`peak_rss`), null where unknown, and the neighbours
+    its robust screen marked suspicious at the end."""
     return {**entry, "rejected_messages": {k: dict(v) for k, v in rejected.items()},
-            "privacy": privacy_record(plan), "peak_rss_bytes": peak_rss_bytes}
+            "privacy": privacy_record(plan), "peak_rss_bytes": peak_rss_bytes,
+            "suspects": list(suspects)}
 
 
 def peak_rss() -> int:
@@ -83,11 +98,12 @@ def peak_rss() -> int:
 
 def summary(cfg: RunConfig, nodes: Mapping[str, Mapping[str, Any]], wall: float,
             privacy: Sequence[Mapping[str, Any]], *, startup_seconds: float | None = None,
-            **extra_config: Any) -> dict[str, Any]:
+            metric: LeadMetric | None = None, **extra_config: Any) -> dict[str, Any]:
     """summary.json as CONTRACTS.md fixes it, plus per-node noise so anyone can recompute ε.
     `privacy` holds one `privacy_record` per node in id order (empty when not all are known);
     `startup_seconds` is a launch's time from starting the first node to every node READY
-    (null for a run that starts no processes, or whose start failed)."""
+    (null for a run that starts no processes, or whose start failed); `metric` the one the
+    task leads with (`lead_metric`; default: told by the config and the nodes' entries)."""
     accuracies = [v["accuracy"] for v in nodes.values() if v.get("accuracy") is not None]
     epsilons = [v["epsilon"] for v in nodes.values() if v.get("epsilon") is not None]
     config = cfg.to_dict()
@@ -97,11 +113,30 @@ def summary(cfg: RunConfig, nodes: Mapping[str, Mapping[str, Any]], wall: float,
         "rounds": cfg.rounds,
         "nodes": {k: dict(v) for k, v in nodes.items()},
         "mean_accuracy": float(np.mean(accuracies)) if accuracies else None,
+        "mean_auroc": _mean(nodes, "auroc"),
+        "mean_balanced_accuracy": _mean(nodes, "balanced_accuracy"),
+        "metric": metric if metric is not None else _lead(cfg, nodes),
         "max_epsilon": max(epsilons) if epsilons else None,
         "wall_seconds": wall,
         "startup_seconds": startup_seconds,
         "config": config,
     }
+
+
+def _mean(nodes: Mapping[str, Mapping[str, Any]], key: str) -> float | None:
+    values = [v[key] for v in nodes.values() if v.get(key) is not None]
+    return float(np.mean(values)) if values else None
+
+
+def _lead(cfg: RunConfig, nodes: Mapping[str, Mapping[str, Any]]) -> LeadMetric:
+    """The lead metric of a run whose number of classes the caller did not say (a launch,
+    which reads no data): "auto" computes an AUROC for two-class tasks only, so any node
+    reporting one shows the task has two classes."""
+    if cfg.metric == "accuracy" or cfg.metric == "auroc":
+        return cfg.metric
+    if cfg.classes is not None:
+        return lead_metric(cfg.metric, auroc_kind(cfg.metric, cfg.classes))
+    return "auroc" if any(v.get("auroc") is not None for v in nodes.values()) else "accuracy"
 
 
 def _privacy_config(privacy: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -130,8 +165,10 @@ def node_result(node_dir: Path, *, formal: bool = True) -> dict[str, Any]:
     path = node_dir / METRICS
     records = read_metrics(path) if path.exists() else []
     last = records[-1] if records else {}
-    accuracies = [r["accuracy"] for r in records if r.get("accuracy") is not None]
-    return {"accuracy": accuracies[-1] if accuracies else None, "loss": last.get("loss"),
+    evaluated = [r for r in records if r.get("accuracy") is not None]
+    scored = evaluated[-1] if evaluated else {}
+    return {"accuracy": scored.get("accuracy"), "auroc": scored.get("auroc"),
+            "balanced_accuracy": scored.get("balanced_accuracy"), "loss": last.get("loss"),
             "epsilon": ledger_epsilon(node_dir) if formal else None,
             "bytes_sent": last.get("bytes_sent", 0),
             "rounds_completed": max((r["round"] + 1 for r in records), default=0),

@@ -95,7 +95,9 @@ def release_scores(cfg: RunConfig, data: Dataset, trials: int, *, seed: int,
         generator.manual_seed(noise_seed(seed, t) or 0)
         runner = NodeRunner(cfg, setup)
         out = runner.step({1})
-        scores.append(float(out.duals[1] @ probe))
+        released = out.duals[1]
+        assert isinstance(released, torch.Tensor)  # the audit runs uncompressed
+        scores.append(float(released @ probe))
         printed = runner.epsilon() or 0.0
     return scores, printed
 

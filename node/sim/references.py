@@ -28,8 +28,10 @@ from torch import Tensor
 
 from node.config import RunConfig
 from node.core.assemble import NodeSetup, build_graph, build_node, load_data, shard
-from node.core.data import Dataset
+from node.core.data import Dataset, LazyDataset
+from node.core.metrics import Evaluation, lead_metric
 from node.core.privacy_plan import reported_epsilon
+from node.core.tables import standardise
 from node.outputs.files import MetricsWriter, RunDir, write_json_atomic
 from node.outputs.records import ExitReason, metrics_record, node_entry, privacy_record, summary
 from node.sim.simulate import simulation_noise_seed
@@ -46,11 +48,14 @@ def reference_config(cfg: RunConfig) -> RunConfig:
 
 
 def _pooled_data(cfg: RunConfig, data: Dataset) -> Dataset:
-    """Every node's shard concatenated: exactly the federation's data, on one site."""
-    parts = [shard(cfg, data, i) for i in range(cfg.nodes)]
-    return Dataset(torch.cat([p.x_train for p in parts]), torch.cat([p.y_train for p in parts]),
-                   parts[0].x_test, parts[0].y_test, parts[0].num_classes, parts[0].in_shape,
-                   parts[0].name)
+    """Every node's shard concatenated: exactly the federation's data, on one site (a table
+    standardised as that one site would: on all of it)."""
+    parts = [shard(cfg, data, i, standardised=False) for i in range(cfg.nodes)]
+    pooled = Dataset(torch.cat([p.x_train for p in parts]), torch.cat([p.y_train for p in parts]),
+                     parts[0].x_test, parts[0].y_test, parts[0].num_classes, parts[0].in_shape,
+                     parts[0].name)
+    return standardise(pooled, LazyDataset.of(data).table, private=cfg.private,
+                       mode=cfg.standardise)
 
 
 class _Client:
@@ -62,7 +67,7 @@ class _Client:
         self.weight_decay = weight_decay
         self.w = setup.algorithm.w.clone()
         self.last_loss = math.nan
-        self.last_accuracy: float | None = None
+        self.last: Evaluation | None = None  # the latest evaluation
 
     @property
     def n(self) -> int:
@@ -93,10 +98,18 @@ class _Client:
             return None
         return reported_epsilon(plan, self.accountant.epsilon(plan.delta))
 
-    def evaluate(self, w: Tensor) -> float:
-        _, accuracy = self.setup.trainer.evaluate(w)
-        self.last_accuracy = accuracy
-        return accuracy
+    def evaluate(self, w: Tensor) -> Evaluation:
+        self.last = self.setup.trainer.evaluate(w)
+        return self.last
+
+    def entry(self, rounds: int) -> dict[str, Any]:
+        """The client's entry in summary.json, from its latest evaluation."""
+        last = self.last
+        return node_entry(accuracy=last.accuracy if last else None,
+                          auroc=last.auroc if last else None,
+                          balanced_accuracy=last.balanced_accuracy if last else None,
+                          loss=self.last_loss, epsilon=self.epsilon(), bytes_sent=0,
+                          rounds_completed=rounds, exit=ExitReason.FINISHED)
 
 
 def run_reference(method: Reference, cfg: RunConfig, out: str | Path | None, *,
@@ -160,19 +173,21 @@ def run_reference(method: Reference, cfg: RunConfig, out: str | Path | None, *,
                 for c in clients:
                     c.w = w_global
             due = rnd % cfg.eval_every == 0 or rnd == cfg.rounds - 1
-            shared_accuracy: float | None = None
+            shared: Evaluation | None = None
             for i, c in enumerate(clients):
-                accuracy = None
+                scored = None
                 if due:
-                    # One global model: the shared test split gives every client the same score.
-                    if method in ("fedavg", "scaffold") and shared_accuracy is not None:
-                        c.last_accuracy = accuracy = shared_accuracy
+                    # One global model: the shared test split gives every client the same score
+                    # (not so for a table, which each client standardises by itself).
+                    if (method in ("fedavg", "scaffold") and shared is not None
+                            and c.setup.trainer.x_test is clients[0].setup.trainer.x_test):
+                        c.last = scored = shared
                     else:
-                        accuracy = shared_accuracy = c.evaluate(c.w)
+                        scored = shared = c.evaluate(c.w)
                 if writers:
                     writers[i].write(metrics_record(
                         round=rnd, node=i, time=time.time(), loss=c.last_loss,
-                        accuracy=accuracy, dual_norm=None, consensus_distance=None,
+                        evaluation=scored, dual_norm=None, consensus_distance=None,
                         epsilon=c.epsilon(), bytes_sent=0, bytes_received=0, peers_alive=0,
                         round_seconds=time.perf_counter() - round_start,
                         compute_seconds=computes[i], wait_seconds=0.0))
@@ -181,12 +196,11 @@ def run_reference(method: Reference, cfg: RunConfig, out: str | Path | None, *,
     finally:
         for wr in writers:
             wr.close()
-    nodes = {str(i): node_entry(accuracy=c.last_accuracy, loss=c.last_loss,
-                                epsilon=c.epsilon(), bytes_sent=0, rounds_completed=cfg.rounds,
-                                exit=ExitReason.FINISHED)
-             for i, c in enumerate(clients)}
+    nodes = {str(i): c.entry(cfg.rounds) for i, c in enumerate(clients)}
+    lead = lead_metric(cfg.metric, clients[0].setup.trainer.auroc)
     result = summary(cfg, nodes, time.time() - started,
-                     [privacy_record(c.setup.plan) for c in clients], reference=method)
+                     [privacy_record(c.setup.plan) for c in clients], metric=lead,
+                     reference=method)
     if run_dir:
         write_json_atomic(run_dir.summary, result)
     return result

@@ -27,22 +27,30 @@ from typing import Any, TextIO
 import numpy as np
 from torch import Tensor
 
-from gossip.codec import header_size
+from gossip.codec import encode, header_size
 from gossip.messages import Dual, Primal
 from node.config import RunConfig
+from node.core.algorithm import Outgoing
 from node.core.assemble import Federation, build_graph, build_node, load_data, shards
 from node.core.data import Dataset
+from node.core.metrics import LeadMetric, lead_metric
 from node.core.privacy_plan import noise_seed
 from node.core.runner import NodeRunner, RoundOutput
 from node.outputs.files import MetricsWriter, RunDir, write_json_atomic
 from node.outputs.records import ExitReason, metrics_record, node_entry, privacy_record, summary
 
 ProgressFn = Callable[[int, list[NodeRunner], float], None]
+# Rewrites a round's outputs in place before delivery: simulated Byzantine nodes
+# (node.experiments.robustness). Called with the round, the outputs and the runners.
+TamperFn = Callable[[int, list["RoundOutput | None"], list[NodeRunner]], None]
 
 
 def wire_bytes(kind: type[Dual] | type[Primal], sender: int, round: int, seq: int,
-               payload: Tensor) -> int:
-    """Bytes the message would occupy on the wire (header frame + float32 tensor frame)."""
+               payload: Outgoing) -> int:
+    """Bytes the message would occupy on the wire (header frame + float32 tensor frame, or a
+    compressed dual's frames as the codec encodes them)."""
+    if not isinstance(payload, Tensor):
+        return sum(memoryview(f).nbytes for f in encode(Dual(sender, round, seq, payload)))
     array = np.zeros(0, dtype=np.float32)
     header = header_size(kind(sender=sender, round=round, seq=seq, payload=array))
     return header + payload.numel() * 4
@@ -93,9 +101,11 @@ class _Records:
 
 
 def simulate(cfg: RunConfig, out: str | Path | None, *, progress: ProgressFn | None = None,
-             runners: list[NodeRunner] | None = None) -> dict[str, Any]:
+             runners: list[NodeRunner] | None = None,
+             tamper: TamperFn | None = None) -> dict[str, Any]:
     """Run the whole federation; returns the summary (also written to `out` when given).
-    `runners`: the nodes, fresh from `build_runners(cfg, ...)` (default: built here)."""
+    `runners`: the nodes, fresh from `build_runners(cfg, ...)` (default: built here);
+    `tamper`: rewrites each round's messages before they are delivered (attackers)."""
     started = time.time()
     runners = build_runners(cfg) if runners is None else runners
     n = len(runners)
@@ -119,7 +129,9 @@ def simulate(cfg: RunConfig, out: str | Path | None, *, progress: ProgressFn | N
                 produced = runner.step(active[i])
                 produced.compute_seconds = time.perf_counter() - t0
                 outputs.append(produced)
-            inbox: list[dict[int, Tensor]] = [{} for _ in range(n)]
+            if tamper is not None:
+                tamper(rnd, outputs, runners)
+            inbox: list[dict[int, Outgoing]] = [{} for _ in range(n)]
             primals: list[dict[int, Tensor]] = [{} for _ in range(n)]
             for i, result in enumerate(outputs):
                 if result is None:
@@ -144,16 +156,17 @@ def simulate(cfg: RunConfig, out: str | Path | None, *, progress: ProgressFn | N
                 # Absorb at the end of the round, as the daemon does once its round closes, so
                 # that evaluation and checkpoints see the same state in both.
                 runner.absorb(inbox[i])
-                accuracy = runner.evaluate() if runner.due_for_evaluation(rnd) else None
+                scored = runner.evaluate() if runner.due_for_evaluation(rnd) else None
                 if runner.sends_model:  # the message is the primal
-                    primals[i] = {j: inbox[i][j] for j in inbox[i]}
+                    primals[i] = runner.models_heard(inbox[i])
                 record = metrics_record(
-                    round=rnd, node=i, time=time.time(), loss=result.loss, accuracy=accuracy,
+                    round=rnd, node=i, time=time.time(), loss=result.loss, evaluation=scored,
                     dual_norm=runner.setup.algorithm.dual_norm(),
                     consensus_distance=runner.consensus_distance(primals[i]),
                     epsilon=runner.epsilon(), bytes_sent=sent[i], bytes_received=received[i],
                     peers_alive=len(active[i]), round_seconds=time.perf_counter() - round_start,
                     compute_seconds=result.compute_seconds, wait_seconds=0.0,
+                    suspects=runner.suspects(),
                 )
                 records.write(i, record)
                 # The node's round is done: dropping its messages now keeps one round's in
@@ -163,29 +176,40 @@ def simulate(cfg: RunConfig, out: str | Path | None, *, progress: ProgressFn | N
                 progress(rnd, runners, time.time() - started)
     finally:
         records.close()
-    nodes = {str(r.node): node_entry(accuracy=r.last_accuracy, loss=r.last_loss,
+    nodes = {str(r.node): node_entry(accuracy=r.last_accuracy, auroc=r.last_auroc,
+                                     balanced_accuracy=r.last_balanced_accuracy,
+                                     loss=r.last_loss,
                                      epsilon=r.epsilon(), bytes_sent=bytes_sent,
                                      rounds_completed=r.round, exit=reason)
              for r, reason, bytes_sent in zip(runners, exits, sent, strict=True)}
     report = summary(cfg, nodes, time.time() - started,
-                     [privacy_record(r.setup.plan) for r in runners])
+                     [privacy_record(r.setup.plan) for r in runners], metric=leads_with(runners))
     if run_dir:
         write_json_atomic(run_dir.summary, report)
     return report
 
 
+def leads_with(runners: list[NodeRunner]) -> LeadMetric:
+    """The metric the federation's task leads with (node.core.metrics.lead_metric)."""
+    return lead_metric(runners[0].cfg.metric, runners[0].setup.trainer.auroc)
+
+
 def console_progress(stream: TextIO = sys.stderr) -> ProgressFn:
-    """A one-line live view: round, mean loss, mean accuracy, max ε, seconds per round."""
+    """A one-line live view: round, mean loss, mean accuracy (or AUROC where the task leads
+    with it), max ε, seconds per round."""
     interactive = stream.isatty()
 
     def show(rnd: int, runners: list[NodeRunner], elapsed: float) -> None:
         cfg = runners[0].cfg
         losses = [r.last_loss for r in runners if not math.isnan(r.last_loss)]
-        accs = [r.last_accuracy for r in runners if r.last_accuracy is not None]
+        auroc = leads_with(runners) == "auroc"
+        scores = [v for r in runners
+                  if (v := r.last_auroc if auroc else r.last_accuracy) is not None]
+        score = np.mean(scores) if scores else math.nan
         eps = [e for e in (r.epsilon() for r in runners) if e is not None]
         mean_loss = np.mean(losses) if losses else math.nan
         line = (f"round {rnd + 1:>4}/{cfg.rounds}  loss {mean_loss:.4f}"
-                f"  acc {100 * np.mean(accs) if accs else math.nan:5.1f}%"
+                f"  {'auroc' if auroc else 'acc'} {100 * score:5.1f}%"
                 f"  eps {max(eps) if eps else math.inf:.3g}"
                 f"  {elapsed / (rnd + 1):.2f} s/round")
         if interactive:

@@ -6,8 +6,9 @@
                                  bridge network; each mounts only its own files (below)
     DIR/configs/<id>.toml        node <id>: listens on tcp://0.0.0.0:PORT and reaches neighbour j
                                  at tcp://<host j>:PORT (the service name `node<j>`, or --hosts)
-    DIR/keys/<id>.secret|public  with --curve: one CURVE key pair per node
+    DIR/keys/<id>.secret|public  one CURVE key pair per node (unless plaintext)
     DIR/out/<id>/                node <id>'s metrics.jsonl, node.log, checkpoint and final.json
+    DIR/prometheus, DIR/grafana  with monitoring: see node.tools.monitoring
 
 Paths inside a container are fixed (the Dockerfile declares them as volumes): the config at
 CONFIG_PATH, the data set read-only at DATA_PATH, the keys at KEYS_PATH (own pair + neighbours'
@@ -33,6 +34,9 @@ from gossip.keys import generate_topology_keys
 from node.config import RunConfig
 from node.daemon.settings import NodeConfig
 from node.errors import ConfigError
+from node.tools.monitoring import Monitoring, grafana_files, prometheus_config
+from node.tools.monitoring import services as monitoring_services
+from node.tools.monitoring import targets as metrics_targets
 from node.tools.plan import DaemonOptions, config_text, node_configs
 
 __all__ = [
@@ -73,10 +77,20 @@ class LanPlan:
     port: int = DEFAULT_PORT
     image: str = "dpnorm:latest"
     options: DaemonOptions = field(default_factory=DaemonOptions)
+    subnet: str = ""  # the compose network's IPv4 subnet; "" = the engine picks one
+    monitoring: Monitoring | None = None  # Prometheus and Grafana services
 
     def __post_init__(self) -> None:
         if self.cfg.nodes < 2:
             raise ConfigError(f"a LAN federation needs at least 2 nodes, got {self.cfg.nodes}.")
+        if self.subnet:
+            try:
+                ipaddress.ip_network(self.subnet)
+            except ValueError:
+                raise ConfigError(f"--subnet {self.subnet!r} is not a network such as "
+                                  "10.203.0.0/24.") from None
+        if self.monitoring is not None:
+            self.monitoring.check()
         if not 1 <= self.port <= 65535:
             raise ConfigError(f"--port must be between 1 and 65535, got {self.port}.")
         if self.hosts and len(self.hosts) != self.cfg.nodes:
@@ -169,9 +183,14 @@ def compose_document(plan: LanPlan, configs: Mapping[int, tuple[NodeConfig, str]
             "restart": "on-failure:3",
             "stop_grace_period": "30s",
         }
+    if plan.monitoring is not None:
+        services.update(monitoring_services(plan.monitoring, network))
+    net: dict[str, Any] = {"driver": "bridge"}
+    if plan.subnet:
+        net["ipam"] = {"config": [{"subnet": plan.subnet}]}
     # No top-level `name`: compose names the project after the directory, so two generated
     # federations in two directories do not collide.
-    return {"services": services, "networks": {network: {"driver": "bridge"}}}
+    return {"services": services, "networks": {network: net}}
 
 
 def write_lan(plan: LanPlan, out: str | Path, *, force: bool = False) -> Path:
@@ -189,6 +208,10 @@ def write_lan(plan: LanPlan, out: str | Path, *, force: bool = False) -> Path:
         raise ConfigError(f"{keys} already holds CURVE keys; pass --force to replace them (nodes "
                           "still holding the old ones will be refused) or choose another --out.")
     configs = lan_configs(plan)  # validates everything before the first file is written
+    metrics_port = next(iter(configs.values()))[0].node.metrics_port
+    if plan.monitoring is not None and not metrics_port:
+        raise ConfigError("--prometheus needs the port the nodes serve metrics on; add "
+                          "--metrics-port PORT (for example 9100).")
     uid, gid = os.getuid(), os.getgid()
     if uid == 0:  # never run the containers as root: hand their files to the image's user
         uid = gid = IMAGE_UID
@@ -206,6 +229,8 @@ def write_lan(plan: LanPlan, out: str | Path, *, force: bool = False) -> Path:
             generate_topology_keys(keys, range(plan.cfg.nodes), overwrite=True)
             for i in range(plan.cfg.nodes):
                 _chown(keys / f"{i}.secret", uid, gid)
+        if plan.monitoring is not None:
+            _write_monitoring(plan, out, metrics_port)
         path = out / "docker-compose.yml"
         header = (f"# {plan.cfg.nodes} dpnorm nodes, topology {plan.cfg.topology}; written by "
                   "scripts/make_compose.py.\n# Build the image first (docker build -t "
@@ -214,6 +239,19 @@ def write_lan(plan: LanPlan, out: str | Path, *, force: bool = False) -> Path:
     except OSError as exc:
         raise ConfigError(f"cannot write under {out}: {exc.strerror} ({exc.filename}).") from None
     return path
+
+
+def _write_monitoring(plan: LanPlan, out: Path, metrics_port: int) -> None:
+    assert plan.monitoring is not None
+    hosts = [plan.host(i) for i in range(plan.cfg.nodes)]
+    (out / "prometheus").mkdir(parents=True, exist_ok=True)
+    (out / "prometheus" / "prometheus.yml").write_text(
+        to_yaml(prometheus_config(metrics_targets(hosts, metrics_port))), encoding="utf-8")
+    for name, doc in grafana_files("http://prometheus:9090").items():
+        (out / "grafana" / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / "grafana" / name).write_text(to_yaml(doc), encoding="utf-8")
+    (out / "grafana" / "dashboards").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(plan.monitoring.dashboard, out / "grafana" / "dashboards" / "dpnorm.json")
 
 
 def _chown(path: Path, uid: int, gid: int) -> None:

@@ -20,7 +20,7 @@ from typing import Any, TextIO
 from node.config import RunConfig
 from node.outputs.files import write_json_atomic
 from node.tools.local import LaunchError, LocalLaunch
-from node.tools.plan import DaemonOptions, preflight
+from node.tools.plan import DaemonOptions, check_model, preflight
 
 
 class MetricsTail:
@@ -190,18 +190,22 @@ def default_timeout(cfg: RunConfig, round_timeout: float | None, startup: float)
 
 
 def launch(cfg: RunConfig, out: Path, options: DaemonOptions, *, timeout: float | None = None,
-           quiet: bool = False, fresh: bool = True,
+           quiet: bool = False, fresh: bool = True, fork_server: bool | None = None,
            stream: TextIO = sys.stderr) -> tuple[int, dict[str, Any] | None]:
     """What scripts/launch_local.py and scripts/demo.py do: validate (bad input: one sentence,
-    exit 2, nothing started), start, watch, summarise. Returns (exit status, summary)."""
+    exit 2, nothing started), start, watch, summarise. Returns (exit status, summary).
+    `fork_server`: fork the nodes from one pre-imported template (None: on Linux)."""
     from gossip.errors import KeyFileError
     from node.cli import fail, guarded
 
     own_data = "node.data_file" in options.overrides or options.node.get("data_file")
     if not own_data:
         guarded(lambda: preflight(cfg))
+    else:
+        guarded(lambda: check_model(cfg, None))
     try:
-        federation = guarded(lambda: LocalLaunch(cfg, out, options, fresh=fresh))
+        federation = guarded(lambda: LocalLaunch(cfg, out, options, fresh=fresh,
+                                                 fork_server=fork_server))
     except KeyFileError as exc:
         fail(str(exc))
     limit = timeout or default_timeout(cfg, options.node.get("round_timeout"),

@@ -2,16 +2,20 @@
 
 `LocalLaunch` validates everything and writes one `node.toml` per node when it is built (no
 process starts before the whole federation is known to be valid), then `start()` runs one
-`python -m node` per node in its own process group, collects every `READY <endpoint>` line and
-writes `endpoints.json` atomically; the nodes wait for that file. Tests drive it directly (kill,
-stop, restart one node); `scripts/launch_local.py` and `scripts/demo.py` go through
-`node.tools.live.launch()`, which adds the live view, signals and summary.json.
+daemon per node in its own process group, collects every `READY <endpoint>` line and writes
+`endpoints.json` atomically; the nodes wait for that file. On Linux each daemon is a fork of
+one template process that imported torch and the daemon once (`node.tools.forkserver`), so N
+nodes share those pages; `fork_server=False` (or another `command`) runs `python -m node` per
+node instead. A node the template cannot start is spawned that way too. Tests drive it
+directly (kill, stop, restart one node); `scripts/launch_local.py` and `scripts/demo.py` go
+through `node.tools.live.launch()`, which adds the live view, signals and summary.json.
 Every wait here has a deadline: a node that never becomes ready, or never exits, is killed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -27,8 +31,10 @@ from typing import IO, Any
 from gossip.keys import generate_topology_keys
 from node.config import RunConfig
 from node.core.privacy_plan import formal_guarantee
+from node.core.user_model import is_package_model
 from node.outputs.files import FINAL, RunDir, read_json, write_json_atomic
 from node.outputs.records import GOOD_EXITS, node_result, privacy_record, summary
+from node.tools.forkserver import ForkServer, ForkServerError, NodeHandle
 from node.tools.plan import (
     LOCAL_LISTEN,
     DaemonOptions,
@@ -41,6 +47,8 @@ __all__ = ["DaemonOptions", "LaunchError", "LocalLaunch", "NodeProcess", "read_f
 
 # The directory holding the `node` package: the daemons import this very checkout.
 ROOT = Path(__file__).resolve().parents[2]
+FORK_SERVER_LOG = "forkserver.log"
+log = logging.getLogger(__name__)
 
 
 class LaunchError(RuntimeError):
@@ -52,7 +60,7 @@ class NodeProcess:
     id: int
     config: Path
     out: Path
-    proc: subprocess.Popen[str] | None = None
+    proc: NodeHandle | None = None
     endpoint: str | None = None
     ready: threading.Event = field(default_factory=threading.Event)
 
@@ -62,11 +70,15 @@ class LocalLaunch:
 
     def __init__(self, cfg: RunConfig, out: str | Path, options: DaemonOptions | None = None, *,
                  command: Sequence[str] | None = None, fresh: bool = True,
-                 recompute_privacy: bool = True) -> None:
+                 recompute_privacy: bool = True, fork_server: bool | None = None) -> None:
         self.cfg, self.out = cfg, Path(out)
         self.run_dir = RunDir(self.out)
         self.options = options or DaemonOptions()
         self.command = list(command or [sys.executable, "-m", "node"])
+        # The template runs the daemon's own main: another command is spawned as asked.
+        default = sys.platform.startswith("linux")
+        self.fork_server = command is None and (default if fork_server is None else fork_server)
+        self._server: ForkServer | None = None
         self.options.check_overrides("the launcher")
         configs = node_configs(cfg, self.options, self._place, endpoint=lambda j: "")
         # Off when nodes read their own files: the launcher cannot see their shard sizes.
@@ -100,42 +112,85 @@ class LocalLaunch:
             path.unlink(missing_ok=True)
 
     @property
-    def processes(self) -> dict[int, subprocess.Popen[str]]:
+    def processes(self) -> dict[int, NodeHandle]:
         return {n.id: n.proc for n in self.nodes if n.proc is not None}
+
+    @property
+    def template_pid(self) -> int | None:
+        """The fork server's template process while one runs (it holds pages too)."""
+        return self._server.pid if self._server is not None and self._server.alive else None
 
     @property
     def endpoints(self) -> dict[int, str]:
         return {n.id: n.endpoint for n in self.nodes if n.endpoint is not None}
 
-    def _spawn(self, n: NodeProcess, extra: Sequence[str] = ()) -> None:
-        args = [*self.command, "--config", str(n.config)]  # --set overrides are in the file
-        for pair in extra:
-            args += ["--set", pair]
+    def _env(self) -> dict[str, str]:
         threads = str(self.cfg.threads)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": threads,
-               "MKL_NUM_THREADS": threads,
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
-                                                           os.environ.get("PYTHONPATH")]))}
+        # A package.module:FUNC model is found from the launcher's directory, as in the launcher.
+        here = str(Path.cwd()) if is_package_model(self.cfg.model) else None
+        return {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": threads,
+                "MKL_NUM_THREADS": threads,
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
+                                                            os.environ.get("PYTHONPATH"), here]))}
+
+    def _template(self) -> ForkServer | None:
+        if not self.fork_server:
+            return None
+        if self._server is None or not self._server.alive:
+            self._server = ForkServer(self.command[0], cwd=ROOT, env=self._env(),
+                                      log_file=self.out / FORK_SERVER_LOG,
+                                      private=self.cfg.private)
+        return self._server
+
+    def close_fork_server(self) -> None:
+        """Stop the template (it also dies with this process); a later spawn starts another."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+
+    def _spawn(self, n: NodeProcess, extra: Sequence[str] = ()) -> None:
+        argv = ["--config", str(n.config)]  # --set overrides are in the file
+        for pair in extra:
+            argv += ["--set", pair]
         n.ready.clear()
         with open(n.out / "stderr.log", "a", encoding="utf-8") as err:
-            # A process group of its own: the terminal's Ctrl-C reaches only the launcher, which
-            # then stops every node in order instead of all of them dying mid-write.
-            n.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                      stderr=err, text=True, cwd=ROOT, env=env,
-                                      start_new_session=True)
-        threading.Thread(target=self._read_stdout, args=(n, n.proc.stdout), daemon=True).start()
+            stream = self._fork(n, argv, err)
+            if stream is None:
+                # A process group of its own: the terminal's Ctrl-C reaches only the launcher,
+                # which then stops every node in order instead of all of them dying mid-write.
+                proc = subprocess.Popen([*self.command, *argv], stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.PIPE, stderr=err, text=True, cwd=ROOT,
+                                        env=self._env(), start_new_session=True)
+                n.proc, stream = proc, proc.stdout
+        threading.Thread(target=self._read_stdout, args=(n, stream), daemon=True).start()
+
+    def _fork(self, n: NodeProcess, argv: list[str], err: IO[str]) -> IO[str] | None:
+        """Start the node from the template; its stdout, or None to spawn it plainly."""
+        server = self._template()
+        if server is None:
+            return None
+        read, write = os.pipe()
+        try:
+            n.proc = server.spawn(argv, write, err.fileno(), timeout=self.startup_timeout)
+        except ForkServerError as exc:
+            os.close(read)
+            log.warning("node %d: %s; starting it as its own process", n.id, exc)
+            return None
+        finally:
+            os.close(write)
+        return open(read, encoding="utf-8")
 
     def _read_stdout(self, n: NodeProcess, stream: IO[str] | None) -> None:
         # Drains stdout for the node's whole life so a chatty node never blocks on a full pipe.
         if stream is None:
             return
-        with open(n.out / "stdout.log", "a", encoding="utf-8") as log:
+        with stream, open(n.out / "stdout.log", "a", encoding="utf-8") as out:
             for line in stream:
                 if line.startswith("READY ") and not n.ready.is_set():
                     n.endpoint = line.split(None, 1)[1].strip()
                     n.ready.set()
-                log.write(line)
-                log.flush()
+                out.write(line)
+                out.flush()
 
     def _await_ready(self, nodes: Sequence[NodeProcess], timeout: float,
                      stop: threading.Event | None) -> None:
@@ -219,6 +274,7 @@ class LocalLaunch:
                 on_tick()
                 next_tick = now + tick
             time.sleep(0.1)
+        self.close_fork_server()
         return True
 
     def stop_all(self, nodes: Sequence[int] | None = None, grace: float = 10.0) -> None:
@@ -236,6 +292,8 @@ class LocalLaunch:
             except subprocess.TimeoutExpired:
                 self.signal(i, signal.SIGKILL)
                 proc.wait(5.0)
+        if nodes is None:
+            self.close_fork_server()
 
     def results(self) -> dict[str, dict[str, Any]]:
         """summary.json's per-node entries: final.json where the node wrote one, else metrics."""

@@ -21,7 +21,10 @@ from typing import Any
 from gossip.faults import FaultConfig
 from node.config import RunConfig
 from node.core.assemble import build_graph, load_data, shard_size
+from node.core.dataset import Dataset
+from node.core.models import build_model
 from node.core.privacy_plan import PrivacyPlan, privacy_plan, sample_rate
+from node.core.user_model import absolute_spec, is_user_model, load_user_model
 from node.daemon.settings import NodeConfig, NodeSettings, node_config_from_mapping, render_toml
 from node.errors import ConfigError
 from privacy.accountant import check_delta
@@ -61,6 +64,8 @@ def node_configs(cfg: RunConfig, options: DaemonOptions, place: Placement,
     """Every node's config as the daemon will read it: `place(i)` says where node i runs,
     `endpoint(j)` how its neighbours reach node j ("" = from the launcher's endpoints file)."""
     graph = build_graph(cfg)
+    # A daemon may run in another directory: a model file is named by its absolute path.
+    cfg = cfg.replace(model=absolute_spec(cfg.model))
     result = []
     for i in range(cfg.nodes):
         fields = {**options.node, **place(i)}
@@ -83,14 +88,28 @@ def config_text(config: NodeConfig, header: str = "") -> str:
 
 
 def preflight(cfg: RunConfig) -> None:
-    """Read the data's headers and labels and check δ against every shard's size, as each
-    daemon will at start-up, so that such mistakes stop the launch before any process starts.
+    """Read the data's headers and labels, check a user's model and δ against every shard's
+    size, as each daemon will at start-up, so that such mistakes stop the launch before any
+    process starts.
     (Noise calibration is left to the daemons: it takes seconds per node.)"""
     data = load_data(cfg, resident=False)  # the labels and headers; no image is converted
+    check_model(cfg, data)
     if cfg.private:
         for i in range(cfg.nodes):
             _, n = sample_rate(cfg, shard_size(cfg, data, i), i)
             check_delta(cfg.delta, math.ceil(n))
+
+
+def check_model(cfg: RunConfig, data: Dataset | None) -> None:
+    """A user's model is built and checked as every daemon will build it (node.core.models);
+    without the data (nodes with their own files) it is at least imported."""
+    if not is_user_model(cfg.model):
+        return
+    if data is None:
+        load_user_model(cfg.model)
+    else:
+        build_model(cfg.model, in_shape=data.in_shape, num_classes=data.num_classes,
+                    width=cfg.width, seed=cfg.seed)
 
 
 def privacy_plans(cfg: RunConfig, nodes: Sequence[int]) -> dict[int, PrivacyPlan]:

@@ -106,15 +106,18 @@ def test_data_set_is_mounted_read_only_and_hosts_replace_service_names(tmp_path:
     proc = make_compose("--topology", "ring", "--nodes", "4", "--out", str(tmp_path / "lan"),
                         "--hosts", ",".join(hosts), "--port", "7100", "--data-dir", str(data),
                         "--model", "logreg", "--set", "node.min_round_seconds=2",
-                        "--round-timeout", "12")
+                        "--round-timeout", "12", "--plaintext")
     assert proc.returncode == 0, proc.stderr
+    warning = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(warning) == 1 and warning[0].startswith("warning: --plaintext"), proc.stderr
+    assert not (tmp_path / "lan" / "keys").exists()
     compose = yaml.safe_load((tmp_path / "lan" / "docker-compose.yml").read_text())
     for i in range(4):
         service = compose["services"][f"node{i}"]
         volumes = mounts(service)
         assert volumes[DATA_PATH] == {"type": "bind", "source": str(data), "target": DATA_PATH,
                                       "read_only": True}
-        assert not any(t.startswith(KEYS_PATH) for t in volumes)  # no --curve, no keys
+        assert not any(t.startswith(KEYS_PATH) for t in volumes)  # --plaintext: no keys
         assert service["environment"]["DPNORM_PORT"] == "7100"
         assert "fashion-mnist" in service["labels"]["org.dpnorm.shard"]
         cfg = load_node_config(tmp_path / "lan" / "configs" / f"{i}.toml")
@@ -146,6 +149,11 @@ def test_yaml_writer_round_trips_awkward_strings() -> None:
         (["--topology", "ring", "--nodes", "3", "--set", "node.colour=blue"], "node.colour"),
         (["--topology", "ring", "--nodes", "3", "--lr", "-1"], "lr"),
         (["--topology", "ring", "--nodes", "three"], "nodes"),
+        (["--topology", "ring", "--nodes", "3", "--prometheus"], "--metrics-port"),
+        (["--topology", "ring", "--nodes", "3", "--metrics-port", "7000"], "--metrics-port"),
+        (["--topology", "ring", "--nodes", "3", "--metrics-port", "70000"], "metrics_port"),
+        (["--topology", "ring", "--nodes", "3", "--plaintext"], "--plaintext"),
+        (["--topology", "ring", "--nodes", "3", "--subnet", "10.1.2"], "--subnet"),
     ],
 )
 def test_bad_input_is_one_sentence_and_writes_nothing(tmp_path: Path, args: list[str],
@@ -164,8 +172,9 @@ def test_existing_keys_are_replaced_only_with_force(tmp_path: Path) -> None:
     assert make_compose(*args, "--force").returncode == 0
     after = {p.name: p.read_bytes() for p in (tmp_path / "keys").iterdir()}
     assert set(after) == set(before) and all(after[n] != before[n] for n in before)
-    # Without --curve the keys are not touched (and not mounted).
-    plain = make_compose("--topology", "ring", "--nodes", "3", "--out", str(tmp_path))
+    # With --plaintext the keys are not touched (and not mounted).
+    plain = make_compose("--topology", "ring", "--nodes", "3", "--out", str(tmp_path),
+                         "--plaintext")
     assert plain.returncode == 0, plain.stderr
     assert {p.name: p.read_bytes() for p in (tmp_path / "keys").iterdir()} == after
     blocker = tmp_path / "file"
@@ -200,3 +209,77 @@ def test_node_with_missing_or_unreadable_key_files_refuses_to_start(
         capture_output=True, text=True, timeout=90, cwd=ROOT)
     one_sentence_error(node, str(keys / named))
     assert "READY" not in node.stdout
+
+
+def test_curve_is_the_default(tmp_path: Path) -> None:
+    proc = make_compose("--topology", "ring", "--nodes", "3", "--out", str(tmp_path), *SMALL)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    compose = yaml.safe_load((tmp_path / "docker-compose.yml").read_text())
+    for i in range(3):
+        assert load_node_config(tmp_path / "configs" / f"{i}.toml").node.curve_keys == KEYS_PATH
+        assert f"{KEYS_PATH}/{i}.secret" in mounts(compose["services"][f"node{i}"])
+        assert (tmp_path / "keys" / f"{i}.secret").is_file()
+
+
+def test_a_host_port_in_use_for_prometheus_is_one_sentence(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        proc = make_compose("--topology", "ring", "--nodes", "3", "--out", str(tmp_path / "lan"),
+                            "--metrics-port", "9100", "--prometheus", "--prometheus-port",
+                            str(port))
+        one_sentence_error(proc, f"port {port} (--prometheus-port) is already in use")
+    proc = make_compose("--topology", "ring", "--nodes", "3", "--out", str(tmp_path / "lan"),
+                        "--metrics-port", "9100", "--prometheus", "--prometheus-port",
+                        str(port), "--grafana-port", "0")
+    one_sentence_error(proc, "--grafana-port must be between 1 and 65535")
+    assert not (tmp_path / "lan").exists()
+
+
+def test_prometheus_and_grafana_scrape_every_node(tmp_path: Path) -> None:
+    import json
+    import socket
+
+    ports = []
+    for _ in range(2):  # two ports free right now
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    proc = make_compose("--topology", "ring", "--nodes", "4", "--out", str(tmp_path),
+                        "--metrics-port", "9100", "--prometheus", "--prometheus-port",
+                        str(ports[0]), "--grafana-port", str(ports[1]), "--subnet",
+                        "10.203.0.0/24", *SMALL)
+    assert proc.returncode == 0, proc.stderr
+    compose = yaml.safe_load((tmp_path / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert sorted(services) == ["grafana", "node0", "node1", "node2", "node3", "prometheus"]
+    assert compose["networks"]["dpnorm"]["ipam"] == {"config": [{"subnet": "10.203.0.0/24"}]}
+    assert services["prometheus"]["ports"] == [f"127.0.0.1:{ports[0]}:9090"]
+    assert services["grafana"]["ports"] == [f"127.0.0.1:{ports[1]}:3000"]
+    for i in range(4):
+        assert load_node_config(tmp_path / "configs" / f"{i}.toml").node.metrics_port == 9100
+    scrape = yaml.safe_load((tmp_path / "prometheus" / "prometheus.yml").read_text())
+    (job,) = scrape["scrape_configs"]
+    assert job["static_configs"] == [{"targets": [f"node{i}:9100"], "labels": {"node": str(i)}}
+                                     for i in range(4)]
+    for service, mount_dir in (("prometheus", "prometheus"), ("grafana", "grafana")):
+        for volume in services[service]["volumes"]:
+            assert volume["read_only"] is True
+            assert volume["source"].startswith(f"./{mount_dir}")
+            assert (tmp_path / volume["source"]).exists()
+    source = yaml.safe_load((tmp_path / "grafana" / "provisioning" / "datasources" /
+                             "dpnorm.yml").read_text())["datasources"][0]
+    assert source["url"] == "http://prometheus:9090"
+    dashboard = json.loads((tmp_path / "grafana" / "dashboards" / "dpnorm.json").read_text())
+    assert dashboard == json.loads((ROOT / "deploy" / "grafana" / "dpnorm.json").read_text())
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    for name in ("dpnorm_rounds_completed", "dpnorm_epsilon_spent", "dpnorm_bytes_sent_total",
+                 "dpnorm_bytes_received_total", "dpnorm_peers_alive",
+                 "dpnorm_rejected_messages_total", "dpnorm_round_seconds_bucket",
+                 "dpnorm_accuracy"):
+        assert name in exprs, name
+    assert {t["datasource"]["uid"] for p in dashboard["panels"] for t in p["targets"]} == \
+        {source["uid"]}

@@ -56,7 +56,7 @@ def test_shards_are_each_nodes_shard_and_share_the_test_split(partition: str,
 
 
 def test_build_runners_computes_the_shared_parts_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = {"partition": 0, "build_model": 0, "max_degree": 0}
+    calls = {"partition_of": 0, "build_model": 0, "max_degree": 0}
 
     def counting(name: str) -> Callable[..., Any]:
         real = getattr(assemble, name)
@@ -69,7 +69,7 @@ def test_build_runners_computes_the_shared_parts_once(monkeypatch: pytest.Monkey
     for name in calls:
         monkeypatch.setattr(assemble, name, counting(name))
     runners = build_runners(RunConfig(**{**SMALL, "nodes": 30}))  # type: ignore[arg-type]
-    assert calls == {"partition": 1, "build_model": 1, "max_degree": 1}
+    assert calls == {"partition_of": 1, "build_model": 1, "max_degree": 1}
     # One model module, called functionally; every node's parameters are its own tensors.
     assert len({id(r.setup.trainer.model) for r in runners}) == 1
     assert len({r.setup.algorithm.w.data_ptr() for r in runners}) == 30

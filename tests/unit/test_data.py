@@ -1,4 +1,5 @@
-"""Data: IDX loader, synthetic task, partitions, users' own CSV/NPZ files."""
+"""Data: IDX loader, synthetic task, partitions, users' own CSV/NPZ files (the readers'
+every bad-input sentence, the named tables and the drift partition: tests/unit/test_tables.py)."""
 
 from __future__ import annotations
 
@@ -157,8 +158,10 @@ def test_seed_changes_partition() -> None:
         ("classes:0", 4, r"choose K between 1 and 10"),
         ("classes:two", 4, r"cannot read 'two' in partition 'classes:two'"),
         ("dirichlet:-1", 4, r"needs a concentration B > 0"),
-        ("dirichlet", 4, r"unknown partition 'dirichlet'; choose iid, dirichlet:B or classes:K"),
+        ("dirichlet", 4,
+         r"unknown partition 'dirichlet'; choose iid, dirichlet:B, classes:K or drift:FEATURE"),
         ("shards", 4, r"unknown partition 'shards'"),
+        ("drift:0", 4, r"partition drift:0 needs a table's features, and fashion-mnist is not"),
         ("iid", 601, r"cannot give 601 nodes an example each from 600"),
     ],
 )
@@ -196,12 +199,13 @@ def test_load_local_npz_and_csv(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "content", "match"),
     [
-        ("a.csv", "f1,f2\n1,2\n", r"has no 'label' column"),
-        ("a.csv", "f1,label\n1,x\n", r"a.csv:2: non-numeric value"),
-        ("a.csv", "f1,label\n1,0\n2\n", r"a.csv:3: 1 fields where the header has 2"),
+        ("a.csv", "f1,f2\n1,2\n", r"has no 'label' column; name it with node.label_column"),
+        ("a.csv", "f1,label\n1,x\n", r"a.csv: column 'label' holds 'x' in data row 1, not a"),
+        ("a.csv", "f1,label\n1,0\n2\n", r"column 'label' has a missing, NaN or infinite value "
+                                          r"in data row 2"),
         ("a.csv", "f1,label\n1,0.5\n", r"labels must be non-negative integers"),
-        ("a.csv", "f1,label\nnan,1\n", r"NaN or infinite"),
-        ("a.csv", "f1,label\n", r"x has 0 rows"),
+        ("a.csv", "f1,label\nnan,1\n", r"column 'f1' has a missing, NaN or infinite value"),
+        ("a.csv", "f1,label\n", r"a.csv has 0 rows, fewer than 1; add rows"),
         ("a.csv", "", r"has no 'label' column"),
         ("a.npz", {"x": np.zeros((3, 2))}, r"has no array 'y'"),
         (

@@ -15,7 +15,7 @@ from hypothesis.extra import numpy as hnp
 
 from gossip.codec import MAX_HEADER_BYTES, WIRE_DTYPES, decode, decode_with_sum_sq, encode
 from gossip.errors import DecodeError, EncodeError
-from gossip.messages import Bye, Dual, Heartbeat, Hello, Message, Primal
+from gossip.messages import Bye, Dual, Heartbeat, Hello, Message, Primal, Quantized, Seeded, Sparse
 
 ids = st.integers(0, 2**31 - 1)
 rounds = st.integers(0, 2**53)
@@ -187,6 +187,13 @@ _SEEDS = [
     Bye(3, 7, 13, "done"),
     Dual(3, 7, 14, np.linspace(-1, 1, 4, dtype=np.float32)),
     Primal(3, 7, 15, np.linspace(-1, 1, 4, dtype=np.float32)),
+    # compressed duals (model size 4, the fuzz's expected_dim)
+    Dual(3, 7, 16, Sparse(4, np.array([0, 3], np.uint32), np.array([0.5, -2], np.float32))),
+    Dual(3, 7, 17, Sparse(4, np.array([1], np.uint32), np.array([0.25], np.float32), "float16",
+                          True)),
+    Dual(3, 7, 18, Seeded(4, 2**40 + 3, np.array([1.5, -1], np.float32), "bfloat16")),
+    Dual(3, 7, 19, Quantized(4, 8, 0.125, np.array([-127, 0, 5, 127], np.int8))),
+    Dual(3, 7, 20, Quantized(4, 4, 0.5, np.array([-7, 7, 0, -1], np.int8), True)),
 ]
 _JUNK = [
     None,
@@ -352,3 +359,148 @@ def test_the_sum_of_squares_is_one_read_of_the_payload(payload_reads: list[int])
     x = np.linspace(-1, 1, 1000, dtype=np.float32)
     decode_with_sum_sq(encode(Dual(1, 0, 1, x)))
     assert payload_reads == [1000]
+
+
+# ---- compressed duals --------------------------------------------------------------------
+
+_PACKED = [
+    Sparse(5, np.array([0, 2, 4], np.uint32), np.array([1, -2, 3], np.float32)),
+    Sparse(5, np.array([], np.uint32), np.array([], np.float32), "float16"),
+    Sparse(3, np.array([0, 1, 2], np.uint32), np.array([0.5, 1, 2], np.float32), "bfloat16", True),
+    Seeded(5, 0, np.array([1, 2], np.float32)),
+    Seeded(5, 2**64 - 1, np.array([0.5], np.float32), "float16", True),
+    Quantized(5, 8, 0.0, np.zeros(5, np.int8)),
+    Quantized(5, 8, 1.5, np.array([-127, -1, 0, 1, 127], np.int8), True),
+    Quantized(5, 4, 0.25, np.array([-7, -1, 0, 1, 7], np.int8)),
+    Quantized(6, 4, 0.25, np.array([-7, -1, 0, 1, 7, 3], np.int8)),
+]
+
+
+@pytest.mark.parametrize("payload", _PACKED, ids=repr)
+def test_compressed_duals_round_trip_exactly(payload: object) -> None:
+    msg = Dual(2, 9, 40, payload)  # type: ignore[arg-type]
+    for wire in WIRE_DTYPES:  # the dense wire dtype does not apply to a compressed payload
+        out, sum_sq = decode_with_sum_sq(encode(msg, wire), expected_dim=payload.dim)  # type: ignore[attr-defined]
+        assert out == msg
+        if isinstance(payload, Quantized):
+            dense = payload.scale * payload.codes.astype(np.float64)
+        else:
+            dense = payload.values.astype(np.float64)  # type: ignore[attr-defined]
+        assert sum_sq == pytest.approx(float(np.dot(dense, dense)))
+
+
+def test_int4_packs_two_codes_per_byte() -> None:
+    frames = encode(Dual(0, 0, 0, Quantized(5, 4, 1.0, np.array([1, -1, 7, -7, 2], np.int8))))
+    assert bytes(frames[1]) == bytes([0xF1, 0x97, 0x02])
+
+
+def _packed(desc: list[object], manifest: list[object], *frames: bytes) -> list[bytes]:
+    header = _header(f=manifest)
+    header["c"] = desc
+    return [msgpack.packb(header), *frames]
+
+
+_IDX = np.array([0, 2], "<u4").tobytes()
+_VALS = np.array([1, 2], "<f4").tobytes()
+_TOPK = [["u32", [2]], ["float32", [2]]]
+
+
+@pytest.mark.parametrize("frames", [
+    pytest.param(_packed(["topk", 4, False], _TOPK, np.array([0, 4], "<u4").tobytes(), _VALS),
+                 id="index out of range"),
+    pytest.param(_packed(["topk", 4, False], _TOPK, np.array([2, 2], "<u4").tobytes(), _VALS),
+                 id="duplicate index"),
+    pytest.param(_packed(["topk", 4, False], _TOPK, np.array([2, 0], "<u4").tobytes(), _VALS),
+                 id="indices out of order"),
+    pytest.param(_packed(["topk", 4, False], [["u32", [2]], ["float32", [3]]], _IDX, _VALS),
+                 id="count mismatch"),
+    pytest.param(_packed(["topk", 4, False], [["u32", [3]], ["float32", [3]]], _IDX, _VALS),
+                 id="count does not match the frames"),
+    pytest.param(_packed(["topk", 4, False], _TOPK, _IDX), id="missing values frame"),
+    pytest.param(_packed(["topk", 4, False], [["i8", [2]], ["float32", [2]]], _IDX, _VALS),
+                 id="index dtype"),
+    pytest.param(_packed(["topk", 4, False], [["u32", [2]], ["float64", [2]]], _IDX, _VALS),
+                 id="value dtype"),
+    pytest.param(_packed(["topk", 4, False], _TOPK, _IDX,
+                         np.array([1, np.nan], "<f4").tobytes()), id="nan value"),
+    pytest.param(_packed(["topk", 1, False], [["u32", [2]], ["float32", [2]]], _IDX, _VALS),
+                 id="more values than dim"),
+    pytest.param(_packed(["topk", 0, False], [["u32", [0]], ["float32", [0]]], b"", b""),
+                 id="zero dim"),
+    pytest.param(_packed(["topk", 2**31, False], _TOPK, _IDX, _VALS), id="dim too big"),
+    pytest.param(_packed(["topk", 4, 1], _TOPK, _IDX, _VALS), id="int reset"),
+    pytest.param(_packed(["topk", 4], _TOPK, _IDX, _VALS), id="short descriptor"),
+    pytest.param(_packed(["zip", 4, False], _TOPK, _IDX, _VALS), id="unknown kind"),
+    pytest.param(_packed("topk", _TOPK, _IDX, _VALS), id="descriptor not a list"),
+    pytest.param(_packed(["randk", 4, False, -1], [["float32", [2]]], _VALS), id="negative seed"),
+    pytest.param(_packed(["randk", 4, False, 1.0], [["float32", [2]]], _VALS), id="float seed"),
+    pytest.param(_packed(["randk", 1, False, 1], [["float32", [2]]], _VALS), id="randk k > dim"),
+    pytest.param(_packed(["int8", 2, False, 1.0], [["i8", [2]]], bytes([0x80, 0])),
+                 id="int8 code -128"),
+    pytest.param(_packed(["int8", 2, False, 1.0], [["i8", [3]]], bytes(3)), id="int8 length"),
+    pytest.param(_packed(["int8", 2, False, 1.0], [["i8", [2]]], bytes(3)), id="int8 frame"),
+    pytest.param(_packed(["int8", 2, False, float("nan")], [["i8", [2]]], bytes(2)),
+                 id="nan scale"),
+    pytest.param(_packed(["int8", 2, False, -1.0], [["i8", [2]]], bytes(2)), id="negative scale"),
+    pytest.param(_packed(["int8", 2, False, 0.1], [["i8", [2]]], bytes(2)),
+                 id="scale not a float32"),
+    pytest.param(_packed(["int8", 2, False, 1], [["i8", [2]]], bytes(2)), id="int scale"),
+    pytest.param(_packed(["int4", 2, False, 1.0], [["i4", [2]]], bytes([0x08])),
+                 id="int4 code -8"),
+    pytest.param(_packed(["int4", 3, False, 1.0], [["i4", [3]]], bytes([0x11, 0x10])),
+                 id="int4 padding"),
+    pytest.param(_packed(["int4", 3, False, 1.0], [["i4", [3]]], bytes(1)), id="int4 frame"),
+    pytest.param(_packed(["int4", 2, False, 1.0], [["i8", [2]]], bytes(2)), id="int4 as i8"),
+    pytest.param([msgpack.packb({**_header(t="primal"), "c": ["int8", 4, False, 1.0]}),
+                  bytes(4)], id="compressed primal"),
+])
+def test_decode_rejects_malformed_compressed_duals(frames: list[bytes]) -> None:
+    with pytest.raises(DecodeError):
+        decode(frames)
+
+
+def test_compressed_duals_must_have_the_model_size() -> None:
+    msg = Dual(1, 0, 1, Quantized(4, 8, 1.0, np.zeros(4, np.int8)))
+    assert decode(encode(msg), expected_dim=4) == msg
+    with pytest.raises(DecodeError):
+        decode(encode(msg), expected_dim=5)
+
+
+def test_encode_refuses_bad_compressed_payloads() -> None:
+    bad = [
+        Sparse(4, np.array([3, 1], np.uint32), np.zeros(2, np.float32)),
+        Sparse(4, np.array([4], np.uint32), np.zeros(1, np.float32)),
+        Sparse(4, np.array([1], np.int64), np.zeros(1, np.float32)),  # type: ignore[arg-type]
+        Sparse(4, np.array([1], np.uint32), np.zeros(2, np.float32)),
+        Seeded(4, -1, np.zeros(1, np.float32)),
+        Seeded(4, 0, np.zeros(5, np.float32)),
+        Quantized(4, 8, 0.1, np.zeros(4, np.int8)),
+        Quantized(4, 4, 1.0, np.array([8, 0, 0, 0], np.int8)),
+        Quantized(4, 8, 1.0, np.zeros(3, np.int8)),
+        Quantized(4, 2, 1.0, np.zeros(4, np.int8)),  # type: ignore[arg-type]
+        Sparse(0, np.array([], np.uint32), np.zeros(0, np.float32)),
+    ]
+    for payload in bad:
+        with pytest.raises(EncodeError):
+            encode(Dual(0, 0, 0, payload))
+    with pytest.raises(EncodeError):
+        encode(Primal(0, 0, 0, Quantized(4, 8, 1.0, np.zeros(4, np.int8))))  # type: ignore[arg-type]
+
+
+def test_a_neighbour_sending_bad_indices_is_dropped_counted_and_survived() -> None:
+    from gossip.protocol import GossipConfig, GossipProtocol
+
+    proto = GossipProtocol(0, [1], GossipConfig(), dim=4, now=0.0)
+    proto.start_round(0, 0.0)
+    bad = [
+        _packed(["topk", 4, False], _TOPK, np.array([0, 9], "<u4").tobytes(), _VALS),
+        _packed(["topk", 4, False], _TOPK, np.array([1, 1], "<u4").tobytes(), _VALS),
+        _packed(["topk", 4, False], [["u32", [2]], ["float32", [1]]], _IDX, _VALS),
+    ]
+    for frames in bad:
+        assert proto.receive(b"1", frames, 0.0) == []
+    assert proto.rejections() == {"1": {"DecodeError": 3}}
+    good = encode(Dual(1, 0, 5, Sparse(4, np.array([1], np.uint32), np.ones(1, np.float32))))
+    proto.receive(b"1", good, 0.0)
+    result, _ = proto.close_round(0.0)
+    assert isinstance(result.duals[1], Sparse)

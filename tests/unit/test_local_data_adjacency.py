@@ -130,7 +130,11 @@ def test_without_a_privacy_claim_a_cap_keeps_rows_chosen_by_content(tmp_path: Pa
     full = _split(_write(tmp_path / "d.npz", x, y))[0]
 
     def capped(name: str, xs: np.ndarray, ys: np.ndarray) -> Dataset:
-        return local_data(_write(tmp_path / name, xs, ys), "", "label", 7, cap=50, private=False)
+        # Rows as 2×3 arrays: the same bytes and split, but not a table, so a run without a
+        # privacy claim does not standardise them and rows still compare by content.
+        grid = xs.reshape(len(xs), 2, FEATURES // 2)
+        return local_data(_write(tmp_path / name, grid, ys), "", "label", 7, cap=50,
+                          private=False)
 
     a, b = capped("a.npz", x, y), capped("b.npz", x[order], y[order])
     kept = _rows(a.x_train, a.y_train)

@@ -216,7 +216,7 @@ class Hostile:
                 case Bye():
                     self.byes.add(peer)
                 case Dual(round=r, payload=payload):
-                    self.on_message(peer, r, payload)
+                    self.on_message(peer, r, payload if isinstance(payload, np.ndarray) else None)
                 case Heartbeat(round=r) | Primal(round=r):
                     self.on_message(peer, r, None)
                 case _:

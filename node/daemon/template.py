@@ -1,0 +1,256 @@
+"""The fork server's template: one process that imports what a daemon needs, then forks nodes.
+
+    python -m node.daemon.template --fd N [--private] [--entry MODULE:FUNC]
+
+`import torch` alone costs a daemon ~2.4 s of CPU; N daemons on a small machine pay it N times
+and keep N private copies of the interpreter's objects. The template pays it once, then forks
+one child per node: every child shares the template's pages copy-on-write and starts at
+`node.daemon.main.main(argv)` with everything already imported.
+
+Before any fork the template has run no torch op and started no thread, event loop or ZeroMQ
+context: a fork copies only the calling thread, so a pool created before it (torch's OpenMP
+workers, OpenBLAS's) would be dead in the children. It checks its own thread count before
+each fork and refuses to fork when it is not one. Nothing secret exists before the fork either:
+each node's noise generator is seeded from `secrets` inside the child (`build_daemon_node`).
+
+The launcher talks to it over the socket `--fd` (AF_UNIX, SOCK_SEQPACKET): one JSON line per
+packet, never pickle. Launcher → template: `{"op": "spawn", "tag": T, "argv": [...]}` with the
+node's stdout and stderr attached (SCM_RIGHTS), or `{"op": "close"}`. Template → launcher:
+`{"ready": PID, "threads": N}` once imported; `{"tag": T, "pid": P}` or `{"tag": T, "error":
+"..."}` per spawn; `{"pid": P, "returncode": R}` when it reaps a child (R as Popen's: -9 for
+SIGKILL). On `close` or EOF (the launcher died) it SIGTERMs every child's process group, gives
+them a grace period, SIGKILLs what is left, reaps all and exits: no orphans, no zombies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import contextlib
+import ctypes
+import gc
+import importlib
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+# What a daemon imports before READY (see node.daemon.main); `dp_accounting` only for a
+# private run, where the noise calibration needs it (~1.8 s of imports on its own).
+PRELOAD = ["numpy", "torch", "zmq", "zmq.asyncio", "msgpack", "uvloop", "node.daemon.main",
+           "node.daemon.loop", "node.daemon.state", "node.core.runner", "node.core.assemble",
+           "node.core.privacy_plan", "node.outputs.files", "privacy.ledger", "topologies"]
+PRELOAD_DP = ["dp_accounting", "dp_accounting.pld", "dp_accounting.rdp",
+              "dp_accounting.pld.privacy_loss_distribution"]
+DAEMON = "node.daemon.main:main"
+GRACE = 10.0  # seconds children get to say BYE and flush when the launcher goes away
+PR_SET_PDEATHSIG = 1
+MAX_PACKET = 1 << 16
+
+
+def threads() -> int:
+    """This process's thread count, from the kernel (not only the threads Python knows)."""
+    return len(os.listdir("/proc/self/task"))
+
+
+def _send(sock: socket.socket, message: dict[str, Any]) -> None:
+    # The launcher may be gone; EOF on the next read ends the loop.
+    with contextlib.suppress(OSError):
+        sock.send((json.dumps(message) + "\n").encode())
+
+
+def _entry(spec: str) -> Callable[[list[str]], int]:
+    module, _, name = spec.partition(":")
+    fn: Callable[[list[str]], int] = getattr(importlib.import_module(module), name)
+    return fn
+
+
+def _die_with_parent(parent: int) -> None:
+    # A node outlives the template only for the few seconds its SIGTERM handler needs.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # the template died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _child(entry: Callable[[list[str]], int], argv: list[str], fds: list[int],
+           keep_closed: list[int], template: int) -> None:
+    """In the forked child: become the node (stdio, process group, fresh RNGs), run, exit."""
+    code = 1
+    try:
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGCHLD, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        os.setpgid(0, 0)  # the parent does it too, so a signal to the group never misses
+        _die_with_parent(template)
+        for fd in keep_closed:
+            os.close(fd)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(fds[0], 1)
+        os.dup2(fds[1], 2)
+        for fd in {devnull, *fds}:
+            os.close(fd)
+        # numpy's global generator was seeded once, in the template; a spawned process would
+        # have drawn its own from OS entropy (Python's `random` reseeds itself at fork).
+        import numpy as np
+
+        np.random.seed()
+        gc.enable()
+        sys.argv = ["node", *argv]
+        code = entry(argv)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        from node.daemon.main import exit_now
+
+        exit_now(code)
+
+
+class Template:
+    def __init__(self, sock: socket.socket, entry: Callable[[list[str]], int]) -> None:
+        self.sock, self.entry = sock, entry
+        self.children: set[int] = set()
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+        # The launcher signals the nodes itself; a stray SIGTERM to the template shuts it down
+        # in order (children first) rather than leaving them to their death signal.
+        signal.signal(signal.SIGTERM, lambda signum, frame: None)
+        self.stopping = False
+
+    def serve(self) -> None:
+        while not self.stopping:
+            ready, _, _ = select.select([self.sock.fileno(), self.wake_r], [], [], 1.0)
+            if self.wake_r in ready:
+                self._drain_wakeups()
+            self._reap()
+            if self.sock.fileno() in ready:
+                self._handle()
+        self._shutdown()
+
+    def _drain_wakeups(self) -> None:
+        try:
+            for signum in os.read(self.wake_r, 4096):
+                if signum == signal.SIGTERM:
+                    self.stopping = True
+        except BlockingIOError:
+            pass
+
+    def _handle(self) -> None:
+        try:
+            data, ancillary, _, _ = self.sock.recvmsg(MAX_PACKET, socket.CMSG_SPACE(16))
+        except OSError:
+            data, ancillary = b"", []
+        fds = array.array("i")
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+        if not data:  # EOF: the launcher exited or was killed
+            self.stopping = True
+            return
+        try:
+            message = json.loads(data)
+            if not isinstance(message, dict):
+                raise ValueError("not a JSON object")
+            if message.get("op") == "close":
+                self.stopping = True
+            elif message.get("op") == "spawn":
+                self._spawn(message, list(fds))
+        except ValueError as exc:
+            _send(self.sock, {"error": f"unreadable request: {exc}"})
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def _spawn(self, message: dict[str, Any], fds: list[int]) -> None:
+        tag = message.get("tag")
+        argv = message.get("argv")
+        if len(fds) != 2 or not isinstance(argv, list) or not all(isinstance(a, str)
+                                                                  for a in argv):
+            _send(self.sock, {"tag": tag, "error": "a spawn needs argv and two descriptors"})
+            return
+        count = threads()
+        if count != 1:
+            _send(self.sock, {"tag": tag, "error": f"the template has {count} threads; "
+                                                   "forking now is unsafe"})
+            return
+        sys.stdout.flush()
+        sys.stderr.flush()
+        me = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            _child(self.entry, argv, fds, [self.sock.fileno(), self.wake_r, self.wake_w], me)
+        os.setpgid(pid, pid)
+        self.children.add(pid)
+        _send(self.sock, {"tag": tag, "pid": pid})
+
+    def _reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.children.clear()
+                return
+            if pid == 0:
+                return
+            self.children.discard(pid)
+            _send(self.sock, {"pid": pid, "returncode": os.waitstatus_to_exitcode(status)})
+
+    def _signal_all(self, sig: int) -> None:
+        for pid in self.children:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, sig)
+
+    def _shutdown(self) -> None:
+        self._signal_all(signal.SIGTERM)
+        self._signal_all(signal.SIGCONT)  # a frozen node cannot handle its SIGTERM
+        deadline = time.monotonic() + GRACE
+        while self.children and time.monotonic() < deadline:
+            self._reap()
+            time.sleep(0.05)
+        self._signal_all(signal.SIGKILL)
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            self.children.discard(pid)
+            _send(self.sock, {"pid": pid, "returncode": os.waitstatus_to_exitcode(status)})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m node.daemon.template",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--fd", type=int, required=True, help="the launcher's socket")
+    parser.add_argument("--private", action="store_true", help="also import dp-accounting")
+    parser.add_argument("--entry", default=DAEMON, help="what each child runs (tests)")
+    args = parser.parse_args(argv)
+    sock = socket.socket(fileno=args.fd)
+    # OpenBLAS (numpy's) starts its pool when numpy is imported; in the template that pool
+    # would be one more thread to lose at fork. The daemons compute with torch, not numpy.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    # Collections would write to every object's header and unshare the pages the children
+    # inherit; the frozen generation is never scanned, in the template or in the children.
+    gc.disable()
+    for name in PRELOAD + (PRELOAD_DP if args.private else []):
+        importlib.import_module(name)
+    entry = _entry(args.entry)
+    gc.collect()
+    gc.freeze()
+    _send(sock, {"ready": os.getpid(), "threads": threads()})
+    Template(sock, entry).serve()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,234 @@
+"""The launcher's side of the fork server: start the template once, fork nodes from it.
+
+The template (`python -m node.daemon.template`, which describes the protocol) imports torch
+and the daemon once; every node is then a fork of it, sharing its pages. Here:
+`ForkServer` starts it and sends it spawn requests over a SOCK_SEQPACKET socket (JSON lines,
+the node's stdout and stderr passed as descriptors), and `ForkedProcess` is the handle per
+node, with the part of `subprocess.Popen` the launcher, the live view and chaos use (pid,
+poll, wait, send_signal, terminate, kill, returncode). Exit statuses come from the template,
+which reaps its children and reports each one's status.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import itertools
+import json
+import logging
+import os
+import queue
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+__all__ = ["ForkServer", "ForkServerError", "ForkedProcess", "NodeHandle"]
+
+log = logging.getLogger(__name__)
+MAX_PACKET = 1 << 16
+# Status of a node whose template died under it: its real status went with the template.
+LOST = 1
+
+
+class ForkServerError(RuntimeError):
+    """The template could not start a node; the launcher can still spawn it plainly."""
+
+
+class NodeHandle(Protocol):
+    """What the launcher keeps per node: a `subprocess.Popen` or a `ForkedProcess`."""
+
+    pid: int
+    returncode: int | Any
+
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+    def send_signal(self, sig: int) -> None: ...
+    def terminate(self) -> None: ...
+    def kill(self) -> None: ...
+
+
+class ForkedProcess:
+    """A node forked by the template; its status arrives when the template reaps it."""
+
+    def __init__(self, pid: int, args: Sequence[str]) -> None:
+        self.pid, self.args = pid, list(args)
+        self.returncode: int | None = None
+        self._done = threading.Event()
+
+    def _exited(self, code: int) -> None:
+        self.returncode = code
+        self._done.set()
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if not self._done.wait(timeout):
+            raise subprocess.TimeoutExpired(self.args, timeout or 0.0)
+        assert self.returncode is not None
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        # Not once reaped: the pid may belong to someone else by then.
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
+
+
+class ForkServer:
+    """One template process and the nodes forked from it."""
+
+    def __init__(self, python: str, *, cwd: Path, env: Mapping[str, str], log_file: Path,
+                 private: bool = False, entry: str | None = None) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        args = [python, "-m", "node.daemon.template", "--fd", str(theirs.fileno())]
+        args += ["--private"] if private else []
+        args += ["--entry", entry] if entry else []
+        try:
+            with open(log_file, "a", encoding="utf-8") as err:
+                # Its own session: the terminal's Ctrl-C reaches only the launcher, which
+                # stops the nodes in order and then closes the template.
+                self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
+                                             stdout=subprocess.DEVNULL, stderr=err,
+                                             cwd=cwd, env=dict(env),
+                                             pass_fds=(theirs.fileno(),),
+                                             start_new_session=True)
+        finally:
+            theirs.close()
+        self.sock = ours
+        self.template_threads: int | None = None
+        self._hello = threading.Event()
+        self._lost = threading.Event()
+        self._send_lock = threading.Lock()
+        self._tags = itertools.count()
+        self._pending: dict[int, queue.Queue[ForkedProcess | str]] = {}
+        self._handles: dict[int, ForkedProcess] = {}
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def alive(self) -> bool:
+        return not self._lost.is_set()
+
+    def ready(self, timeout: float) -> bool:
+        """Whether the template finished its imports, single-threaded, within `timeout`."""
+        self._hello.wait(timeout)
+        return self._hello.is_set() and self.template_threads == 1 and self.alive
+
+    def spawn(self, argv: Sequence[str], stdout: int, stderr: int,
+              timeout: float = 60.0) -> ForkedProcess:
+        """Fork a node running the daemon's main with `argv`, writing to the two descriptors."""
+        if not self.ready(timeout):
+            raise ForkServerError(self._why_not())
+        tag = next(self._tags)
+        reply: queue.Queue[ForkedProcess | str] = queue.Queue()
+        self._pending[tag] = reply
+        line = (json.dumps({"op": "spawn", "tag": tag, "argv": list(argv)}) + "\n").encode()
+        fds = array.array("i", [stdout, stderr])
+        try:
+            with self._send_lock:
+                self.sock.sendmsg([line], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+            answer = reply.get(timeout=timeout)
+        except (OSError, queue.Empty) as exc:
+            raise ForkServerError(f"the fork server did not answer ({exc or 'timeout'})") \
+                from exc
+        finally:
+            self._pending.pop(tag, None)
+        if isinstance(answer, str):
+            raise ForkServerError(answer)
+        return answer
+
+    def _why_not(self) -> str:
+        if self.template_threads not in (None, 1):
+            return f"the template has {self.template_threads} threads before forking"
+        if not self.alive:
+            return f"the template exited with status {self.proc.poll()}"
+        return "the template did not finish importing in time"
+
+    def _read(self) -> None:
+        # The only reader: it creates each handle from the spawn reply, so the exit report
+        # that follows it on the socket always finds the handle.
+        while True:
+            try:
+                data = self.sock.recv(MAX_PACKET)
+                message = json.loads(data) if data else None
+            except (OSError, ValueError):
+                message = None
+            if not isinstance(message, dict):
+                break
+            if "ready" in message:
+                self.template_threads = int(message.get("threads", 0))
+                self._hello.set()
+            elif "tag" in message:
+                self._answer(message)
+            elif "returncode" in message:
+                done = self._handles.pop(int(message["pid"]), None)
+                if done is not None:
+                    done._exited(int(message["returncode"]))
+        self._lose()
+
+    def _answer(self, message: dict[str, Any]) -> None:
+        pending = self._pending.get(message["tag"])
+        answer: ForkedProcess | str = str(message.get("error"))
+        if "pid" in message:
+            answer = ForkedProcess(int(message["pid"]), ["node", "forked"])
+            self._handles[answer.pid] = answer
+            if pending is None:  # the launcher gave up waiting: stop it again
+                answer.kill()
+        if pending is not None:
+            pending.put(answer)
+
+    def _lose(self) -> None:
+        self._lost.set()
+        self._hello.set()
+        for pending in list(self._pending.values()):
+            pending.put("the fork server exited")
+        if self._handles:
+            log.warning("the fork server exited with %d node(s) running; their exit status "
+                        "is lost", len(self._handles))
+            threading.Thread(target=self._watch_orphans, daemon=True).start()
+
+    def _watch_orphans(self) -> None:
+        # Each has the template as parent and SIGTERM as its death signal: it is stopping.
+        while self._handles:
+            for pid, handle in list(self._handles.items()):
+                if _gone(pid):
+                    self._handles.pop(pid)
+                    handle._exited(LOST)
+            time.sleep(0.2)
+
+    def close(self, timeout: float = 20.0) -> None:
+        """Ask the template to stop (its remaining children first) and wait for it."""
+        if self.alive:
+            with self._send_lock, contextlib.suppress(OSError):
+                self.sock.send(b'{"op": "close"}\n')
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5.0)
+        self._reader.join(5.0)
+        self.sock.close()

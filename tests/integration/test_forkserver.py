@@ -1,0 +1,204 @@
+"""The fork server (node.daemon.template + node.tools.forkserver): nodes forked from one template
+that imported torch and the daemon once.
+
+What must hold: before any fork the template has exactly one thread and has run no torch op
+(under OMP_NUM_THREADS=2 a single op would have started an OpenMP worker, and the first child
+shows that it does); every child builds its private noise generator from OS entropy after the
+fork (two children with the same config draw different noise; with a fixed noise_seed the
+same, so the comparison can fail); exit statuses, -9 for SIGKILL included, reach the launcher;
+a killed launcher takes the template and its nodes with it; and a launch gives the same
+metrics forked as spawned, for fixed seeds.
+
+Time bounds: one template (~3 s of imports) shared by the probes, one launcher subprocess, and
+two 4-node synthetic federations of 4 rounds; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from node.config import RunConfig
+from node.outputs.files import read_metrics
+from node.tools.forkserver import ForkedProcess, ForkServer
+from node.tools.local import LocalLaunch
+from node.tools.plan import DaemonOptions
+
+ROOT = Path(__file__).resolve().parents[2]
+PROBE = "tests.integration.test_forkserver:probe"
+DP_RUN = RunConfig(topology="ring", nodes=4, rounds=4, dataset="synthetic", model="logreg",
+                   lr=0.5, examples_per_node=200, test_examples=200, epsilon=8.0, threads=1)
+
+
+def tasks(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+def probe(argv: list[str]) -> int:
+    """What a forked child runs in these tests (the template's --entry): a few modes."""
+    mode, rest = argv[0], argv[1:]
+    if mode == "exit":
+        return int(rest[0])
+    if mode == "sleep":
+        time.sleep(float(rest[0]))
+        return 0
+    import torch
+
+    from node.daemon.main import build_daemon_node, read_config
+
+    setup = build_daemon_node(read_config(rest))  # the daemon's own construction of a node
+    before = tasks(os.getpid())
+    torch.set_num_threads(2)
+    torch.ones(512, 512).sum(0)  # the first parallel op starts the OpenMP pool
+    print(json.dumps({"threads_before_op": before, "threads_after_op": tasks(os.getpid()),
+                      "noise": setup.noise.sample(8).tolist()}), flush=True)
+    return 0
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForkServer]:
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env.pop("OPENBLAS_NUM_THREADS", None)
+    log = tmp_path_factory.mktemp("template") / "forkserver.log"
+    fs = ForkServer(sys.executable, cwd=ROOT, env=env, log_file=log, private=True, entry=PROBE)
+    try:
+        assert fs.ready(120), log.read_text()
+        yield fs
+    finally:
+        fs.close()
+    assert not fs.alive and fs.proc.returncode == 0
+
+
+def run_probe(fs: ForkServer, argv: list[str], tmp_path: Path) -> tuple[int, str]:
+    read, write = os.pipe()
+    with open(tmp_path / "stderr.log", "a") as err:
+        try:
+            child = fs.spawn(argv, write, err.fileno())
+        finally:
+            os.close(write)
+    with open(read, encoding="utf-8") as out:
+        text = out.read()  # EOF when the child exits
+    return child.wait(60), text
+
+
+def node_config(tmp_path: Path, **changes: object) -> str:
+    launch = LocalLaunch(DP_RUN.replace(**changes), tmp_path / "run", fork_server=False)
+    return str(launch.nodes[0].config)
+
+
+def test_before_any_fork_the_template_has_one_thread_and_torch_loaded(
+        server: ForkServer) -> None:
+    assert server.template_threads == 1
+    assert tasks(server.pid) == 1  # seen from outside too
+    maps = Path(f"/proc/{server.pid}/maps").read_text()
+    assert "libtorch_cpu" in maps  # it really imported torch: the check is not vacuous
+
+
+def test_each_child_seeds_its_noise_from_os_entropy_after_the_fork(
+        server: ForkServer, tmp_path: Path) -> None:
+    config = node_config(tmp_path)
+    draws = []
+    for k in range(2):
+        code, out = run_probe(server, ["node", "--config", config], tmp_path / str(k))
+        assert code == 0, (tmp_path / str(k) / "stderr.log").read_text()
+        report = json.loads(out.strip().splitlines()[-1])
+        # The child started single-threaded, and a torch op then did start a pool: had the
+        # template run one before forking, its own thread count would not have been 1.
+        assert report["threads_before_op"] == 1 and report["threads_after_op"] > 1
+        draws.append(report["noise"])
+    assert draws[0] != draws[1]
+    assert tasks(server.pid) == 1  # and forking did not start a thread in the template
+
+
+def test_a_fixed_noise_seed_gives_both_children_the_same_noise(
+        server: ForkServer, tmp_path: Path) -> None:
+    config = node_config(tmp_path, noise_seed=11)
+    draws = [json.loads(run_probe(server, ["node", "--config", config],
+                                  tmp_path / str(k))[1].strip().splitlines()[-1])["noise"]
+             for k in range(2)]
+    assert draws[0] == draws[1]  # the comparison above can fail
+
+
+def test_exit_statuses_reach_the_launcher(server: ForkServer, tmp_path: Path) -> None:
+    assert run_probe(server, ["exit", "3"], tmp_path)[0] == 3
+    read, write = os.pipe()
+    try:
+        child = server.spawn(["sleep", "60"], write, write)
+    finally:
+        os.close(write)
+        os.close(read)
+    assert child.poll() is None
+    with pytest.raises(subprocess.TimeoutExpired):
+        child.wait(0.2)
+    assert os.getpgid(child.pid) == child.pid  # a process group of its own, as spawned nodes
+    os.killpg(child.pid, signal.SIGKILL)
+    assert child.wait(10) == -signal.SIGKILL
+
+
+LAUNCHER = """
+import os, sys, time
+from pathlib import Path
+from node.tools.forkserver import ForkServer
+env = {**os.environ, "OMP_NUM_THREADS": "1"}
+fs = ForkServer(sys.executable, cwd=Path.cwd(), env=env, log_file=Path(sys.argv[1]),
+                entry="tests.integration.test_forkserver:probe")
+r, w = os.pipe()
+child = fs.spawn(["sleep", "120"], w, w, timeout=120)
+print(fs.pid, child.pid, flush=True)
+time.sleep(300)
+"""
+
+
+def test_a_killed_launcher_leaves_no_template_and_no_node(tmp_path: Path) -> None:
+    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(tmp_path / "fs.log")],
+                                cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert launcher.stdout is not None
+        template, node = map(int, launcher.stdout.readline().split())
+        assert Path(f"/proc/{node}").exists()
+        launcher.kill()
+        launcher.wait(10)
+        deadline = time.monotonic() + 20
+        while (Path(f"/proc/{template}").exists() or Path(f"/proc/{node}").exists()) \
+                and time.monotonic() < deadline:
+            time.sleep(0.1)
+        # Gone, not zombies: the template reaped the node, and init the template.
+        assert not Path(f"/proc/{node}").exists()
+        assert not Path(f"/proc/{template}").exists()
+    finally:
+        launcher.kill()
+        launcher.wait(10)
+
+
+def launch_metrics(out: Path, fork_server: bool) -> list[list[dict[str, object]]]:
+    cfg = DP_RUN.replace(noise_seed=5)  # fixed noise: only allowed on 127.0.0.1
+    launch = LocalLaunch(cfg, out, DaemonOptions(node={"round_timeout": 20.0}),
+                         fork_server=fork_server)
+    try:
+        launch.start(timeout=120)
+        kinds = {type(n.proc) for n in launch.nodes}
+        assert kinds == ({ForkedProcess} if fork_server else {subprocess.Popen})
+        assert launch.wait(timeout=120)
+    finally:
+        launch.stop_all(grace=5.0)
+    assert launch.succeeded()
+    assert launch.template_pid is None  # closed once every node had exited
+    keys = ("round", "loss", "accuracy", "epsilon", "dual_norm")
+    return [[{k: r[k] for k in keys} for r in read_metrics(out / str(i) / "metrics.jsonl")]
+            for i in range(cfg.nodes)]
+
+
+def test_a_forked_launch_gives_the_same_metrics_as_a_spawned_one(tmp_path: Path) -> None:
+    forked = launch_metrics(tmp_path / "forked", True)
+    spawned = launch_metrics(tmp_path / "spawned", False)
+    assert [len(m) for m in forked] == [DP_RUN.rounds] * DP_RUN.nodes
+    assert forked == spawned

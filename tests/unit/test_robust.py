@@ -1,0 +1,123 @@
+"""The robust aggregation rules (node.core.robust) on hand-made inputs: an honest neighbour within
+the radius is untouched, a far one is clipped exactly to τ, the adaptive radius follows the lower
+median, screening reports (never drops), extreme but finite values neither crash nor poison,
+and the configuration refuses bad modes and radii in one sentence."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from node.config import RunConfig
+from node.core.algorithm import Gossip, PrimalDual, PrimalDualParams
+from node.core.robust import RobustRule, clip_towards, distance, dual_reference, lower_median
+from node.errors import ConfigError
+
+
+def test_within_radius_is_the_same_tensor_and_far_is_clipped_exactly_to_tau() -> None:
+    ref = torch.tensor([1.0, 1.0, 1.0])
+    near = torch.tensor([1.5, 1.0, 1.0])
+    far = torch.tensor([1.0, 5.0, 4.0])  # ‖far − ref‖ = 5
+    assert clip_towards(near, ref, 1.0) is near
+    clipped = clip_towards(far, ref, 2.0)
+    assert distance(clipped, ref) == pytest.approx(2.0, rel=1e-6)
+    # on the segment from ref towards far: ref + (far - ref) * 2/5
+    assert torch.allclose(clipped, torch.tensor([1.0, 1.0 + 1.6, 1.0 + 1.2]))
+    assert clip_towards(far, ref, 5.0) is far  # exactly at τ: untouched
+
+
+def test_adaptive_radius_is_scale_times_the_lower_median() -> None:
+    assert lower_median([3.0, 1.0]) == 1.0
+    assert lower_median([4.0, 1.0, 2.0, 3.0]) == 2.0
+    rule = RobustRule(scale=2.0)
+    own = torch.zeros(4)
+    received = {1: torch.full((4,), 0.5), 2: torch.full((4,), 0.6), 3: torch.full((4,), 50.0)}
+    out = rule.apply(received, dict.fromkeys(received, own))
+    # distances 1.0, 1.2, 100 → lower median 1.2, τ = 2.4: only node 3 is clipped, to 2.4
+    assert rule.last_radius == pytest.approx(2.4)
+    assert out[1] is received[1] and out[2] is received[2]
+    assert distance(out[3], own) == pytest.approx(2.4, rel=1e-6)
+    assert rule.clipped == {3}
+
+
+def test_infinite_radius_returns_the_received_tensors_untouched() -> None:
+    rule = RobustRule(radius=math.inf)
+    received = {1: torch.randn(5) * 1e30, 2: torch.randn(5)}
+    out = rule.apply(received, dict.fromkeys(received, torch.zeros(5)))
+    assert all(out[j] is received[j] for j in received)
+
+
+def test_extreme_but_finite_values_are_clipped_to_a_finite_vector() -> None:
+    big = torch.full((1000,), 3.0e38)  # float32's largest finite range: its norm overflows
+    ref = torch.full((1000,), -3.0e38)
+    assert math.isfinite(distance(big, ref))
+    out = clip_towards(big, ref, 1.0)
+    assert torch.isfinite(out).all()
+    rule = RobustRule()
+    own = torch.zeros(1000)
+    got = rule.apply({1: big, 2: torch.full((1000,), 0.01)}, {1: own, 2: own})
+    assert torch.isfinite(got[1]).all() and distance(got[1], own) <= 2 * distance(got[2], own) * 1.0001
+
+
+def test_screen_marks_a_persistently_clipped_neighbour_and_never_drops_it() -> None:
+    rule = RobustRule(screen=True)
+    own = torch.zeros(3)
+    gen = torch.Generator().manual_seed(0)
+    for r in range(30):
+        honest = {j: torch.randn(3, generator=gen) * 0.1 for j in (1, 2, 3)}
+        received = {**honest, 4: torch.full((3,), 10.0)}
+        out = rule.apply(received, dict.fromkeys(received, own))
+        assert set(out) == {1, 2, 3, 4}  # reported, still mixed (clipped)
+        if r < 9:
+            assert rule.suspects() == []  # not before SCREEN_AFTER rounds heard
+    assert rule.suspects() == [4]
+
+
+def test_screen_does_not_mark_honest_noisy_neighbours() -> None:
+    # DP-noisy honest neighbours: large but alike distances, never beyond 2x the lower median.
+    rule = RobustRule(screen=True)
+    gen = torch.Generator().manual_seed(1)
+    own = torch.zeros(2000)
+    for _ in range(50):
+        received = {j: torch.randn(2000, generator=gen) * 3.0 for j in range(4)}
+        rule.apply(received, dict.fromkeys(received, own))
+    assert rule.suspects() == [] and not rule.clipped
+
+
+def test_dual_reference_predicts_an_honest_neighbour_at_consensus_exactly() -> None:
+    # At consensus (w_j = w_i) with z_{j|i} = s_{i|j}, j's message is exactly the reference.
+    params = PrimalDualParams(lr=0.1, eta=0.5, alpha=0.2)
+    w = torch.randn(6)
+    i, j = PrimalDual(0, [1], w, params), PrimalDual(1, [0], w, params)
+    sent = i.dual_messages({1}, _none())[1]  # s_{0|1}
+    j.absorb({0: sent})
+    y_ji = j.dual_messages({0}, _none())[0]
+    ref = dual_reference(params.kappa, params.beta, i.signs[1], sent, w)
+    assert torch.allclose(y_ji, ref, atol=1e-6)
+
+
+def test_gossip_clips_a_far_neighbour_before_mixing() -> None:
+    weights = {0: 1 / 3, 1: 1 / 3, 2: 1 / 3}
+    g = Gossip(0, weights, torch.zeros(4), lr=0.1)
+    g.robust = RobustRule(radius=1.0)
+    g.absorb({1: torch.tensor([0.5, 0.0, 0.0, 0.0]), 2: torch.tensor([100.0, 0.0, 0.0, 0.0])})
+    assert torch.allclose(g.w, torch.tensor([(0.5 + 1.0) / 3, 0.0, 0.0, 0.0]))
+
+
+@pytest.mark.parametrize("changes, fragment", [
+    ({"robust": "median"}, "unknown robust mode"),
+    ({"robust_radius": 0.0}, "robust_radius must be a positive"),
+    ({"robust_radius": -1.0}, "robust_radius must be a positive"),
+    ({"robust_scale": math.inf}, "robust_scale must be a positive finite"),
+])
+def test_bad_robust_settings_are_one_sentence(changes: dict[str, object], fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment) as err:
+        RunConfig(**changes)  # type: ignore[arg-type]
+    assert str(err.value).count(". ") == 0 and str(err.value).endswith(".")
+
+
+def _none():  # type: ignore[no-untyped-def]
+    from node.core.algorithm import NoNoise
+    return NoNoise()
