@@ -49,6 +49,8 @@ HELP = {
                        "(required for a node's own data file under DP)",
     "classes": "number of classes, public (required for a node's own data file under DP)",
     "test_examples": "evaluate on this many test examples (none = all)",
+    "validation_fraction": "tuning only: hold out this fraction of each shard and evaluate on "
+                           "the held-out rows of all nodes instead of the test split",
     "primal_every": "send the primal for consensus monitoring every P rounds (0 = never)",
     "noise_seed": "fixed seed for the DP noise (experiments only; default OS entropy)",
     "threads": "torch threads per node process",
@@ -57,7 +59,7 @@ HELP = {
     "robust": "off, clip (clip each neighbour's message to a radius around what the node "
               "expects from its own state) or clip+screen (also report suspect neighbours)",
     "robust_radius": "fixed clipping radius τ (inf = never clip; default adaptive: "
-                     "robust_scale x the lower median of the neighbours' distances)",
+                     "robust_scale x the lower median of the neighbours' and its own distances)",
     "robust_scale": "adaptive radius factor c in τ = c x lower median distance",
 }
 

@@ -77,6 +77,9 @@ class RunConfig:
     # from its labels, one added row could change the model's size and so every message).
     classes: int | None = None
     test_examples: int | None = 2000
+    # Experiments' tuning only (node.experiments.tuning): hold out this fraction of every
+    # node's shard (seeded) and evaluate on all nodes' held-out rows instead of the test split.
+    validation_fraction: float = 0.0
     eval_every: int = 1
     primal_every: int = 5
     seed: int = 0
@@ -96,7 +99,7 @@ class RunConfig:
     # A fixed clipping radius τ (inf = never clip); None: adaptive, robust_scale times the
     # lower median of the round's distances to the node's own reference.
     robust_radius: float | None = None
-    robust_scale: float = 2.0
+    robust_scale: float = 1.0
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -156,6 +159,9 @@ class RunConfig:
             raise ConfigError(f"sample_rate must be in (0, 1], got {self.sample_rate}.")
         if self.test_examples is not None and self.test_examples < 1:
             raise ConfigError("test_examples must be at least 1.")
+        if not 0 <= self.validation_fraction < 1:
+            raise ConfigError(f"validation_fraction must be in [0, 1), got "
+                              f"{self.validation_fraction}.")
         if self.primal_every < 0:
             raise ConfigError("primal_every must be 0 (never) or a positive number of rounds.")
         compress_spec(self.compress)

@@ -5,9 +5,10 @@
                                   [--dataset fashion-mnist] [--repeat 1] [--no-fork-server]
 
 Prints one JSON line per run, then one with the largest N that finished every round. A run's
-line: whether every node finished, start-up (first node started → every node READY), wall
-seconds, median seconds per round, and per node the peak RSS (VmHWM from /proc, sampled every
-half second, and the `peak_rss_bytes` each node wrote to final.json) and the peak PSS (from
+line: whether every node finished, start-up (first node started → every node READY, in wall
+seconds and in CPU seconds of the nodes and the template), wall seconds, median seconds per
+round, and per node the peak RSS (VmHWM from /proc, sampled every half second, and the
+`peak_rss_bytes` each node wrote to final.json) and the peak PSS (from
 /proc/<pid>/smaps_rollup: shared pages such as torch's libraries divided among the processes
 mapping them, so the per-node PSS times N is what N nodes really occupy). With the fork server
 (the default on Linux) the template's own PSS is reported apart and counted in the total.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -87,6 +89,15 @@ class Sampler:
         self.thread.join()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def spread(values: list[int]) -> dict[str, float] | None:
     """Median and maximum over the nodes, in MB."""
     if not values:
@@ -106,11 +117,14 @@ def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
                                                            "startup_timeout": 600.0}),
                              fork_server=None if args.fork_server else False)
         started = time.monotonic()
-        startup = None
+        startup = startup_cpu = None
         with Sampler(launch) as sampler:
             try:
                 launch.start(timeout=600)
                 startup = time.monotonic() - started  # as summary.json's startup_seconds
+                # CPU, unlike wall time, does not depend on what else the machine runs.
+                pids = [p.pid for p in launch.processes.values()] + [launch.template_pid or 0]
+                startup_cpu = sum(cpu_seconds(pid) for pid in pids if pid)
                 finished = launch.wait(timeout=args.timeout) and launch.succeeded()
             except LaunchError as exc:
                 finished = False
@@ -131,6 +145,7 @@ def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         "nodes": n, "dataset": args.dataset, "model": args.model, "rounds": args.rounds,
         "fork_server": launch.fork_server, "finished": finished,
         "startup_seconds": round(startup, 2) if startup is not None else None,
+        "startup_cpu_seconds": round(startup_cpu, 2) if startup_cpu is not None else None,
         "wall_seconds": round(wall, 1),
         "median_seconds_per_round": round(statistics.median(per_round), 4) if per_round
         else None,

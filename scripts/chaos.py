@@ -5,7 +5,8 @@
     python scripts/chaos.py --quick --seed 3    # CI size, another seed
 
 Scenarios (node/chaos.py, the same code tests/faults/ asserts on): crash, checkpoint, freeze,
-partition, lossy, hostile, shutdown. Exit status 0 when every scenario passed, 1 otherwise.
+partition, lossy, hostile, shutdown, byzantine (an in-bound attacker, CURVE on). Exit status 0
+when every scenario passed, 1 otherwise.
 Each scenario's files stay under --out (metrics, node.log, final.json of every node).
 """
 

@@ -6,9 +6,16 @@
     python scripts/experiment.py --preset dpnorm-paper --out runs/paper --seeds 0 1 --list
     python scripts/experiment.py --preset quick --out runs/quick --executor ray --jobs 2
     python scripts/experiment.py --preset dpnorm-paper --out runs/paper --ray-address HEAD:6379
+    python scripts/experiment.py --preset heterogeneity --out runs/het --tune 3 \
+        --skews iid classes:2 --graphs ring-6 ring-16 --ks 1 4 --epsilons inf 4 --seeds 0 1
 
 Re-running the same command skips every run that finished (its directory has DONE) and redoes
 the rest. Then `python scripts/report.py runs/quick` writes the figures and tables.
+
+`--tune B` first runs B tuning candidates per line on a validation split of the nodes' own
+training data (node.experiments.tuning; under `<out>/tuning`), then the final runs with the chosen
+settings (under `<out>/final`). Tuning on private data costs privacy that the printed ε does not
+include; `--tune-on control` tunes on the noise-free clipped control instead (docs/PRIVACY.md).
 
 `--executor ray` (needs `pip install -e '.[ray]'`) runs each run as a Ray task: on a local Ray of
 `--jobs` CPUs, or with `--ray-address` on a running Ray cluster, whose CPUs then set the
@@ -27,6 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main(argv: list[str] | None = None) -> int:
     from node.experiments.grid import PRESETS, build_grid, is_done, preset, run_grid
+    from node.experiments.heterogeneity import estimate_seconds, select_regimes
+    from node.experiments.tuning import Protocol, tuned_specs, tuning_specs
 
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -47,6 +56,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--regimes", nargs="+", help="only these data regimes")
     parser.add_argument("--epsilons", type=float, nargs="+",
                         help="only these ε values (inf for the runs without privacy)")
+    parser.add_argument("--skews", nargs="+", help="only these label skews (preset axes)")
+    parser.add_argument("--graphs", nargs="+", help="only these graphs (preset axes)")
+    parser.add_argument("--ks", nargs="+", help="only these local-step counts K (preset axes)")
+    parser.add_argument("--tune", type=int, metavar="B",
+                        help="tune every line with B runs on a validation split first")
+    parser.add_argument("--tune-on", choices=("private", "control"), default="private",
+                        help="tune private lines on their own runs (costs privacy the printed "
+                             "ε omits) or on the noise-free clipped control")
+    parser.add_argument("--tune-lr-only", action="store_true",
+                        help="tune the step size only (θ = 1, γ = 0.1, one local step for "
+                             "FedAvg/SCAFFOLD): a budget of 3 tries 3 step sizes per method")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a RunConfig setting for every run (e.g. rounds=10)")
     parser.add_argument("--list", action="store_true", help="print the runs and exit")
@@ -69,11 +89,33 @@ def main(argv: list[str] | None = None) -> int:
             overrides[key] = coerce(RunConfig, key, value)
         except (ConfigError, KeyError) as exc:
             parser.error(f"--set {item}: {exc}")
-    specs = build_grid(preset(args.preset), seeds=args.seeds, overrides=overrides)
+    chosen = preset(args.preset)
+    wanted = {"skew": args.skews or [], "graph": args.graphs or [], "K": args.ks or []}
+    regimes = args.regimes or []
+    try:  # bad filters are one sentence before any run starts
+        if any(wanted.values()):
+            regimes = select_regimes(chosen.axes, wanted) if chosen.axes else \
+                fail(f"preset {args.preset} has no skew/graph/K axes; use --regimes.")
+            regimes = [r for r in regimes if not args.regimes or r in args.regimes]
+        for name, known, given in (("method", chosen.methods, args.methods or []),
+                                   ("regime", tuple(chosen.regimes), args.regimes or [])):
+            unknown = [g for g in given if g not in known]
+            if unknown:
+                fail(f"unknown {name} {unknown[0]!r} for preset {args.preset}; choose from "
+                     f"{', '.join(known)}.")
+        protocol = None if args.tune is None else Protocol(
+            budget=args.tune, on=args.tune_on,
+            **(dict(thetas=(1.0,), gammas=(0.1,), local_steps=(1,)) if args.tune_lr_only
+               else {}))
+    except ValueError as exc:
+        fail(str(exc))
+    specs = build_grid(chosen, seeds=args.seeds, overrides=overrides)
     if args.methods:
         specs = [s for s in specs if s.method in args.methods]
-    if args.regimes:
-        specs = [s for s in specs if s.regime in args.regimes]
+    if regimes:
+        specs = [s for s in specs if s.regime in regimes]
+    if not specs:
+        fail("the filters leave no run of this preset; see --list without them.")
     if args.epsilons:
         specs = [s for s in specs if s.epsilon in args.epsilons]
     for spec in specs:  # every run's settings are checked before the first one starts
@@ -81,10 +123,22 @@ def main(argv: list[str] | None = None) -> int:
             spec.run_config()
         except ConfigError as exc:
             parser.error(f"{spec.path}: {exc}")
+    out = Path(args.out)
+    try:
+        tuning = [] if protocol is None else tuning_specs(specs, protocol)
+    except ValueError as exc:
+        fail(str(exc))
+    for spec in tuning:
+        spec.run_config()
+    final_root = out if protocol is None else out / "final"
     if args.list:
-        for s in specs:
-            print(("done  " if is_done(args.out, s) else "todo  ") + s.path)
-        print(f"{len(specs)} runs")
+        for root, group in ((out / "tuning", tuning), (final_root, specs)):
+            for s in group:
+                print(("done  " if is_done(root, s) else "todo  ") + str(root / s.path))
+        cost = estimate_seconds([*tuning, *specs])
+        print(f"{len(tuning)} tuning runs + {len(specs)} runs; about {cost / 3600:.1f} h of one "
+              f"core by the measured per-step costs (docs/RESULTS.md), {cost / 3600 / 2:.1f} h "
+              "with --jobs 2")
         return 0
     from node.experiments.executors import ExecutorError, LocalExecutor, RayExecutor
 
@@ -92,7 +146,17 @@ def main(argv: list[str] | None = None) -> int:
                             connect_timeout=args.ray_timeout)
                 if args.executor == "ray" or args.ray_address else LocalExecutor(args.jobs))
     try:
-        result = run_grid(specs, args.out, executor=executor)
+        if protocol is not None:
+            run_grid(tuning, out / "tuning", executor=executor)
+            specs, missing = tuned_specs(specs, protocol, out / "tuning")
+            if missing:
+                print(f"{len(missing)} runs left out: their tuning did not finish (rerun)",
+                      file=sys.stderr)
+            executor = (RayExecutor(address=args.ray_address, cpus=args.jobs,
+                                    connect_timeout=args.ray_timeout)
+                        if args.executor == "ray" or args.ray_address
+                        else LocalExecutor(args.jobs))
+        result = run_grid(specs, final_root, executor=executor)
     except ExecutorError as exc:  # before any run started: nothing done is lost
         fail(str(exc))
     print(json.dumps({k: v for k, v in result.items() if k != "failed"}

@@ -96,9 +96,6 @@ def main(argv: list[str] | None = None) -> int:
         fail(f"--timeout must be a positive number of seconds, got {args.timeout}.")
     from node.tools.live import format_table, launch
 
-    if not options.curve and not args.quiet:
-        sys.stderr.write("note: plaintext between the nodes (127.0.0.1 only); --curve encrypts "
-                         "it, and make_compose.py uses CURVE unless told --plaintext.\n")
     code, summary = launch(cfg, Path(args.out), options, timeout=args.timeout, quiet=args.quiet,
                            fresh=not args.resume, fork_server=None if args.fork_server else False)
     if summary is not None:

@@ -183,7 +183,7 @@ class PrimalDual(RoundAlgorithm):
         self._sent: dict[int, Tensor] = {}  # the last message to each neighbour
         self._prior: dict[int, Tensor] = {}  # the one before, for edges sent this round
         self._sent_now: set[int] = set()
-        self._w_sent = self.w
+        self._w_before = self.w  # the model at the previous absorb
 
     @property
     def neighbours(self) -> list[int]:
@@ -195,7 +195,12 @@ class PrimalDual(RoundAlgorithm):
         # A compressed payload is meaningless without the stream's copy (node.core.compressed).
         dense = {j: y for j, y in received.items() if isinstance(y, Tensor)}
         if self.robust is not None:
-            dense = self.robust.apply(dense, {j: self.expected(j) for j in dense})
+            # Only released values and the continued w (itself a function of the releases, see
+            # dual_messages) enter: the clipping is post-processing (docs/PRIVACY.md).
+            own = 2.0 * self.params.beta * float(torch.linalg.vector_norm(
+                self.w - self._w_before))
+            dense = self.robust.apply(dense, {j: self.expected(j) for j in dense}, own)
+            self._w_before = self.w
         for j, y in dense.items():
             z = self.duals[j]
             if theta == 1.0:
@@ -248,7 +253,6 @@ class PrimalDual(RoundAlgorithm):
 
     def _remember(self, out: Mapping[int, Tensor]) -> None:
         self._sent_now = set(out)
-        self._w_sent = self.w
         for j, y in out.items():
             self._prior[j] = self._sent.get(j, torch.zeros_like(self.w))
             self._sent[j] = y
@@ -260,8 +264,7 @@ class PrimalDual(RoundAlgorithm):
         held = self._prior if j in self._sent_now else self._sent
         prior = held.get(j)
         return dual_reference(p.kappa, p.beta, self.signs[j],
-                              torch.zeros_like(self.w) if prior is None else prior,
-                              self._w_sent)
+                              torch.zeros_like(self.w) if prior is None else prior, self.w)
 
     def dual_norm(self) -> float | None:
         """RMS per coordinate of the duals: sqrt(Σ_j ‖z_{i|j}‖² / (E_i·d))."""
@@ -276,7 +279,7 @@ class PrimalDual(RoundAlgorithm):
         return state
 
     def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
-        self.w = state["w"].clone()
+        self.w = self._w_before = state["w"].clone()
         for j in self.duals:
             self.duals[j] = state[f"z{j}"].clone()
 
@@ -303,6 +306,7 @@ class Gossip(RoundAlgorithm):
         self.self_weight = weights[node]
         self.weights = {j: w for j, w in sorted(weights.items()) if j != node}
         self.robust: RobustRule | None = None  # --robust (node.core.robust)
+        self._w_mixed = self.w  # the model after the previous round's mixing
 
     @property
     def neighbours(self) -> list[int]:
@@ -314,12 +318,13 @@ class Gossip(RoundAlgorithm):
         if not dense:
             return
         if self.robust is not None:  # self-centred clipping around our own model
-            dense = self.robust.apply(dense, {j: self.w for j in dense})
+            own = float(torch.linalg.vector_norm(self.w - self._w_mixed))
+            dense = self.robust.apply(dense, {j: self.w for j in dense}, own)
         kept = self.self_weight + sum(w for j, w in self.weights.items() if j not in dense)
         mixed = kept * self.w
         for j, wj in dense.items():
             mixed.add_(wj, alpha=self.weights[j])
-        self.w = mixed
+        self.w = self._w_mixed = mixed
 
     def local_steps(self, oracle: GradientOracle, active: Collection[int]) -> float:
         losses = []
@@ -347,7 +352,7 @@ class Gossip(RoundAlgorithm):
         return {"w": self.w}
 
     def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
-        self.w = state["w"].clone()
+        self.w = self._w_mixed = state["w"].clone()
 
 
 Algorithm = PrimalDual | Gossip

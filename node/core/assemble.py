@@ -5,6 +5,7 @@ algorithm. The simulator and the daemon both build nodes here, so they run the s
 from __future__ import annotations
 
 import hashlib
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,7 +95,10 @@ def shard(cfg: RunConfig, data: Dataset, node: int, *, standardised: bool = True
     only those rows of a LazyDataset are converted to float32. A table's shard is standardised
     by the node alone (node.core.tables.standardise) unless `standardised` is False."""
     lazy = LazyDataset.of(data)
-    part = lazy.select(_rows(cfg, data, node), cfg.test_examples)
+    if cfg.validation_fraction:
+        part = _with_validation(cfg, lazy, _capped_parts(cfg, data), node)
+    else:
+        part = lazy.select(_rows(cfg, data, node), cfg.test_examples)
     if not standardised:
         return part
     return standardise(part, lazy.table, private=cfg.private, mode=cfg.standardise)
@@ -103,16 +107,68 @@ def shard(cfg: RunConfig, data: Dataset, node: int, *, standardised: bool = True
 def shards(cfg: RunConfig, data: Dataset) -> list[Dataset]:
     """Every node's `shard`, in id order, from one partition (the simulator's N nodes)."""
     lazy = LazyDataset.of(data)
-    parts = partition_of(data, cfg.nodes, cfg.partition, cfg.seed)
-    cap = cfg.examples_per_node
-    return [standardise(lazy.select(rows if cap is None else rows[:cap], cfg.test_examples),
-                        lazy.table, private=cfg.private, mode=cfg.standardise)
-            for rows in parts]
+    parts = _capped_parts(cfg, data)
+    selected = ([_with_validation(cfg, lazy, parts, i) for i in range(len(parts))]
+                if cfg.validation_fraction else
+                [lazy.select(rows, cfg.test_examples) for rows in parts])
+    return [standardise(part, lazy.table, private=cfg.private, mode=cfg.standardise)
+            for part in selected]
 
 
 def _rows(cfg: RunConfig, data: Dataset, node: int) -> np.ndarray:
-    return shard_rows(data, node=node, nodes=cfg.nodes, spec=cfg.partition, seed=cfg.seed,
+    rows = shard_rows(data, node=node, nodes=cfg.nodes, spec=cfg.partition, seed=cfg.seed,
                       cap=cfg.examples_per_node)
+    return split_validation(cfg, rows, node)[0]
+
+
+def _capped_parts(cfg: RunConfig, data: Dataset) -> list[np.ndarray]:
+    cap = cfg.examples_per_node
+    return [rows if cap is None else rows[:cap]
+            for rows in partition_of(data, cfg.nodes, cfg.partition, cfg.seed)]
+
+
+_VALIDATION_STREAM = 0x7A11DA7E  # keeps the hold-out's draws apart from every other seeded use
+
+
+def split_validation(cfg: RunConfig, rows: np.ndarray, node: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training, validation) rows of a node's shard (both ascending): `validation_fraction`
+    of them held out by a draw from the run's seed, so tuning is repeatable and a run's
+    training rows never include the rows its choice was scored on."""
+    if not cfg.validation_fraction:
+        return rows, rows[:0]
+    rng = np.random.default_rng((cfg.seed, node, _VALIDATION_STREAM))
+    held = np.zeros(len(rows), dtype=bool)
+    held[rng.permutation(len(rows))[:round(cfg.validation_fraction * len(rows))]] = True
+    return rows[~held], rows[held]
+
+
+# One validation split per (dataset, settings), shared by every node like the test split.
+_VALIDATION: weakref.WeakKeyDictionary[LazyDataset, dict[tuple[object, ...], tuple[
+    torch.Tensor, torch.Tensor]]] = weakref.WeakKeyDictionary()
+
+
+def _with_validation(cfg: RunConfig, lazy: LazyDataset, parts: list[np.ndarray],
+                     node: int) -> Dataset:
+    """Node `node`'s training rows, evaluated on every node's held-out rows (capped at
+    `test_examples` by a seeded draw) in place of the test split, which is never read: a
+    choice made on this score has not seen the test set."""
+    key = (cfg.nodes, cfg.partition, cfg.seed, cfg.examples_per_node, cfg.validation_fraction,
+           cfg.test_examples)
+    cache = _VALIDATION.setdefault(lazy, {})
+    if key not in cache:
+        held = np.concatenate([split_validation(cfg, rows, i)[1] for i, rows in enumerate(parts)])
+        if cfg.test_examples is not None and len(held) > cfg.test_examples:
+            rng = np.random.default_rng((cfg.seed, _VALIDATION_STREAM))
+            held = rng.choice(held, cfg.test_examples, replace=False)
+        held = np.sort(held)
+        if len(held) == 0:
+            raise DataError(f"validation_fraction {cfg.validation_fraction} holds out no row "
+                            "of any shard; raise it or give the nodes more examples.")
+        cache[key] = (lazy.train.take(held), lazy.y_train[torch.from_numpy(held)])
+    x_val, y_val = cache[key]
+    rows = split_validation(cfg, parts[node], node)[0]
+    return Dataset(lazy.train.take(rows), lazy.y_train[torch.from_numpy(rows)], x_val, y_val,
+                   lazy.num_classes, lazy.in_shape, lazy.name)
 
 
 def build_node(

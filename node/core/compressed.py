@@ -107,12 +107,13 @@ class ChocoGossip(Gossip):
         if not self.heard:
             return
         if self.robust is not None:  # clipped around our own public copy x̂_{i→j}
+            own = float(torch.linalg.vector_norm(self.w - self._w_mixed))
             self.heard = self.robust.apply(
-                self.heard, {j: self.exchange.sent_copy(j) for j in self.heard})
+                self.heard, {j: self.exchange.sent_copy(j) for j in self.heard}, own)
         pull = torch.zeros_like(self.w)
         for j, copy in self.heard.items():
             pull.add_(copy - self.exchange.sent_copy(j), alpha=self.weights[j])
-        self.w = self.w + self.gamma * pull
+        self.w = self._w_mixed = self.w + self.gamma * pull
 
     def neighbour_models(self, received: Mapping[int, Outgoing]) -> dict[int, Tensor]:
         return dict(self.heard)

@@ -17,28 +17,36 @@ per round is then bounded by τ times its weight, whatever it sends.
   (for CHOCO the node's public copy x̂_{i→j} stands in for x_i).
 - Primal-dual family (clipping in the dual, after Gaucher, Hendrikx & Dieuleveut 2024): node j
   sends y_{j|i} = κ·z_{j|i} − 2β·A_{j|i}·w_j (+ ξ). Had j set z_{j|i} to what i sent it last
-  round (s_{i|j}, θ = 1) and were it at consensus (w_j = w_i), i would receive
+  round (s_{i|j}, θ = 1) and were it at consensus (w_j = w_i), i would receive (w_i taken
+  after the message-mode continuation, a function of i's releases)
 
       r_{j|i} = κ·s_{i|j} + 2β·A_{i|j}·w_i          (A_{j|i} = −A_{i|j})
 
-  so y_{j|i} − r_{j|i} = −2β·A_{j|i}·(w_j − w_i) + ξ_{ji}: the disagreement of the models plus
-  j's noise, i's own noise cancels. The dual update uses CLIP(y_{j|i}; r_{j|i}, τ), so one bad
+  so y_{j|i} − r_{j|i} = −2β·A_{j|i}·(w_j − w_i) + ξ_{ji} (+ i's continuation): the
+  disagreement of the models plus noise. The dual update uses CLIP(y_{j|i}; r_{j|i}, τ), so one bad
   edge cannot drag z_{i|j} (and through it w_i) further than τ per round.
 
 Radius. A fixed τ (`robust_radius`; inf = never clip, which leaves mixing and ECL bit for bit),
-or adaptive: τ = c · (lower median of this round's distances ‖v_j − r_j‖), c = `robust_scale`
-(default 2). The lower median is a distance of an honest neighbour as long as fewer than half
-of the node's neighbours are Byzantine, so honest neighbours within c times the typical honest
-spread are never touched, under DP too (their distances are all noise-dominated and alike). A
-limit: an attacker that always sends exactly the reference can shrink τ and slow the node's
-mixing; it cannot move the node.
+or adaptive: τ = c · m, c = `robust_scale` (default 1), m the lower median of this round's
+distances ‖v_j − r_j‖ together with the node's own: how far its own message moved since the
+previous round (‖x_i − x_i⁻‖ for gossip, 2β·‖w_i − w_i⁻‖ for the duals, the same units). The
+node counts as one honest voice, so as long as Byzantine neighbours are fewer than half of
+(neighbours + 1) — one of two on a ring, two of four on a torus — m lies between two honest
+values: attackers can neither inflate τ by being far nor shrink it to zero by sending exactly
+the reference (that would cut the node off from its honest neighbours). Honest neighbours
+within c·m are never touched, under DP too (their distances are noise-dominated and alike).
+What clipping cannot remove is an attack within τ (ALIE, dissensus on a sparse graph): its
+effect is bounded by τ per round, not cancelled.
 
 Screening (`clip+screen`): each neighbour's score is an exponential average (factor 0.9) of
-"was clipped this round"; after at least `SCREEN_AFTER` rounds heard, a score above one half
-marks it suspicious. Screening only reports (metrics.jsonl and final.json `suspects`): a
-suspect is still clipped, never dropped, so an honest-but-noisy neighbour loses nothing.
+"was farther than 2·m this round" (whatever c is); after at least `SCREEN_AFTER` rounds
+heard, a score above one half marks it suspicious. Screening only reports (metrics.jsonl
+and final.json `suspects`): a suspect is still clipped, never dropped, so an honest-but-noisy
+neighbour loses nothing.
 
-Clipping what was received is post-processing of released messages: it changes no privacy
+Clipping what was received is post-processing: it reads only released messages (the
+neighbours' and the node's own) and state reconstructible from releases (the gossip model, a
+DP output in gradient mode; the continued w in message mode), so it changes no privacy
 accounting (docs/PRIVACY.md).
 """
 
@@ -56,6 +64,7 @@ from node.config import RunConfig
 SCREEN_AFTER = 10
 SCREEN_DECAY = 0.9
 SCREEN_THRESHOLD = 0.5
+SCREEN_FACTOR = 2.0  # a distance beyond this many times m counts against a neighbour
 
 
 def distance(value: Tensor, reference: Tensor) -> float:
@@ -94,7 +103,7 @@ class RobustRule:
 
     screen: bool = False
     radius: float | None = None  # fixed τ; None: adaptive
-    scale: float = 2.0
+    scale: float = 1.0
     last_radius: float | None = None
     clipped: set[int] = field(default_factory=set)  # this round's
     scores: dict[int, float] = field(default_factory=dict)
@@ -107,32 +116,39 @@ class RobustRule:
         return cls(screen=cfg.robust == "clip+screen", radius=cfg.robust_radius,
                    scale=cfg.robust_scale)
 
-    def tau(self, distances: Mapping[int, float]) -> float:
+    def tau(self, distances: Mapping[int, float], own: float | None = None) -> float:
         if self.radius is not None:
             return self.radius
-        return self.scale * lower_median(distances.values())
+        return self.scale * self.typical(distances, own)
 
-    def apply(self, received: Mapping[int, Tensor],
-              reference: Mapping[int, Tensor]) -> dict[int, Tensor]:
-        """Each received vector clipped to τ around its reference (untouched when within)."""
+    @staticmethod
+    def typical(distances: Mapping[int, float], own: float | None) -> float:
+        """m: the lower median of the neighbours' distances and the node's own."""
+        return lower_median([*distances.values(), *([] if own is None else [own])])
+
+    def apply(self, received: Mapping[int, Tensor], reference: Mapping[int, Tensor],
+              own: float | None = None) -> dict[int, Tensor]:
+        """Each received vector clipped to τ around its reference (untouched when within);
+        `own`: the node's own distance, one more voice in the adaptive radius."""
         if not received:
             return {}
         if self.radius == math.inf:  # never clip: not even a norm is computed
             self.last_radius, self.clipped = math.inf, set()
-            self._score({})
+            self._score({}, {})
             return dict(received)
         dist = {j: distance(v, reference[j]) for j, v in received.items()}
-        tau = self.tau(dist)
+        tau = self.tau(dist, own)
         self.last_radius = tau
         self.clipped = {j for j, d in dist.items() if d > tau}
-        self._score(dist)
+        far = SCREEN_FACTOR * self.typical(dist, own)
+        self._score({j: d for j, d in dist.items() if d > far}, dist)
         return {j: clip_towards(v, reference[j], tau, dist[j]) for j, v in received.items()}
 
-    def _score(self, dist: Mapping[int, float]) -> None:
+    def _score(self, far: Mapping[int, float], dist: Mapping[int, float]) -> None:
         if not self.screen:
             return
         for j in dist:
-            hit = 1.0 if j in self.clipped else 0.0
+            hit = 1.0 if j in far else 0.0
             self.scores[j] = SCREEN_DECAY * self.scores.get(j, 0.0) + (1 - SCREEN_DECAY) * hit
             self.heard[j] = self.heard.get(j, 0) + 1
 

@@ -50,7 +50,7 @@ PRELOAD_DP = ["dp_accounting", "dp_accounting.pld", "dp_accounting.rdp",
               "dp_accounting.pld.privacy_loss_distribution"]
 DAEMON = "node.daemon.main:main"
 GRACE = 10.0  # seconds children get to say BYE and flush when the launcher goes away
-PR_SET_PDEATHSIG = 1
+PR_SET_PDEATHSIG, PR_SET_NAME = 1, 15
 MAX_PACKET = 1 << 16
 
 
@@ -71,9 +71,11 @@ def _entry(spec: str) -> Callable[[list[str]], int]:
     return fn
 
 
-def _die_with_parent(parent: int) -> None:
-    # A node outlives the template only for the few seconds its SIGTERM handler needs.
+def _as_node(parent: int) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
+    # `ps`/`top` show the template's command line for every child; the name tells them apart.
+    libc.prctl(PR_SET_NAME, b"dpnorm-node", 0, 0, 0)
+    # A node outlives the template only for the few seconds its SIGTERM handler needs.
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     if os.getppid() != parent:  # the template died before prctl took effect
         os.kill(os.getpid(), signal.SIGTERM)
@@ -88,7 +90,7 @@ def _child(entry: Callable[[list[str]], int], argv: list[str], fds: list[int],
         for sig in (signal.SIGCHLD, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
         os.setpgid(0, 0)  # the parent does it too, so a signal to the group never misses
-        _die_with_parent(template)
+        _as_node(template)
         for fd in keep_closed:
             os.close(fd)
         devnull = os.open(os.devnull, os.O_RDONLY)

@@ -20,6 +20,10 @@ in gradient mode, DP-ECL (= DP-Norm at γ = 0), ECL, D-PSGD and DP-D-PSGD from t
 path (`node.sim.simulate.simulate`), FedAvg/SCAFFOLD/solo/pooled from `node.sim.references`, and the
 clipped noise-free controls: the same decentralised algorithm with Poisson-sampled clipped
 gradients and no noise, the baseline against which privacy's cost is measured.
+
+Presets: `dpnorm-paper`, `quick`, `tables`, and `heterogeneity` (skew × graph × K × ε,
+node.experiments.heterogeneity), meant to run tuned (node.experiments.tuning: a tuning candidate
+is a RunSpec with a `tag`, a final run records its choice in `tuned`).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import torch
 import node.sim.simulate
 from node.config import RunConfig
 from node.experiments.executors import DONE, Executor, LocalExecutor
+from node.experiments.heterogeneity import heterogeneity_fields
 from node.outputs.files import write_json_atomic
 from node.sim.references import run_reference
 
@@ -114,6 +119,9 @@ class Preset:
     # clipped controls): clipped gradients are at most C long, so they want a larger step than
     # raw ones. Chosen on the clipped noise-free control, never on the private runs.
     clipped: dict[str, Any] = field(default_factory=dict)
+    # What each regime stands for along the preset's axes ({"skew": ..., "graph": ..., "K": ...}),
+    # so that command-line filters can name cells (`select_regimes`); empty: no axes.
+    axes: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 INF = math.inf
@@ -189,6 +197,10 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+# Which algorithm wins where: skew × graph × K × ε (node.experiments.heterogeneity).
+PRESETS["heterogeneity"] = Preset(**heterogeneity_fields())
+
+
 def preset(name: str) -> Preset:
     try:
         return PRESETS[name]
@@ -206,12 +218,17 @@ class RunSpec:
     gamma: float
     seed: int
     config: dict[str, Any]
+    # Where the run sits below the regime: a tuning candidate's "tune-2" (node.experiments.tuning)
+    tag: str = ""
+    # The tuning that chose this run's settings (node.experiments.tuning), recorded in run.json
+    tuned: dict[str, Any] | None = None
 
     @property
     def path(self) -> str:
         eps = "inf" if math.isinf(self.epsilon) else f"{self.epsilon:g}"
         gamma = f"-g{self.gamma:g}" if METHODS[self.method].denoise else ""
-        return f"{self.regime}/{self.method}{gamma}/eps-{eps}/seed-{self.seed}"
+        tag = f"/{self.tag}" if self.tag else ""
+        return f"{self.regime}/{self.method}{gamma}/eps-{eps}{tag}/seed-{self.seed}"
 
     def run_config(self) -> RunConfig:
         return RunConfig(**self.config)

@@ -27,7 +27,13 @@ from node.config import RunConfig
 from node.core.assemble import Federation, build_graph, load_data, shards
 from node.errors import ConfigError
 from node.experiments.grid import Preset, RunSpec, build_grid
-from node.experiments.prevalidation_answers import answers, deployment, per_site_table, plot
+from node.experiments.prevalidation_answers import (
+    answers,
+    deployment,
+    measured_recommendation,
+    per_site_table,
+    plot,
+)
 from node.experiments.results import load_runs, metric_name
 
 INF = math.inf
@@ -98,7 +104,8 @@ def write_prevalidation(root: str | Path, out: str | Path | None = None) -> Path
            f"{len(runs)} finished runs. Metric: final test {name} (the task's: "
            f"{'two classes' if metric == 'auroc' else 'accuracy unless two classes'}), mean "
            "over sites and seeds; differences are in points (× 100).", "",
-           "## Answers", "", *lines, "", "## What a deployment would pay per round", "",
+           "## Answers", "", *lines, *measured_recommendation(runs), "",
+           "## What a deployment would pay per round", "",
            *deployment(runs), "", "## Per site", "", per_site_table(runs, metric), ""]
     if png is not None:
         doc += [f"![{name} per site and against ε]({png.name})", ""]

@@ -166,6 +166,27 @@ def answers(runs: Sequence[Run]) -> tuple[str, list[str]]:
     return metric, out
 
 
+def measured_recommendation(runs: Sequence[Run], path: Path | None = None) -> list[str]:
+    """One line per private ε from the committed heterogeneity answer (docs/RESULTS.md) when
+    the user's setting is near one of its measured cells; nothing when none is, or when no
+    answer has been committed."""
+    from node.experiments.winners import COMMITTED, load, recommend
+
+    cells = load(path or COMMITTED)
+    if not cells or not runs:
+        return []
+    cfg = runs[0].summary.get("config", {})
+    out = []
+    for eps in sorted({r.epsilon for r in runs}, reverse=True):
+        line = recommend(cells, partition=str(cfg.get("partition")),
+                         topology=str(cfg.get("topology")), nodes=int(cfg.get("nodes") or 0),
+                         epsilon=eps, local_steps=int(cfg.get("local_steps") or 1))
+        if line is not None:
+            out.append(f"- **Near a measured cell (ε = {eps_name(eps)})?** {line[0].upper()}"
+                       f"{line[1:]}")
+    return out
+
+
 def deployment(runs: Sequence[Run]) -> list[str]:
     """Bytes per round from the model's size and the codec, and a round-time estimate: the
     measured compute per node and round, plus sending every message over one uplink."""

@@ -21,6 +21,7 @@ from typing import Any
 
 import networkx as nx
 import numpy as np
+from torch import Tensor
 
 from node.config import RunConfig
 from node.core.algorithm import Gossip, PrimalDual
@@ -85,7 +86,7 @@ class Tamper:
             algorithm = runners[a].setup.algorithm
             heard = [models[k] for k in self.graph[a] if k not in self.attackers]
             for i, honest in list(out.duals.items()):
-                if not hasattr(honest, "numel") or i in self.attackers:
+                if not isinstance(honest, Tensor) or i in self.attackers:
                     continue
                 peers = [k for k in self.graph[i] if k not in self.attackers]
                 bad = sum(1 for k in self.graph[i] if k in self.attackers)
@@ -177,3 +178,32 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
             cells.append(" / ".join(pair))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def plot(rows: Sequence[dict[str, Any]], path: Any) -> None:
+    """One figure: honest accuracy minus fault-free, per attack, defence off vs on."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = sorted({(r["algorithm"], r["topology"], r["epsilon"] or math.inf) for r in rows})
+    fig, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 3.6), sharey=True,
+                             squeeze=False)
+    for ax, key in zip(axes[0], groups, strict=True):
+        mine = [r for r in rows if (r["algorithm"], r["topology"],
+                                    r["epsilon"] or math.inf) == key]
+        attacks = [a for a in ("none", *ATTACKS) if any(r["attack"] == a for r in mine)]
+        for k, defence in enumerate(("off", DEFENCE)):
+            gaps = [next((100 * (r["honest_accuracy"] - r["fault_free_accuracy"]) for r in mine
+                          if r["attack"] == a and r["defence"] == defence), math.nan)
+                    for a in attacks]
+            ax.bar(np.arange(len(attacks)) + 0.4 * k - 0.2, gaps, 0.4, label=f"defence {defence}")
+        ax.axhline(-2, color="grey", lw=0.8, ls="--")
+        ax.set_xticks(range(len(attacks)), attacks, rotation=60, fontsize=7)
+        eps = "∞" if math.isinf(key[2]) else f"{key[2]:g}"
+        ax.set_title(f"{key[0]} {key[1]} ε={eps}", fontsize=9)
+    axes[0][0].set_ylabel("honest − fault-free accuracy (points)")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -210,6 +210,9 @@ def launch(cfg: RunConfig, out: Path, options: DaemonOptions, *, timeout: float 
         fail(str(exc))
     limit = timeout or default_timeout(cfg, options.node.get("round_timeout"),
                                        federation.startup_timeout)
+    if not options.curve and not quiet:  # once, after validation: errors stay one sentence
+        stream.write("note: plaintext between the nodes (127.0.0.1 only); --curve encrypts it, "
+                     "and make_compose.py uses CURVE unless told --plaintext.\n")
     try:
         summary, code = run(federation, timeout=limit, quiet=quiet, stream=stream)
     except LaunchError as exc:

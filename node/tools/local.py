@@ -108,7 +108,7 @@ class LocalLaunch:
         for child in self.out.glob("*"):
             if child.is_dir() and child.name.isdigit():
                 shutil.rmtree(child)
-        for path in (self.run_dir.endpoints, self.run_dir.summary):
+        for path in (self.run_dir.endpoints, self.run_dir.summary, self.out / FORK_SERVER_LOG):
             path.unlink(missing_ok=True)
 
     @property

@@ -32,6 +32,8 @@ from node.tools.forkserver import ForkedProcess, ForkServer
 from node.tools.local import LocalLaunch
 from node.tools.plan import DaemonOptions
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 PROBE = "tests.integration.test_forkserver:probe"
 DP_RUN = RunConfig(topology="ring", nodes=4, rounds=4, dataset="synthetic", model="logreg",
@@ -50,16 +52,18 @@ def probe(argv: list[str]) -> int:
     if mode == "sleep":
         time.sleep(float(rest[0]))
         return 0
+    before = tasks(os.getpid())  # as the fork left it
     import torch
 
     from node.daemon.main import build_daemon_node, read_config
 
     setup = build_daemon_node(read_config(rest))  # the daemon's own construction of a node
-    before = tasks(os.getpid())
     torch.set_num_threads(2)
     torch.ones(512, 512).sum(0)  # the first parallel op starts the OpenMP pool
+    # The generator every private draw of the node comes from (dual and gradient noise).
+    noise = torch.randn(8, generator=setup.trainer.noise_generator).tolist()
     print(json.dumps({"threads_before_op": before, "threads_after_op": tasks(os.getpid()),
-                      "noise": setup.noise.sample(8).tolist()}), flush=True)
+                      "noise": noise}), flush=True)
     return 0
 
 
@@ -79,6 +83,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ForkServer]:
 
 
 def run_probe(fs: ForkServer, argv: list[str], tmp_path: Path) -> tuple[int, str]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     read, write = os.pipe()
     with open(tmp_path / "stderr.log", "a") as err:
         try:
@@ -128,6 +133,21 @@ def test_a_fixed_noise_seed_gives_both_children_the_same_noise(
     assert draws[0] == draws[1]  # the comparison above can fail
 
 
+def test_the_template_imports_nothing_a_daemon_without_dp_does_not(tmp_path: Path) -> None:
+    from tests.unit.test_daemon_imports import NEVER, NOT_WITHOUT_DP, loaded
+
+    script = ("import json, sys, importlib\n"
+              "from node.daemon.template import PRELOAD\n"
+              "for name in PRELOAD: importlib.import_module(name)\n"
+              "print(json.dumps(sorted(sys.modules)))\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    modules = json.loads(proc.stdout)
+    assert "torch" in modules and "node.daemon.loop" in modules
+    assert loaded(NEVER + NOT_WITHOUT_DP, modules) == []
+
+
 def test_exit_statuses_reach_the_launcher(server: ForkServer, tmp_path: Path) -> None:
     assert run_probe(server, ["exit", "3"], tmp_path)[0] == 3
     read, write = os.pipe()
@@ -140,6 +160,7 @@ def test_exit_statuses_reach_the_launcher(server: ForkServer, tmp_path: Path) ->
     with pytest.raises(subprocess.TimeoutExpired):
         child.wait(0.2)
     assert os.getpgid(child.pid) == child.pid  # a process group of its own, as spawned nodes
+    assert Path(f"/proc/{child.pid}/comm").read_text().strip() == "dpnorm-node"
     os.killpg(child.pid, signal.SIGKILL)
     assert child.wait(10) == -signal.SIGKILL
 

@@ -21,7 +21,7 @@ GRAPHS = {
 
 
 @pytest.mark.parametrize("name", sorted(GRAPHS))
-@pytest.mark.parametrize("local_steps", [2, 4])
+@pytest.mark.parametrize("local_steps", [2, 4, 8])  # 8: ECL-ISVR's exchange interval
 def test_ecl_converges_to_pooled_minimiser(name: str, local_steps: int) -> None:
     graph = GRAPHS[name]
     assert nx.is_connected(graph)
@@ -170,3 +170,27 @@ def test_dpsgd_mixing_preserves_the_network_average(
     after = sum(node.w for node in nodes) / n
     assert torch.allclose(before, after, atol=1e-12)
     assert math.isfinite(float(after.sum()))
+
+
+def test_local_sgd_gossip_takes_k_steps_then_mixes() -> None:
+    """D-PSGD with K local steps (local-SGD gossip): K plain SGD steps, then one mixing."""
+    from topologies import metropolis_hastings
+
+    graph = GRAPHS["ring"]
+    problem = LeastSquares.random(6, seed=8)
+    weights = metropolis_hastings(graph)
+    w0 = torch.zeros(problem.dim, dtype=torch.float64)
+    nodes = [Gossip(i, weights[i], w0, lr=0.1, local_steps=3) for i in range(6)]
+    expected = []
+    for i in range(6):
+        w = w0.clone()
+        for _ in range(3):
+            w = w - 0.1 * problem.grad(i, w)
+        expected.append(w)
+    run_rounds(nodes, problem, rounds=1)  # round 0: local phase only, mixing comes with round 1
+    for i in range(6):
+        assert torch.allclose(nodes[i].w, expected[i], atol=1e-12)
+    mixed = [sum(weights[i][j] * expected[j] for j in weights[i]) for i in range(6)]
+    for i, node in enumerate(nodes):
+        node.absorb({j: expected[j] for j in node.neighbours})
+        assert torch.allclose(node.w, mixed[i], atol=1e-12)

@@ -37,7 +37,8 @@ def test_csv_and_user_model_write_auroc(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "simulate.py"), "--dataset", str(table),
          "--model", f"{tmp_path / 'that.py'}:build", "--epsilon", "4", "--nodes", "3",
-         "--rounds", "20", "--eval-every", "5", "--batch-size", "32", "--lr", "1.0", "--out", str(out)],
+         "--rounds", "20", "--eval-every", "5",
+         "--batch-size", "32", "--lr", "1.0", "--out", str(out)],
         capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())

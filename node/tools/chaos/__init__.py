@@ -6,7 +6,8 @@ formats (`node.daemon.settings`, `node.daemon.state`), never its event loop.
 
 Each scenario starts a small federation with `LocalLaunch`, injects one kind of fault — signals
 (`process`: SIGKILL, SIGSTOP/SIGCONT, SIGTERM), the seeded fault layer (`network`: loss,
-duplication, reordering, jitter, partitions) or a hostile peer process (`hostile_peer`) — and
+duplication, reordering, jitter, partitions) or a hostile peer process (`hostile_peer`;
+`byzantine`: one whose attacks stay in-bound) — and
 measures what the guarantees in `docs/RELIABILITY.md` promise. It returns an `Outcome`: the
 measured numbers and the list of broken guarantees (empty when the scenario passed).
 `tests/faults/` asserts on these outcomes; `scripts/chaos.py` prints them as a table. Every
@@ -19,13 +20,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from node.tools.chaos.byzantine import byzantine
 from node.tools.chaos.harness import Outcome, fmt
 from node.tools.chaos.network import HEAL_ROUNDS, hostile_peer, lossy_links, partition
 from node.tools.chaos.process import checkpoint_kills, crash_restart, freeze, shutdown
 
 __all__ = [
-    "HEAL_ROUNDS", "SCENARIOS", "Outcome", "checkpoint_kills", "crash_restart", "fmt", "freeze",
-    "hostile_peer", "lossy_links", "partition", "run_scenario", "shutdown",
+    "HEAL_ROUNDS", "SCENARIOS", "Outcome", "byzantine", "checkpoint_kills", "crash_restart",
+    "fmt", "freeze", "hostile_peer", "lossy_links", "partition", "run_scenario", "shutdown",
 ]  # fmt: skip
 
 SCENARIOS: dict[str, Callable[..., Outcome]] = {
@@ -36,6 +38,7 @@ SCENARIOS: dict[str, Callable[..., Outcome]] = {
     "lossy": lossy_links,
     "hostile": hostile_peer,
     "shutdown": shutdown,
+    "byzantine": byzantine,
 }
 
 

@@ -16,6 +16,14 @@ speaks the real codec (`gossip.codec.encode`) and:
   an old round, (e) random bytes, (f) a valid Dual whose header claims another node's id, and
   messages from DEALERs whose identity claims to be a node that is not a neighbour.
 
+With `--attack MODE` (node.core.attacks: sign_flip, scaled, alie, ipm, dissensus, sleeper) it
+is Byzantine instead: it sends only well-formed, in-bound messages of the real protocol — a Dual
+of round r to each neighbour whenever that neighbour shows round r — written by the attack from
+what it heard: the neighbours' models (gossip), or the models it reconstructs from their duals
+(primal-dual: w_i = (κ·s_{a|i} − y_{i|a}) / (2β·A_{i|a}), s its own last message to i). Under
+CURVE (`node.curve_keys`) it authenticates with its own key pair: a neighbour the honest nodes
+admit, and Byzantine all the same.
+
 What it sent, by the error kind the honest receiver should count, goes to
 `<out>/hostile.json` after every burst: {"sent": {target: {kind: count}}}.
 Every wait is bounded: `--lifetime` seconds at most, or until every neighbour said Bye.
@@ -34,13 +42,17 @@ from typing import Any
 
 import msgpack
 import numpy as np
+import torch
 import zmq
 
 from gossip.codec import decode, encode
 from gossip.errors import DecodeError
+from gossip.keys import load_curve_keys
 from gossip.messages import Bye, Dual, Heartbeat, Hello, Primal
 from node.cli import parse_set_overrides
+from node.core.attacks import ATTACKS, View, attack_message, fake_model
 from node.daemon.settings import NodeConfig, load_node_config
+from topologies import edge_sign
 
 SCALE = 1e6
 BURST_ROUNDS = (2, 20, 40)
@@ -57,13 +69,20 @@ def model_size(cfg: NodeConfig) -> int:
 
 
 class Hostile:
-    def __init__(self, cfg: NodeConfig, seed: int, lifetime: float) -> None:
+    def __init__(self, cfg: NodeConfig, seed: int, lifetime: float,
+                 attack: str | None = None) -> None:
         self.cfg = cfg
         self.me = cfg.node.id
         self.rng = random.Random(seed)
         self.deadline = time.monotonic() + lifetime
         self.ctx = zmq.Context()
+        self.curve = load_curve_keys(Path(cfg.node.curve_keys), self.me, cfg.neighbours) \
+            if cfg.node.curve_keys else None
         self.router = self._socket(zmq.ROUTER)
+        if self.curve is not None:
+            self.router.setsockopt(zmq.CURVE_SERVER, 1)
+            self.router.setsockopt(zmq.CURVE_SECRETKEY, self.curve.secret)
+            self.router.setsockopt(zmq.CURVE_PUBLICKEY, self.curve.public)
         self.router.bind("tcp://127.0.0.1:0")
         self.endpoint = self.router.getsockopt_string(zmq.LAST_ENDPOINT)
         self.dealers: dict[int, zmq.Socket[bytes]] = {}
@@ -77,6 +96,7 @@ class Hostile:
         self.last_dual: dict[int, np.ndarray[Any, Any]] = {}
         self.byes: set[int] = set()
         self.sent: dict[str, dict[str, int]] = {}
+        self.byzantine = Byzantine(cfg, attack, self.dim) if attack else None
 
     def _socket(self, kind: int, identity: bytes | None = None) -> zmq.Socket[bytes]:
         s: zmq.Socket[bytes] = self.ctx.socket(kind)
@@ -100,6 +120,10 @@ class Hostile:
                 time.sleep(0.05)
         for j in neighbours:
             d = self._socket(zmq.DEALER, str(self.me).encode())
+            if self.curve is not None:
+                d.setsockopt(zmq.CURVE_SECRETKEY, self.curve.secret)
+                d.setsockopt(zmq.CURVE_PUBLICKEY, self.curve.public)
+                d.setsockopt(zmq.CURVE_SERVERKEY, self.curve.peers[j])
             d.connect(listed[str(j)])
             self.dealers[j] = d
             # (f) identities that claim to be somebody the target does not know.
@@ -201,8 +225,9 @@ class Hostile:
                 continue
             identity, *frames = self.router.recv_multipart()
             try:
-                peer = int(identity)
                 msg = decode(frames)
+                # Under CURVE the routing id is random; the (authenticated) header names it.
+                peer = msg.sender if self.curve is not None else int(identity)
             except (ValueError, DecodeError):
                 continue
             if peer not in neighbours:
@@ -215,8 +240,15 @@ class Hostile:
             match msg:
                 case Bye():
                     self.byes.add(peer)
+                case Dual(round=r, payload=payload) if self.byzantine is not None:
+                    if isinstance(payload, np.ndarray):
+                        y = self.byzantine.answer(peer, r, payload)
+                        self.valid(peer, encode(Dual(self.me, r, self.next_seq(), y)),
+                                   "byzantine")
                 case Dual(round=r, payload=payload):
                     self.on_message(peer, r, payload if isinstance(payload, np.ndarray) else None)
+                case Heartbeat() | Primal() if self.byzantine is not None:
+                    pass
                 case Heartbeat(round=r) | Primal(round=r):
                     self.on_message(peer, r, None)
                 case _:
@@ -228,6 +260,49 @@ class Hostile:
         self.ctx.term()
 
 
+class Byzantine:
+    """The attack side of a Byzantine hostile peer: one answer per neighbour and round."""
+
+    def __init__(self, cfg: NodeConfig, attack: str, dim: int) -> None:
+        from node.core.algorithm import PrimalDualParams
+        from node.core.assemble import build_graph
+        from topologies import max_degree
+
+        self.attack = attack
+        self.me = cfg.node.id
+        self.gossip = cfg.run.algorithm == "dpsgd"
+        self.bound = cfg.node.max_message_rms
+        params = PrimalDualParams.from_config(cfg.run, max_degree(build_graph(cfg.run)))
+        self.kappa, self.beta = params.kappa, params.beta
+        self.sleep_rounds = cfg.run.rounds // 2
+        self.models: dict[int, torch.Tensor] = {}  # the latest model of each neighbour
+        self.sent: dict[int, torch.Tensor] = {}
+        self.zero = torch.zeros(dim)
+
+    def answer(self, peer: int, r: int, payload: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        y = torch.from_numpy(np.array(payload, dtype=np.float32))
+        if self.gossip:
+            self.models[peer] = y
+        else:  # what the neighbour's dual says about its model (exact for θ = 1, no noise)
+            a = float(edge_sign(peer, self.me))
+            self.models[peer] = (self.kappa * self.sent.get(peer, self.zero) - y) / (
+                2.0 * self.beta * a)
+        heard = list(self.models.values())
+        mean = torch.stack(heard).mean(dim=0)
+        target = self.models[peer]
+        view = View(r, mean, target, heard, mean - target)
+        fake = fake_model(self.attack, view, sleep_rounds=self.sleep_rounds)
+        model = mean if fake is None else fake
+        if self.gossip:
+            out = attack_message(mean, model, mean, 1.0, self.bound)
+        else:  # y_{a|i} = κ·z_{a|i} − 2β·A_{a|i}·w̃, z_{a|i} the neighbour's last message
+            c = -2.0 * self.beta * float(edge_sign(self.me, peer))
+            honest = self.kappa * y + c * mean
+            out = attack_message(honest, model, mean, c, self.bound)
+        self.sent[peer] = out
+        return out.numpy()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hostile", type=int, required=True, help="the node id to play")
@@ -235,6 +310,8 @@ def main() -> int:
     parser.add_argument("--lifetime", type=float, default=150.0)
     parser.add_argument("--config", required=True)
     parser.add_argument("--set", action="append", default=[])
+    parser.add_argument("--attack", choices=[a for a in ATTACKS if a != "label_flip"],
+                        default=None, help="be Byzantine: well-formed, in-bound attacks only")
     args = parser.parse_args()
     cfg = load_node_config(args.config, parse_set_overrides(args.set))
     if cfg.node.id != args.hostile:
@@ -242,7 +319,7 @@ def main() -> int:
         sets = [x for pair in args.set for x in ("--set", pair)]
         os.execv(sys.executable, [sys.executable, "-m", "node", "--config", args.config, *sets])
     Path(cfg.node.out).mkdir(parents=True, exist_ok=True)
-    peer = Hostile(cfg, args.seed, args.lifetime)
+    peer = Hostile(cfg, args.seed, args.lifetime, args.attack)
     print(f"READY {peer.endpoint}", flush=True)
     peer.run()
     return 0
@@ -250,3 +327,4 @@ def main() -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
