@@ -29,11 +29,14 @@ ENV PATH=/opt/dpnorm/bin:$PATH
 RUN if [ -n "$TORCH_WHEEL" ]; then pip install "$TORCH_WHEEL"; \
     else pip install "torch==${TORCH_VERSION}" --index-url "$TORCH_INDEX"; fi
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml ./
 # The runtime dependencies as pyproject.toml lists them, minus torch (installed above) and
 # matplotlib (not used by the daemon); tests/lan/test_dockerfile.py keeps this in step.
 RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; print('\n'.join(d for d in deps if not d.startswith(('torch', 'matplotlib'))))" > /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt
+# README (the package metadata reads it) after the dependencies, so that editing it keeps
+# the dependency layer cached.
+COPY README.md ./
 COPY node ./node
 COPY gossip ./gossip
 COPY privacy ./privacy

@@ -132,13 +132,21 @@ def main(argv: list[str] | None = None) -> int:
         spec.run_config()
     final_root = out if protocol is None else out / "final"
     if args.list:
-        for root, group in ((out / "tuning", tuning), (final_root, specs)):
+        # a final run's settings are known once its line is tuned; until then it is to do
+        listed = specs if protocol is None else tuned_specs(specs, protocol, out / "tuning")[0]
+        waiting = len(specs) - len(listed)
+        for root, group in ((out / "tuning", tuning), (final_root, listed)):
+            prefix = "" if root == out else f"{root.name}/"  # paths relative to --out
             for s in group:
-                print(("done  " if is_done(root, s) else "todo  ") + str(root / s.path))
+                print(("done  " if is_done(root, s) else "todo  ") + prefix + s.path)
+        if waiting:
+            print(f"todo  {waiting} final runs whose tuning has not finished")
         cost = estimate_seconds([*tuning, *specs])
-        print(f"{len(tuning)} tuning runs + {len(specs)} runs; about {cost / 3600:.1f} h of one "
-              f"core by the measured per-step costs (docs/RESULTS.md), {cost / 3600 / 2:.1f} h "
-              "with --jobs 2")
+        def span(seconds: float) -> str:
+            return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+        print(f"{len(tuning)} tuning runs + {len(specs)} runs; about {span(cost)} of one core by "
+              f"the measured per-step costs (docs/RESULTS.md), {span(cost / 2)} with --jobs 2")
         return 0
     from node.experiments.executors import ExecutorError, LocalExecutor, RayExecutor
 

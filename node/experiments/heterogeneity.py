@@ -89,9 +89,9 @@ def select_regimes(axes: dict[str, dict[str, str]], wanted: dict[str, Sequence[s
 # Seconds of one core per node-step (logreg, batch 32, 1000 examples) and per run (loading the
 # data, building the federation, evaluating), measured on this project's 2-core machine under
 # load from the runs of docs/RESULTS.md's heterogeneity section.
-CLIPPED_STEP_S = 0.010
-PLAIN_STEP_S = 0.003
-RUN_S = 3.0
+CLIPPED_STEP_S = 0.0071
+PLAIN_STEP_S = 0.00085
+RUN_S = 1.7
 
 
 def estimate_seconds(specs: Sequence[Any]) -> float:
