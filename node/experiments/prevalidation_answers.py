@@ -83,12 +83,12 @@ def paired_delta(a: Cell, b: Cell) -> tuple[float, float, int, int]:
 # The answers
 
 
-def _pts(value: float, metric: str) -> str:
+def _pts(value: float) -> str:
     """A difference in points of the metric in % (AUROC too, as every report shows it)."""
     return f"{100 * value:+.1f} pts"
 
 
-def _val(value: float, metric: str) -> str:
+def _val(value: float) -> str:
     return f"{100 * value:.1f}%"
 
 
@@ -117,29 +117,29 @@ def answers(runs: Sequence[Run]) -> tuple[str, list[str]]:
         fs, ss = fed.per_site(), solo.per_site()
         wins = sum(fs[s] > ss[s] for s in fs if s in ss)
         bits.append(f"ε = {eps_name(eps)}: {label(fed.key)} beats training alone on "
-                    f"{wins}/{len(ss)} sites ({_pts(fed.mean() - solo.mean(), metric)} on "
+                    f"{wins}/{len(ss)} sites ({_pts(fed.mean() - solo.mean())} on "
                     "average)")
     if bits:
         out.append(f"- **Does federating beat training alone?** {'; '.join(bits)}.")
     # 2. distance to pooling
     pooled = c.get(("pooled", INF))
     if pooled is not None:
-        gaps = [f"{label(k)} at ε = {eps_name(e)} {_pts(cell.mean() - pooled.mean(), metric)}"
+        gaps = [f"{label(k)} at ε = {eps_name(e)} {_pts(cell.mean() - pooled.mean())}"
                 for (k, e), cell in sorted(c.items(), key=lambda kv: (-kv[0][1], kv[0][0]))
                 if k in ("ecl", "dpsgd", *FEDERATED)]
         out.append(f"- **How far from pooling all data?** Pooled {name} "
-                   f"{_val(pooled.mean(), metric)}; " + ", ".join(gaps) + ".")
+                   f"{_val(pooled.mean())}; " + ", ".join(gaps) + ".")
     # 3. privacy cost
     costs = []
     for key in FEDERATED:
         control = c.get((CONTROL_OF[key], INF))
         if control is None:
             continue
-        per = [f"ε = {eps_name(e)} {_pts(cell.mean() - control.mean(), metric)}"
+        per = [f"ε = {eps_name(e)} {_pts(cell.mean() - control.mean())}"
                for e in epsilons if (cell := c.get((key, e))) is not None]
         if per:
             costs.append(f"{label(key)} against its clipped noise-free control "
-                         f"({_val(control.mean(), metric)}): " + ", ".join(per))
+                         f"({_val(control.mean())}): " + ", ".join(per))
     if costs:
         out.append(f"- **What does privacy cost?** {'; '.join(costs)}.")
     # 4. which algorithm
@@ -155,8 +155,8 @@ def answers(runs: Sequence[Run]) -> tuple[str, list[str]]:
         if solo is not None and best.mean() <= solo.mean():
             note = " — but neither beats training alone here"
         picks.append(f"ε = {eps_name(eps)}: {label(best.key)} "
-                     f"({_val(best.mean(), metric)} vs {_val(other.mean(), metric)}, "
-                     f"{_pts(abs(mean), metric)} ± {100 * spread:.1f} over {n} seed"
+                     f"({_val(best.mean())} vs {_val(other.mean())}, "
+                     f"{_pts(abs(mean))} ± {100 * spread:.1f} over {n} seed"
                      f"{'s' if n != 1 else ''}, ahead on "
                      f"{wins if mean >= 0 else n - wins}/{n}){note}")
     if picks:
@@ -236,11 +236,11 @@ def per_site_table(runs: Sequence[Run], metric: str) -> str:
     sites = sorted({s for cell in c.values() for s in cell.per_site()})
     for s in sites:
         row = [c[col].per_site().get(s) for col in cols]
-        lines.append(f"| {s} | " + " | ".join("" if v is None else _val(v, metric)
+        lines.append(f"| {s} | " + " | ".join("" if v is None else _val(v)
                                               for v in row) + " |")
     if pooled is not None:
         lines += ["", f"Pooled (all sites' data on one site, ε = ∞): "
-                      f"{_val(pooled.mean(), metric)}."]
+                      f"{_val(pooled.mean())}."]
     return "\n".join(lines)
 
 
