@@ -3,6 +3,7 @@
     python scripts/chaos.py                     # every scenario, full size
     python scripts/chaos.py crash partition     # just these
     python scripts/chaos.py --quick --seed 3    # CI size, another seed
+    python scripts/chaos.py byzantine --attack label_flip   # another Byzantine attack
 
 Scenarios (node/chaos.py, the same code tests/faults/ asserts on): crash, checkpoint, freeze,
 partition, lossy, hostile, shutdown, byzantine (an in-bound attacker, CURVE on). Exit status 0
@@ -20,6 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from node.core.attacks import ATTACKS
 from node.tools.chaos import SCENARIOS, Outcome, fmt, run_scenario
 
 
@@ -41,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None,
                         help="where the runs go (default: a temporary directory)")
+    parser.add_argument("--attack", choices=ATTACKS, default=None,
+                        help="the byzantine scenario's attack (default: scaled); label_flip "
+                             "runs the real daemon on flipped labels")
     args = parser.parse_args(argv)
     names = args.scenarios or list(SCENARIOS)
     unknown = [n for n in names if n not in SCENARIOS]
@@ -53,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         extra: dict[str, Any] = {"cache": cache} if name in ("lossy", "hostile") else {}
         if name == "hostile" and not args.quick:
             extra["contrast"] = True  # also measure the attack without the norm bound
+        if name == "byzantine" and args.attack is not None:
+            extra["attack"] = args.attack
         print(f"running {name} ...", file=sys.stderr, flush=True)
         outcome = run_scenario(name, out, seed=args.seed, quick=args.quick, **extra)
         print(outcome.explain(), file=sys.stderr, flush=True)

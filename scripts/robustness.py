@@ -25,13 +25,19 @@ def main(argv: list[str] | None = None) -> int:
                                formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="DP-Norm only, 40 rounds")
     parser.add_argument("--out", type=Path, required=True, help="where the results go")
+    parser.add_argument("--algorithms", nargs="+", choices=("dpnorm", "dpsgd"), default=None,
+                        help="default: dpnorm with --quick, dpnorm and dpsgd without")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="worker processes, one core each (default 2)")
     args = parser.parse_args(argv)
 
     def run() -> int:
         from node.experiments.robustness import grid, plot, table
 
-        algorithms = ("dpnorm",) if args.quick else ("dpnorm", "dpsgd")
-        rows = grid(args.quick, algorithms=algorithms,
+        if args.jobs < 1:
+            parser.error(f"--jobs must be at least 1, got {args.jobs}")
+        algorithms = args.algorithms or (("dpnorm",) if args.quick else ("dpnorm", "dpsgd"))
+        rows = grid(args.quick, algorithms=algorithms, jobs=args.jobs,
                     log=lambda line: print(line, file=sys.stderr, flush=True))
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "robustness.json").write_text(json.dumps(rows, indent=1) + "\n")

@@ -38,11 +38,16 @@ within c·m are never touched, under DP too (their distances are noise-dominated
 What clipping cannot remove is an attack within τ (ALIE, dissensus on a sparse graph): its
 effect is bounded by τ per round, not cancelled.
 
-Screening (`clip+screen`): each neighbour's score is an exponential average (factor 0.9) of
-"was farther than 2·m this round" (whatever c is); after at least `SCREEN_AFTER` rounds
-heard, a score above one half marks it suspicious. Screening only reports (metrics.jsonl
-and final.json `suspects`): a suspect is still clipped, never dropped, so an honest-but-noisy
-neighbour loses nothing.
+Screening (`clip+screen`): each neighbour's score s_j is an exponential average (factor 0.8)
+of "was farther than 2·m this round" (whatever c is). After `SCREEN_AFTER` rounds heard it acts
+on the radius: neighbour j is clipped to τ_j = τ · max(0.1, 1 − 2·s_j), so one that keeps
+standing out loses its pull round by round, and a score above one half marks it suspicious
+(metrics.jsonl and final.json `suspects`). Clipping alone bounds an attacker's pull by τ per
+round but cannot cancel a persistent one (a ring node with one honest and one Byzantine
+neighbour is pulled as hard by each); the score is the memory that tells them apart. The radius
+never reaches zero: a suspect is still clipped, never dropped, so an honest neighbour wrongly
+scored (DP noise, a round of disagreement) still pulls with a tenth of τ and regains its radius
+as its score decays. Honest-but-noisy DP neighbours have alike distances and are not scored.
 
 Clipping what was received is post-processing: it reads only released messages (the
 neighbours' and the node's own) and state reconstructible from releases (the gossip model, a
@@ -61,10 +66,11 @@ from torch import Tensor
 
 from node.config import RunConfig
 
-SCREEN_AFTER = 10
-SCREEN_DECAY = 0.9
+SCREEN_AFTER = 3
+SCREEN_DECAY = 0.8
 SCREEN_THRESHOLD = 0.5
 SCREEN_FACTOR = 2.0  # a distance beyond this many times m counts against a neighbour
+TRUST_FLOOR = 0.1  # a suspect's radius shrinks to this fraction of τ, never to zero
 
 
 def distance(value: Tensor, reference: Tensor) -> float:
@@ -139,10 +145,19 @@ class RobustRule:
         dist = {j: distance(v, reference[j]) for j, v in received.items()}
         tau = self.tau(dist, own)
         self.last_radius = tau
-        self.clipped = {j for j, d in dist.items() if d > tau}
         far = SCREEN_FACTOR * self.typical(dist, own)
         self._score({j: d for j, d in dist.items() if d > far}, dist)
-        return {j: clip_towards(v, reference[j], tau, dist[j]) for j, v in received.items()}
+        radius = {j: tau * self.trust(j) for j in received}
+        self.clipped = {j for j, d in dist.items() if d > radius[j]}
+        return {j: clip_towards(v, reference[j], radius[j], dist[j])
+                for j, v in received.items()}
+
+    def trust(self, j: int) -> float:
+        """The fraction of τ neighbour j may pull by: 1 until it has been heard SCREEN_AFTER
+        times, then 1 − 2·score, floored at TRUST_FLOOR (1 always without screening)."""
+        if not self.screen or self.heard.get(j, 0) < SCREEN_AFTER:
+            return 1.0
+        return max(TRUST_FLOOR, min(1.0, 1.0 - 2.0 * self.scores.get(j, 0.0)))
 
     def _score(self, far: Mapping[int, float], dist: Mapping[int, float]) -> None:
         if not self.screen:

@@ -1,6 +1,10 @@
 """The robustness grid (`scripts/robustness.py`): every attack x {defence off, on} on a 6-node
 ring with 1 Byzantine node and a 16-node torus with 2, with and without DP, in the simulator.
 
+With DP the runs use gradient-mode privacy at the clipped step size (lr 1): in message mode at
+this size (40 rounds, lr 0.05) the fault-free federation itself reaches only 48 %, too close to
+chance for an attack's damage to be read off; gradient mode reaches 72 % at ε = 8.
+
 Attackers are simulated in-process: each runs the honest node code and its outgoing messages
 are rewritten before delivery (`Tamper`, the simulator's `tamper` hook) by the same attack
 functions the hostile daemons use (node.core.attacks); label flipping poisons its shard instead.
@@ -16,11 +20,13 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import networkx as nx
 import numpy as np
+import torch
 from torch import Tensor
 
 from node.config import RunConfig
@@ -125,36 +131,58 @@ def one_run(cfg: RunConfig, data: Dataset, attack: str | None,
             "flagged_honest": len(flagged - bad)}
 
 
+def setting_config(quick: bool, algorithm: str, setting: Setting, epsilon: float,
+                   **changes: Any) -> RunConfig:
+    cfg = base_config(quick, algorithm=algorithm, topology=setting.topology,
+                      nodes=setting.nodes, epsilon=epsilon, **changes)
+    if math.isfinite(epsilon):  # gradient-mode DP at the clipped step size (module doc)
+        return cfg.replace(lr=1.0, privacy_mode="gradient")
+    return cfg.replace(lr=0.1) if algorithm == "dpsgd" else cfg
+
+
+def one_block(quick: bool, algorithm: str, setting: Setting, epsilon: float, defence: str,
+              attacks: Sequence[str], changes: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+    """The fault-free run and every attack for one (algorithm, setting, ε, defence)."""
+    torch.set_num_threads(1)  # one core per worker: the pool is the parallelism
+    started = time.perf_counter()
+    cfg = setting_config(quick, algorithm, setting, epsilon, **changes).replace(robust=defence)
+    data = load_data(cfg)
+    attackers = place_attackers(build_graph(cfg), setting.byzantine, cfg.seed)
+    clean = one_run(cfg, data, None, attackers)
+    base = {"algorithm": algorithm, "topology": f"{setting.topology}-{setting.nodes}",
+            "epsilon": None if math.isinf(epsilon) else epsilon, "defence": defence,
+            "attackers": attackers, "fault_free_accuracy": clean["honest_accuracy"]}
+    rows = [{**base, "attack": "none", "byzantine": 0, **clean}]
+    for attack in attacks:
+        rows.append({**base, "attack": attack, "byzantine": setting.byzantine,
+                     **one_run(cfg, data, attack, attackers)})
+    line = (f"{algorithm} {setting.topology}-{setting.nodes} eps={epsilon} defence={defence}: "
+            f"{time.perf_counter() - started:.0f} s")
+    return rows, line
+
+
 def grid(quick: bool, *, epsilons: Sequence[float] = (math.inf, 8.0),
          algorithms: Sequence[str] = ("dpnorm",), attacks: Sequence[str] = ATTACKS,
-         log: Callable[[str], None] = print, **changes: Any) -> list[dict[str, Any]]:
-    """Every row of robustness.json (see the module doc)."""
-    rows: list[dict[str, Any]] = []
-    for algorithm in algorithms:
-        for setting in SETTINGS:
-            for epsilon in epsilons:
-                cfg = base_config(quick, algorithm=algorithm, topology=setting.topology,
-                                  nodes=setting.nodes, epsilon=epsilon, **changes)
-                if algorithm == "dpsgd":
-                    cfg = cfg.replace(lr=0.1, privacy_mode=None)
-                data = load_data(cfg)
-                attackers = place_attackers(build_graph(cfg), setting.byzantine, cfg.seed)
-                for defence in ("off", DEFENCE):
-                    run_cfg = cfg.replace(robust=defence)
-                    started = time.perf_counter()
-                    clean = one_run(run_cfg, data, None, attackers)
-                    base = {"algorithm": algorithm, "topology": f"{setting.topology}-"
-                            f"{setting.nodes}", "epsilon": None if math.isinf(epsilon)
-                            else epsilon, "defence": defence, "attackers": attackers,
-                            "fault_free_accuracy": clean["honest_accuracy"]}
-                    rows.append({**base, "attack": "none", "byzantine": 0, **clean})
-                    for attack in attacks:
-                        result = one_run(run_cfg, data, attack, attackers)
-                        rows.append({**base, "attack": attack, "byzantine": setting.byzantine,
-                                     **result})
-                    log(f"{algorithm} {setting.topology}-{setting.nodes} eps={epsilon} "
-                        f"defence={defence}: {time.perf_counter() - started:.0f} s")
-    return rows
+         jobs: int = 1, log: Callable[[str], None] = print,
+         **changes: Any) -> list[dict[str, Any]]:
+    """Every row of robustness.json (see the module doc), `jobs` blocks at a time."""
+    blocks = [(quick, algorithm, setting, epsilon, defence, tuple(attacks), changes)
+              for algorithm in algorithms for setting in SETTINGS for epsilon in epsilons
+              for defence in ("off", DEFENCE)]
+    # The torus blocks are the long ones: start them first so the pool ends together.
+    order = sorted(range(len(blocks)), key=lambda k: -blocks[k][2].nodes)
+    results: dict[int, list[dict[str, Any]]] = {}
+    if jobs <= 1:
+        for k in order:
+            results[k], line = one_block(*blocks[k])
+            log(line)
+    else:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            futures = {k: pool.submit(one_block, *blocks[k]) for k in order}
+            for k in order:
+                results[k], line = futures[k].result()
+                log(line)
+    return [row for k in range(len(blocks)) for row in results[k]]
 
 
 def table(rows: Sequence[dict[str, Any]]) -> str:

@@ -12,7 +12,15 @@ import torch
 
 from node.config import RunConfig
 from node.core.algorithm import Gossip, NoNoise, PrimalDual, PrimalDualParams
-from node.core.robust import RobustRule, clip_towards, distance, dual_reference, lower_median
+from node.core.robust import (
+    SCREEN_AFTER,
+    TRUST_FLOOR,
+    RobustRule,
+    clip_towards,
+    distance,
+    dual_reference,
+    lower_median,
+)
 from node.errors import ConfigError
 
 
@@ -64,16 +72,36 @@ def test_extreme_but_finite_values_are_clipped_to_a_finite_vector() -> None:
 
 def test_screen_marks_a_persistently_clipped_neighbour_and_never_drops_it() -> None:
     rule = RobustRule(screen=True)
-    own = torch.zeros(3)
+    own = torch.zeros(200)
     gen = torch.Generator().manual_seed(0)
     for r in range(30):
-        honest = {j: torch.randn(3, generator=gen) * 0.1 for j in (1, 2, 3)}
-        received = {**honest, 4: torch.full((3,), 10.0)}
+        honest = {j: torch.randn(200, generator=gen) * 0.1 for j in (1, 2, 3)}
+        received = {**honest, 4: torch.full((200,), 10.0)}
         out = rule.apply(received, dict.fromkeys(received, own))
         assert set(out) == {1, 2, 3, 4}  # reported, still mixed (clipped)
-        if r < 9:
+        if r < SCREEN_AFTER - 1:
             assert rule.suspects() == []  # not before SCREEN_AFTER rounds heard
+            assert rule.trust(4) == 1.0
     assert rule.suspects() == [4]
+    # Its radius has shrunk to the floor: a tenth of τ, in its own direction, never zero.
+    assert rule.trust(4) == TRUST_FLOOR
+    assert rule.last_radius is not None
+    assert distance(out[4], own) == pytest.approx(TRUST_FLOOR * rule.last_radius, rel=1e-5)
+    assert all(rule.trust(j) == 1.0 for j in (1, 2, 3))  # alike honest distances: not scored
+
+
+def test_a_wrongly_scored_neighbour_regains_its_radius_once_it_stops_standing_out() -> None:
+    rule = RobustRule(screen=True)
+    own = torch.zeros(4)
+    near = {j: torch.full((4,), 0.1 * (1 + j / 10)) for j in (1, 2, 3)}
+    for _ in range(6):  # neighbour 3 far for a few rounds (say a burst of disagreement)
+        rule.apply({**near, 3: torch.full((4,), 5.0)}, dict.fromkeys(near, own))
+    assert rule.suspects() == [3] and rule.trust(3) < 1.0
+    low = rule.trust(3)
+    for _ in range(15):
+        rule.apply(near, dict.fromkeys(near, own))
+    assert rule.suspects() == []
+    assert low <= 0.5 < 0.9 < rule.trust(3)  # the score decays by 0.8 a round
 
 
 def test_screen_does_not_mark_honest_noisy_neighbours() -> None:
