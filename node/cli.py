@@ -57,7 +57,8 @@ HELP = {
     "compress": "none, topk:F or randk:F (F in (0, 1]; add :float16 for half-precision values), "
                 "int8 or int4: compressed messages with error feedback, after the DP noise",
     "robust": "off, clip (clip each neighbour's message to a radius around what the node "
-              "expects from its own state) or clip+screen (also report suspect neighbours)",
+              "expects from its own state) or clip+screen (also score neighbours that stand "
+              "out, shrink their radius and report suspects)",
     "robust_radius": "fixed clipping radius τ (inf = never clip; default adaptive: "
                      "robust_scale x the lower median of the neighbours' and its own distances)",
     "robust_scale": "adaptive radius factor c in τ = c x lower median distance",

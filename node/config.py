@@ -94,7 +94,8 @@ class RunConfig:
     # after the DP noise (node.core.compression).
     compress: str = "none"
     # Byzantine-robust aggregation of what neighbours send (node.core.robust): off, clip
-    # (self-centred clipping), clip+screen (clipping and suspect reporting).
+    # (self-centred clipping), clip+screen (clipping, scoring that shrinks a suspect's radius,
+    # reporting).
     robust: str = "off"
     # A fixed clipping radius τ (inf = never clip); None: adaptive, robust_scale times the
     # lower median of the round's distances to the node's own reference.

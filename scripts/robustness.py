@@ -1,7 +1,7 @@
 """Measure Byzantine robustness: every attack x {defence off, clip+screen} in the simulator.
 
-    python scripts/robustness.py --quick --out results/robustness   # ≤ 10 min on 2 cores
-    python scripts/robustness.py --out DIR                          # + D-PSGD, 80 rounds
+    python scripts/robustness.py --quick --out results/robustness   # 3 min on 2 cores
+    python scripts/robustness.py --out DIR                          # 80 rounds
 
 A 6-node ring with 1 Byzantine node and a 16-node torus with 2, with and without DP (ε = 8),
 logistic regression on Fashion-MNIST shards (node/experiments/robustness.py). Writes
@@ -23,10 +23,10 @@ from node.cli import OneSentenceParser, guarded
 def main(argv: list[str] | None = None) -> int:
     parser = OneSentenceParser(description=__doc__,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="DP-Norm only, 40 rounds")
+    parser.add_argument("--quick", action="store_true", help="40 rounds instead of 80")
     parser.add_argument("--out", type=Path, required=True, help="where the results go")
-    parser.add_argument("--algorithms", nargs="+", choices=("dpnorm", "dpsgd"), default=None,
-                        help="default: dpnorm with --quick, dpnorm and dpsgd without")
+    parser.add_argument("--algorithms", nargs="+", choices=("dpnorm", "dpsgd"),
+                        default=("dpnorm", "dpsgd"), help="default: both families")
     parser.add_argument("--jobs", type=int, default=2,
                         help="worker processes, one core each (default 2)")
     args = parser.parse_args(argv)
@@ -36,8 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.jobs < 1:
             parser.error(f"--jobs must be at least 1, got {args.jobs}")
-        algorithms = args.algorithms or (("dpnorm",) if args.quick else ("dpnorm", "dpsgd"))
-        rows = grid(args.quick, algorithms=algorithms, jobs=args.jobs,
+        rows = grid(args.quick, algorithms=args.algorithms, jobs=args.jobs,
                     log=lambda line: print(line, file=sys.stderr, flush=True))
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "robustness.json").write_text(json.dumps(rows, indent=1) + "\n")

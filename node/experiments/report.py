@@ -37,7 +37,7 @@ from node.experiments.results import (
     row_order,
     score_of,
 )
-from node.experiments.winners import winners_table
+from node.experiments.winners import contrasts_table, winners_table
 from node.outputs.files import RunDir, read_metrics
 
 
@@ -355,7 +355,9 @@ def write_report(root: str | Path | Sequence[str | Path], out: str | Path | None
                 "noise-free control)", "", privacy_cost(runs, regime), ""]
     if any(r.spec.get("tuned") for r in runs):  # a tuned grid (node.experiments.tuning)
         doc += ["## Which algorithm: winners per cell (decentralised methods, tuned on a "
-                "validation split, seed-paired margins)", "", winners_table(runs), ""]
+                "validation split, seed-paired margins)", "", winners_table(runs), "",
+                "Seed-paired contrasts (points; best line of each side):", "",
+                contrasts_table(runs), ""]
     doc += ["## Time breakdown (daemon run)", ""]
     doc += [time_breakdown(daemon_run) if daemon_run is not None else
             "_not given: pass `--daemon-run DIR` (a `scripts/launch_local.py` output "

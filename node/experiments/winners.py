@@ -26,8 +26,8 @@ from typing import Any
 from node.experiments.grid import METHODS
 from node.experiments.results import Run, eps_name, label
 
-__all__ = ["COMMITTED", "Winner", "load", "paired", "recommend", "save", "winners",
-           "winners_table"]
+__all__ = ["COMMITTED", "Winner", "contrasts_table", "load", "paired", "recommend", "save",
+           "winners", "winners_table"]
 
 # The committed measured answer (docs/RESULTS.md); pre-validation reads it when it exists.
 COMMITTED = Path(__file__).resolve().parents[2] / "docs/results/heterogeneity/winners.json"
@@ -131,6 +131,42 @@ def winners_table(runs: Sequence[Run] | Sequence[Winner]) -> str:
                      f" | {eps_name(c.epsilon)} | {scores} | **{label(c.winner)}** | "
                      f"{_pts(c.margin, c.margin_std)} pts vs {label(c.runner_up or '–')} | "
                      f"{c.ahead[0]}/{c.ahead[1]} |")
+    return "\n".join(lines)
+
+
+# The contrasts the heterogeneity issue asks about: (name, better side, worse side), each side
+# a set of table keys whose best mean in the cell stands for it.
+CONTRASTS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
+    ("primal-dual − gossip", ("dpnorm-msg-g0.1", "dpnorm-grad-g0.1", "dp-ecl", "dp-ecl-grad",
+                              "ecl"), ("dp-dpsgd", "dpsgd")),
+    ("denoising, gradient (γ 0.1 − 0)", ("dpnorm-grad-g0.1",), ("dp-ecl-grad",)),
+    ("denoising, message (γ 0.1 − 0)", ("dpnorm-msg-g0.1",), ("dp-ecl",)),
+)
+
+
+def contrasts_table(runs: Sequence[Run]) -> str:
+    """Markdown: per (cell, ε) each contrast's seed-paired difference of the two sides' best
+    lines (mean ± std over seeds, seeds ahead), e.g. the best primal-dual line minus the best
+    gossip line; "–" where a side has no finished run."""
+    groups: dict[tuple[str, float], list[Run]] = defaultdict(list)
+    for r in runs:
+        if METHODS[r.method].kind == "sim" and not r.spec.get("tag"):
+            groups[(r.regime, r.epsilon)].append(r)
+    lines = ["| cell | ε | " + " | ".join(name for name, _, _ in CONTRASTS) + " |",
+             "|---|---|" + "---|" * len(CONTRASTS)]
+    for (regime, eps), group in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
+        seeds = _seed_scores(group)
+        means = {k: statistics.fmean(v.values()) for k, v in seeds.items() if v}
+        cells = []
+        for _, better, worse in CONTRASTS:
+            a = max((k for k in better if k in means), key=means.__getitem__, default=None)
+            b = max((k for k in worse if k in means), key=means.__getitem__, default=None)
+            if a is None or b is None:
+                cells.append("–")
+                continue
+            diff, std, ahead, n = paired(seeds[a], seeds[b])
+            cells.append(f"{_pts(diff, std)} ({label(a)} vs {label(b)}, {ahead}/{n})")
+        lines.append(f"| `{regime}` | {eps_name(eps)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

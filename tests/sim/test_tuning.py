@@ -21,7 +21,14 @@ from node.experiments.heterogeneity import select_regimes
 from node.experiments.prevalidation_answers import measured_recommendation
 from node.experiments.results import load_runs
 from node.experiments.tuning import Protocol, candidates, tuned_specs, tuning_specs
-from node.experiments.winners import load, recommend, save, winners, winners_table
+from node.experiments.winners import (
+    contrasts_table,
+    load,
+    recommend,
+    save,
+    winners,
+    winners_table,
+)
 from node.sim.simulate import build_runners, simulate
 
 TINY = Preset(
@@ -205,3 +212,39 @@ def test_winners_table_is_seed_paired(tmp_path: Path) -> None:
     lines = measured_recommendation(runs, tmp_path / "w.json")
     assert len(lines) == 1 and "Near a measured cell (ε = 4)" in lines[0]
     assert measured_recommendation(runs, tmp_path / "missing.json") == []
+
+
+def test_contrasts_pair_each_sides_best_line_by_seed(tmp_path: Path) -> None:
+    scores = {"dpnorm-grad": (0.70, 0.72), "dp-ecl-grad": (0.71, 0.69), "dp-dpsgd": (0.60, 0.66)}
+    for method, values in scores.items():
+        for seed, value in enumerate(values):
+            _fake_run(tmp_path, "c2_ring-16_k1", method, 4.0, seed, value)
+    table = contrasts_table(load_runs(tmp_path))
+    row = next(line for line in table.splitlines() if "c2_ring-16_k1" in line)
+    # primal-dual's best mean (DP-Norm, 0.71) − DP-D-PSGD: +0.10 and +0.06 → +8.0 ± 2.8, 2/2
+    assert "+8.0 ± 2.8" in row and "2/2" in row
+    # denoising in gradient mode: 0.70 − 0.71, 0.72 − 0.69 → +1.0 ± 2.8, ahead 1 of 2
+    assert "+1.0 ± 2.8" in row and "1/2" in row
+    assert row.rstrip().endswith("| – |")  # no message-mode lines in this cell
+
+
+def test_the_winners_script_publishes_what_prevalidation_reads(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    for seed, (a, b) in enumerate(((0.70, 0.65), (0.72, 0.70))):
+        _fake_run(tmp_path / "grid" / "final", "c2_ring-16_k1", "dpnorm-grad", 4.0, seed, a)
+        _fake_run(tmp_path / "grid" / "final", "c2_ring-16_k1", "dp-dpsgd", 4.0, seed, b)
+    script = Path(__file__).resolve().parents[2] / "scripts" / "winners.py"
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "grid"), "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    (cell,) = load(tmp_path / "out" / "winners.json")
+    assert cell.winner == "dpnorm-grad-g0.1" and cell.ahead == (2, 2)
+    assert "+3.5" in (tmp_path / "out" / "winners.md").read_text()
+    tuned = json.loads((tmp_path / "out" / "tuning.json").read_text())
+    assert tuned["c2_ring-16_k1/dp-dpsgd/eps-4"] == {"chosen": {"lr": 0.3}}
+    bad = subprocess.run([sys.executable, str(script), str(tmp_path / "none"), "--out",
+                          str(tmp_path / "o2")], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "holds no finished runs" in bad.stderr
+    assert not (tmp_path / "o2").exists()
