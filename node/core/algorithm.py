@@ -145,6 +145,17 @@ def alpha_for_gamma(gamma: float, eta: float) -> float:
 class RoundAlgorithm(ABC):
     """What every algorithm of a node does in a round; `step` is the one entry point."""
 
+    robust: RobustRule | None = None  # --robust (node.core.robust)
+
+    def robust_state(self) -> dict[str, Tensor]:
+        """What --robust remembers across rounds, for the checkpoint (empty without it): a
+        restarted node keeps its verdicts on its neighbours."""
+        return {} if self.robust is None else self.robust.state_dict()
+
+    def load_robust_state(self, state: Mapping[str, Tensor]) -> None:
+        if self.robust is not None:
+            self.robust.load_state_dict(state)
+
     @abstractmethod
     def absorb(self, received: Mapping[int, Outgoing]) -> None: ...
 
@@ -265,6 +276,21 @@ class PrimalDual(RoundAlgorithm):
         prior = held.get(j)
         return dual_reference(p.kappa, p.beta, self.signs[j],
                               torch.zeros_like(self.w) if prior is None else prior, self.w)
+
+    def robust_state(self) -> dict[str, Tensor]:
+        state = super().robust_state()
+        if self.robust is not None:  # the references need what each neighbour holds from us
+            state.update({f"robust.sent{j}": y for j, y in self._sent.items()})
+            state.update({f"robust.prior{j}": self._prior[j] for j in self._sent_now})
+        return state
+
+    def load_robust_state(self, state: Mapping[str, Tensor]) -> None:
+        super().load_robust_state(state)
+        if self.robust is not None:
+            saved = {j for j in self.signs if f"robust.sent{j}" in state}
+            self._sent = {j: state[f"robust.sent{j}"].clone() for j in saved}
+            self._sent_now = {j for j in saved if f"robust.prior{j}" in state}
+            self._prior = {j: state[f"robust.prior{j}"].clone() for j in self._sent_now}
 
     def dual_norm(self) -> float | None:
         """RMS per coordinate of the duals: sqrt(Σ_j ‖z_{i|j}‖² / (E_i·d))."""

@@ -167,6 +167,21 @@ class RobustRule:
             self.scores[j] = SCREEN_DECAY * self.scores.get(j, 0.0) + (1 - SCREEN_DECAY) * hit
             self.heard[j] = self.heard.get(j, 0) + 1
 
+    def state_dict(self) -> dict[str, Tensor]:
+        """The screen's memory, for the checkpoint: rows (neighbour, score, rounds heard)."""
+        rows = [[float(j), self.scores.get(j, 0.0), float(n)]
+                for j, n in sorted(self.heard.items())]
+        return {"robust.screen": torch.tensor(rows, dtype=torch.float64).reshape(-1, 3)}
+
+    def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
+        rows = state.get("robust.screen")
+        if rows is None:  # a checkpoint from before the screen was saved
+            return
+        self.scores, self.heard = {}, {}
+        for j, score, heard in rows.tolist():
+            self.scores[int(j)] = float(score)
+            self.heard[int(j)] = int(heard)
+
     def suspects(self) -> list[int]:
         """Neighbours clipped in most recent rounds (after SCREEN_AFTER rounds heard)."""
         return sorted(j for j, s in self.scores.items()

@@ -127,7 +127,8 @@ def checkpoint_identity(cfg: NodeConfig) -> dict[str, Any]:
 def save_state(runner: NodeRunner, cfg: NodeConfig, completed_round: int) -> None:
     setup = runner.setup
     save_checkpoint(Path(cfg.node.out) / CHECKPOINT, Checkpoint(
-        completed_round, setup.algorithm.state_dict(), setup.trainer.data_generator.get_state(),
+        completed_round, {**setup.algorithm.state_dict(), **setup.algorithm.robust_state()},
+        setup.trainer.data_generator.get_state(),
         checkpoint_identity(cfg)))
 
 
@@ -146,6 +147,7 @@ def resume(runner: NodeRunner, cfg: NodeConfig, ledger: Ledger | None) -> None:
             "away.")
     if ckpt is not None:
         runner.setup.algorithm.load_state_dict(ckpt.state)
+        runner.setup.algorithm.load_robust_state(ckpt.state)
         if ckpt.data_rng is not None:
             runner.setup.trainer.data_generator.set_state(ckpt.data_rng)
         runner.round = ckpt.round + 1
