@@ -30,7 +30,13 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> int:
         from node.experiments.results import load_runs
-        from node.experiments.winners import contrasts_table, save, winners, winners_table
+        from node.experiments.winners import (
+            contrasts_table,
+            save,
+            summary_table,
+            winners,
+            winners_table,
+        )
 
         final = args.dir / "final"
         runs = load_runs(final) if final.is_dir() else []
@@ -43,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
                  for r in sorted(runs, key=lambda r: (r.regime, r.key, r.epsilon))
                  if r.spec.get("tuned")}
         (args.out / "tuning.json").write_text(json.dumps(tuned, indent=1) + "\n")
-        text = ("# Which algorithm: winners per cell\n\n" + winners_table(cells) +
+        text = ("# Which algorithm: winners per cell\n\n" + summary_table(cells) +
+                "\n\nEvery line, mean ± std over seeds (n) [tuned settings]:\n\n" +
+                winners_table(cells) +
                 "\n\n# Seed-paired contrasts (points; the best line of each side)\n\n" +
                 contrasts_table(runs) + "\n")
         (args.out / "winners.md").write_text(text)

@@ -27,7 +27,7 @@ from node.experiments.grid import METHODS
 from node.experiments.results import Run, eps_name, label
 
 __all__ = ["COMMITTED", "Winner", "contrasts_table", "load", "paired", "recommend", "save",
-           "winners", "winners_table"]
+           "summary_table", "winners", "winners_table"]
 
 # The committed measured answer (docs/RESULTS.md); pre-validation reads it when it exists.
 COMMITTED = Path(__file__).resolve().parents[2] / "docs/results/heterogeneity/winners.json"
@@ -131,6 +131,24 @@ def winners_table(runs: Sequence[Run] | Sequence[Winner]) -> str:
                      f" | {eps_name(c.epsilon)} | {scores} | **{label(c.winner)}** | "
                      f"{_pts(c.margin, c.margin_std)} pts vs {label(c.runner_up or '–')} | "
                      f"{c.ahead[0]}/{c.ahead[1]} |")
+    return "\n".join(lines)
+
+
+def summary_table(cells: Sequence[Winner]) -> str:
+    """Markdown, one row per cell and one column per ε: the winner, its seed-paired margin over
+    the runner-up and on how many seeds it was ahead (the long table has every line)."""
+    epsilons = sorted({c.epsilon for c in cells}, key=lambda e: -e)
+    by = {(c.regime, c.epsilon): c for c in cells}
+    regimes = sorted({c.regime for c in cells})
+    lines = ["| cell | " + " | ".join(f"ε = {eps_name(e)}" for e in epsilons) + " |",
+             "|---|" + "---|" * len(epsilons)]
+    for regime in regimes:
+        row = []
+        for e in epsilons:
+            c = by.get((regime, e))
+            row.append("–" if c is None else f"{label(c.winner)} {_pts(c.margin, c.margin_std)} "
+                       f"({c.ahead[0]}/{c.ahead[1]})")
+        lines.append(f"| `{regime}` | " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 

@@ -241,7 +241,8 @@ def test_the_winners_script_publishes_what_prevalidation_reads(tmp_path: Path) -
     assert done.returncode == 0, done.stderr
     (cell,) = load(tmp_path / "out" / "winners.json")
     assert cell.winner == "dpnorm-grad-g0.1" and cell.ahead == (2, 2)
-    assert "+3.5" in (tmp_path / "out" / "winners.md").read_text()
+    text = (tmp_path / "out" / "winners.md").read_text()
+    assert "| `c2_ring-16_k1` | DP-Norm (gradient), γ=0.1 +3.5 ± 2.1 (2/2) |" in text
     tuned = json.loads((tmp_path / "out" / "tuning.json").read_text())
     assert tuned["c2_ring-16_k1/dp-dpsgd/eps-4"] == {"chosen": {"lr": 0.3}}
     bad = subprocess.run([sys.executable, str(script), str(tmp_path / "none"), "--out",
