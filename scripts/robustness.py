@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="where the results go")
     parser.add_argument("--algorithms", nargs="+", choices=("dpnorm", "dpsgd"),
                         default=("dpnorm", "dpsgd"), help="default: both families")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="seeds (each row has one; the table averages over them)")
     parser.add_argument("--jobs", type=int, default=2,
                         help="worker processes, one core each (default 2)")
     args = parser.parse_args(argv)
@@ -36,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.jobs < 1:
             parser.error(f"--jobs must be at least 1, got {args.jobs}")
-        rows = grid(args.quick, algorithms=args.algorithms, jobs=args.jobs,
+        rows = grid(args.quick, algorithms=args.algorithms, seeds=args.seeds, jobs=args.jobs,
                     log=lambda line: print(line, file=sys.stderr, flush=True))
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "robustness.json").write_text(json.dumps(rows, indent=1) + "\n")

@@ -151,24 +151,26 @@ def one_block(quick: bool, algorithm: str, setting: Setting, epsilon: float, def
     clean = one_run(cfg, data, None, attackers)
     base = {"algorithm": algorithm, "topology": f"{setting.topology}-{setting.nodes}",
             "epsilon": None if math.isinf(epsilon) else epsilon, "defence": defence,
+            "seed": cfg.seed,
             "attackers": attackers, "fault_free_accuracy": clean["honest_accuracy"]}
     rows = [{**base, "attack": "none", "byzantine": 0, **clean}]
     for attack in attacks:
         rows.append({**base, "attack": attack, "byzantine": setting.byzantine,
                      **one_run(cfg, data, attack, attackers)})
-    line = (f"{algorithm} {setting.topology}-{setting.nodes} eps={epsilon} defence={defence}: "
-            f"{time.perf_counter() - started:.0f} s")
+    line = (f"{algorithm} {setting.topology}-{setting.nodes} eps={epsilon} defence={defence} "
+            f"seed={cfg.seed}: {time.perf_counter() - started:.0f} s")
     return rows, line
 
 
 def grid(quick: bool, *, epsilons: Sequence[float] = (math.inf, 8.0),
          algorithms: Sequence[str] = ("dpnorm",), attacks: Sequence[str] = ATTACKS,
-         jobs: int = 1, log: Callable[[str], None] = print,
+         seeds: Sequence[int] = (0,), jobs: int = 1, log: Callable[[str], None] = print,
          **changes: Any) -> list[dict[str, Any]]:
     """Every row of robustness.json (see the module doc), `jobs` blocks at a time."""
-    blocks = [(quick, algorithm, setting, epsilon, defence, tuple(attacks), changes)
-              for algorithm in algorithms for setting in SETTINGS for epsilon in epsilons
-              for defence in ("off", DEFENCE)]
+    blocks = [(quick, algorithm, setting, epsilon, defence, tuple(attacks),
+               {**changes, "seed": seed})
+              for seed in seeds for algorithm in algorithms for setting in SETTINGS
+              for epsilon in epsilons for defence in ("off", DEFENCE)]
     # The torus blocks are the long ones: start them first so the pool ends together.
     order = sorted(range(len(blocks)), key=lambda k: -blocks[k][2].nodes)
     results: dict[int, list[dict[str, Any]]] = {}
@@ -186,8 +188,8 @@ def grid(quick: bool, *, epsilons: Sequence[float] = (math.inf, 8.0),
 
 
 def table(rows: Sequence[dict[str, Any]]) -> str:
-    """Markdown: honest accuracy (%) per attack, defence off | on, one column pair per
-    (algorithm, topology, ε); the first line is the fault-free accuracy."""
+    """Markdown: honest accuracy (%, mean over seeds) per attack, defence off | on, one column
+    pair per (algorithm, topology, ε); the first line is the fault-free accuracy."""
     keys = sorted({(r["algorithm"], r["topology"], r["epsilon"] or math.inf) for r in rows},
                   key=lambda k: (k[0], k[1], k[2]))
     attacks = ["none", *[a for a in ATTACKS if any(r["attack"] == a for r in rows)]]
@@ -202,7 +204,8 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
                 match = [r for r in rows if (r["algorithm"], r["topology"],
                                              r["epsilon"] or math.inf) == (alg, top, e)
                          and r["attack"] == attack and r["defence"] == defence]
-                pair.append(f"{100 * match[0]['honest_accuracy']:.1f}" if match else "–")
+                mean = float(np.mean([r["honest_accuracy"] for r in match])) if match else 0.0
+                pair.append(f"{100 * mean:.1f}" if match else "–")
             cells.append(" / ".join(pair))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -222,8 +225,9 @@ def plot(rows: Sequence[dict[str, Any]], path: Any) -> None:
                                     r["epsilon"] or math.inf) == key]
         attacks = [a for a in ("none", *ATTACKS) if any(r["attack"] == a for r in mine)]
         for k, defence in enumerate(("off", DEFENCE)):
-            gaps = [next((100 * (r["honest_accuracy"] - r["fault_free_accuracy"]) for r in mine
-                          if r["attack"] == a and r["defence"] == defence), math.nan)
+            gaps = [float(np.mean([100 * (r["honest_accuracy"] - r["fault_free_accuracy"])
+                                   for r in mine if r["attack"] == a and r["defence"] == defence]
+                                  or [math.nan]))
                     for a in attacks]
             ax.bar(np.arange(len(attacks)) + 0.4 * k - 0.2, gaps, 0.4, label=f"defence {defence}")
         ax.axhline(-2, color="grey", lw=0.8, ls="--")

@@ -84,17 +84,19 @@ def test_a_sign_flipper_is_scored_and_its_pull_shrinks_until_the_ring_recovers()
 
 def test_the_grid_writes_one_row_per_run_and_the_pool_changes_no_number() -> None:
     small = dict(rounds=4, examples_per_node=100, test_examples=200)
-    serial = grid(True, epsilons=(math.inf,), attacks=("scaled",), jobs=1, log=lambda _: None,
-                  **small)
-    pooled = grid(True, epsilons=(math.inf,), attacks=("scaled",), jobs=2, log=lambda _: None,
-                  **small)
+    serial = grid(True, epsilons=(math.inf,), attacks=("scaled",), seeds=(0, 1), jobs=1,
+                  log=lambda _: None, **small)
+    pooled = grid(True, epsilons=(math.inf,), attacks=("scaled",), seeds=(0, 1), jobs=2,
+                  log=lambda _: None, **small)
     assert serial == pooled
-    assert {(r["topology"], r["defence"], r["attack"], r["byzantine"]) for r in serial} == {
-        (top, d, a, b) for top, n in (("ring-6", 1), ("torus-16", 2))
+    assert len(serial) == 16 and {(r["seed"], r["topology"], r["defence"], r["attack"],
+                                   r["byzantine"]) for r in serial} == {
+        (seed, top, d, a, b) for seed in (0, 1) for top, n in (("ring-6", 1), ("torus-16", 2))
         for d in ("off", "clip+screen") for a, b in (("none", 0), ("scaled", n))}
     for row in serial:
         assert 0.0 <= row["honest_accuracy"] <= 1.0 and row["epsilon"] is None
         assert row["fault_free_accuracy"] == next(
             r["honest_accuracy"] for r in serial if r["attack"] == "none"
-            and (r["topology"], r["defence"]) == (row["topology"], row["defence"]))
+            and (r["seed"], r["topology"], r["defence"])
+            == (row["seed"], row["topology"], row["defence"]))
     assert "| scaled |" in table(serial)
