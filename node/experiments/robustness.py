@@ -218,9 +218,13 @@ def plot(rows: Sequence[dict[str, Any]], path: Any) -> None:
     import matplotlib.pyplot as plt
 
     groups = sorted({(r["algorithm"], r["topology"], r["epsilon"] or math.inf) for r in rows})
-    fig, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 3.6), sharey=True,
+    cols = min(4, len(groups))
+    rows_n = math.ceil(len(groups) / cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(4 * cols, 3.6 * rows_n), sharey=True,
                              squeeze=False)
-    for ax, key in zip(axes[0], groups, strict=True):
+    for ax in axes.flat[len(groups):]:
+        ax.set_visible(False)
+    for ax, key in zip(axes.flat, groups, strict=False):
         mine = [r for r in rows if (r["algorithm"], r["topology"],
                                     r["epsilon"] or math.inf) == key]
         attacks = [a for a in ("none", *ATTACKS) if any(r["attack"] == a for r in mine)]
@@ -234,7 +238,8 @@ def plot(rows: Sequence[dict[str, Any]], path: Any) -> None:
         ax.set_xticks(range(len(attacks)), attacks, rotation=60, fontsize=7)
         eps = "∞" if math.isinf(key[2]) else f"{key[2]:g}"
         ax.set_title(f"{key[0]} {key[1]} ε={eps}", fontsize=9)
-    axes[0][0].set_ylabel("honest − fault-free accuracy (points)")
+    for row in axes:
+        row[0].set_ylabel("honest − fault-free (points)")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
