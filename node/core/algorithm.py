@@ -145,7 +145,8 @@ def alpha_for_gamma(gamma: float, eta: float) -> float:
 class RoundAlgorithm(ABC):
     """What every algorithm of a node does in a round; `step` is the one entry point."""
 
-    robust: RobustRule | None = None  # --robust (node.core.robust)
+    # --robust (node.core.robust), set by assemble: None leaves every update as it is, bit for bit.
+    robust: RobustRule | None = None
 
     def robust_state(self) -> dict[str, Tensor]:
         """What --robust remembers across rounds, for the checkpoint (empty without it): a
@@ -189,8 +190,6 @@ class PrimalDual(RoundAlgorithm):
         self.w = w0.detach().clone()
         self.signs = {j: float(edge_sign(node, j)) for j in sorted(neighbours)}
         self.duals = {j: torch.zeros_like(self.w) for j in self.signs}
-        # --robust (node.core.robust): None leaves every update as it is, bit for bit.
-        self.robust: RobustRule | None = None
         self._sent: dict[int, Tensor] = {}  # the last message to each neighbour
         self._prior: dict[int, Tensor] = {}  # the one before, for edges sent this round
         self._sent_now: set[int] = set()
@@ -331,7 +330,6 @@ class Gossip(RoundAlgorithm):
         self.w = w0.detach().clone()
         self.self_weight = weights[node]
         self.weights = {j: w for j, w in sorted(weights.items()) if j != node}
-        self.robust: RobustRule | None = None  # --robust (node.core.robust)
         self._w_mixed = self.w  # the model after the previous round's mixing
 
     @property
@@ -344,13 +342,17 @@ class Gossip(RoundAlgorithm):
         if not dense:
             return
         if self.robust is not None:  # self-centred clipping around our own model
-            own = float(torch.linalg.vector_norm(self.w - self._w_mixed))
-            dense = self.robust.apply(dense, {j: self.w for j in dense}, own)
+            dense = self.robust.apply(dense, {j: self.w for j in dense}, self.own_move())
         kept = self.self_weight + sum(w for j, w in self.weights.items() if j not in dense)
         mixed = kept * self.w
         for j, wj in dense.items():
             mixed.add_(wj, alpha=self.weights[j])
         self.w = self._w_mixed = mixed
+
+    def own_move(self) -> float:
+        """How far the model moved since the last mixing: the node's own voice in the
+        adaptive clipping radius (node.core.robust)."""
+        return float(torch.linalg.vector_norm(self.w - self._w_mixed))
 
     def local_steps(self, oracle: GradientOracle, active: Collection[int]) -> float:
         losses = []

@@ -107,9 +107,8 @@ class ChocoGossip(Gossip):
         if not self.heard:
             return
         if self.robust is not None:  # clipped around our own public copy x̂_{i→j}
-            own = float(torch.linalg.vector_norm(self.w - self._w_mixed))
             self.heard = self.robust.apply(
-                self.heard, {j: self.exchange.sent_copy(j) for j in self.heard}, own)
+                self.heard, {j: self.exchange.sent_copy(j) for j in self.heard}, self.own_move())
         pull = torch.zeros_like(self.w)
         for j, copy in self.heard.items():
             pull.add_(copy - self.exchange.sent_copy(j), alpha=self.weights[j])

@@ -122,10 +122,9 @@ class RobustRule:
         return cls(screen=cfg.robust == "clip+screen", radius=cfg.robust_radius,
                    scale=cfg.robust_scale)
 
-    def tau(self, distances: Mapping[int, float], own: float | None = None) -> float:
-        if self.radius is not None:
-            return self.radius
-        return self.scale * self.typical(distances, own)
+    def tau(self, typical: float) -> float:
+        """τ: the fixed radius, or c times the typical distance m."""
+        return self.radius if self.radius is not None else self.scale * typical
 
     @staticmethod
     def typical(distances: Mapping[int, float], own: float | None) -> float:
@@ -143,10 +142,9 @@ class RobustRule:
             self._score({}, {})
             return dict(received)
         dist = {j: distance(v, reference[j]) for j, v in received.items()}
-        tau = self.tau(dist, own)
-        self.last_radius = tau
-        far = SCREEN_FACTOR * self.typical(dist, own)
-        self._score({j: d for j, d in dist.items() if d > far}, dist)
+        m = self.typical(dist, own)
+        tau = self.last_radius = self.tau(m)
+        self._score({j: d for j, d in dist.items() if d > SCREEN_FACTOR * m}, dist)
         radius = {j: tau * self.trust(j) for j in received}
         self.clipped = {j for j, d in dist.items() if d > radius[j]}
         return {j: clip_towards(v, reference[j], radius[j], dist[j])
@@ -183,6 +181,6 @@ class RobustRule:
             self.heard[int(j)] = int(heard)
 
     def suspects(self) -> list[int]:
-        """Neighbours clipped in most recent rounds (after SCREEN_AFTER rounds heard)."""
+        """Neighbours that stood out in most recent rounds (after SCREEN_AFTER rounds heard)."""
         return sorted(j for j, s in self.scores.items()
                       if self.heard.get(j, 0) >= SCREEN_AFTER and s > SCREEN_THRESHOLD)

@@ -187,11 +187,15 @@ def grid(quick: bool, *, epsilons: Sequence[float] = (math.inf, 8.0),
     return [row for k in range(len(blocks)) for row in results[k]]
 
 
+def _group(row: dict[str, Any]) -> tuple[str, str, float]:
+    """(algorithm, topology, ε): one column pair of the table, one panel of the plot."""
+    return row["algorithm"], row["topology"], row["epsilon"] or math.inf
+
+
 def table(rows: Sequence[dict[str, Any]]) -> str:
     """Markdown: honest accuracy (%, mean over seeds) per attack, defence off | on, one column
     pair per (algorithm, topology, ε); the first line is the fault-free accuracy."""
-    keys = sorted({(r["algorithm"], r["topology"], r["epsilon"] or math.inf) for r in rows},
-                  key=lambda k: (k[0], k[1], k[2]))
+    keys = sorted({_group(r) for r in rows})
     attacks = ["none", *[a for a in ATTACKS if any(r["attack"] == a for r in rows)]]
     head = ["attack"] + [f"{alg} {top} ε={'∞' if math.isinf(e) else f'{e:g}'} off / on"
                          for alg, top, e in keys]
@@ -201,11 +205,9 @@ def table(rows: Sequence[dict[str, Any]]) -> str:
         for alg, top, e in keys:
             pair = []
             for defence in ("off", DEFENCE):
-                match = [r for r in rows if (r["algorithm"], r["topology"],
-                                             r["epsilon"] or math.inf) == (alg, top, e)
+                match = [r["honest_accuracy"] for r in rows if _group(r) == (alg, top, e)
                          and r["attack"] == attack and r["defence"] == defence]
-                mean = float(np.mean([r["honest_accuracy"] for r in match])) if match else 0.0
-                pair.append(f"{100 * mean:.1f}" if match else "–")
+                pair.append(f"{100 * float(np.mean(match)):.1f}" if match else "–")
             cells.append(" / ".join(pair))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -217,7 +219,7 @@ def plot(rows: Sequence[dict[str, Any]], path: Any) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = sorted({(r["algorithm"], r["topology"], r["epsilon"] or math.inf) for r in rows})
+    groups = sorted({_group(r) for r in rows})
     cols = min(4, len(groups))
     rows_n = math.ceil(len(groups) / cols)
     fig, axes = plt.subplots(rows_n, cols, figsize=(4 * cols, 3.6 * rows_n), sharey=True,
@@ -225,8 +227,7 @@ def plot(rows: Sequence[dict[str, Any]], path: Any) -> None:
     for ax in axes.flat[len(groups):]:
         ax.set_visible(False)
     for ax, key in zip(axes.flat, groups, strict=False):
-        mine = [r for r in rows if (r["algorithm"], r["topology"],
-                                    r["epsilon"] or math.inf) == key]
+        mine = [r for r in rows if _group(r) == key]
         attacks = [a for a in ("none", *ATTACKS) if any(r["attack"] == a for r in mine)]
         for k, defence in enumerate(("off", DEFENCE)):
             gaps = [float(np.mean([100 * (r["honest_accuracy"] - r["fault_free_accuracy"])

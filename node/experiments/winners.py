@@ -69,16 +69,28 @@ def paired(a: dict[int, float], b: dict[int, float]) -> tuple[float, float, int,
     return statistics.fmean(diffs), std, sum(d > 0 for d in diffs), len(diffs)
 
 
-def winners(runs: Sequence[Run]) -> list[Winner]:
-    """One Winner per (regime, ε) among the decentralised methods, by mean over seeds."""
+Cell = tuple[str, float, list[Run], dict[str, dict[int, float]], dict[str, float]]
+
+
+def _cells(runs: Sequence[Run]) -> list[Cell]:
+    """The decentralised final runs (no tuning candidate) per (regime, ε), in table order, with
+    each line's score per seed and its mean over seeds."""
     groups: dict[tuple[str, float], list[Run]] = defaultdict(list)
     for r in runs:
-        if METHODS[r.method].kind == "sim" and not r.spec.get("tag"):  # no tuning candidate
+        if METHODS[r.method].kind == "sim" and not r.spec.get("tag"):
             groups[(r.regime, r.epsilon)].append(r)
     out = []
     for (regime, eps), group in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
         seeds = _seed_scores(group)
         means = {k: statistics.fmean(v.values()) for k, v in seeds.items() if v}
+        out.append((regime, eps, group, seeds, means))
+    return out
+
+
+def winners(runs: Sequence[Run]) -> list[Winner]:
+    """One Winner per (regime, ε) among the decentralised methods, by mean over seeds."""
+    out = []
+    for regime, eps, group, seeds, means in _cells(runs):
         ranked = sorted(means, key=lambda k: -means[k])
         if not ranked:
             continue
@@ -166,15 +178,9 @@ def contrasts_table(runs: Sequence[Run]) -> str:
     """Markdown: per (cell, ε) each contrast's seed-paired difference of the two sides' best
     lines (mean ± std over seeds, seeds ahead), e.g. the best primal-dual line minus the best
     gossip line; "–" where a side has no finished run."""
-    groups: dict[tuple[str, float], list[Run]] = defaultdict(list)
-    for r in runs:
-        if METHODS[r.method].kind == "sim" and not r.spec.get("tag"):
-            groups[(r.regime, r.epsilon)].append(r)
     lines = ["| cell | ε | " + " | ".join(name for name, _, _ in CONTRASTS) + " |",
              "|---|---|" + "---|" * len(CONTRASTS)]
-    for (regime, eps), group in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
-        seeds = _seed_scores(group)
-        means = {k: statistics.fmean(v.values()) for k, v in seeds.items() if v}
+    for regime, eps, _, seeds, means in _cells(runs):
         cells = []
         for _, better, worse in CONTRASTS:
             a = max((k for k in better if k in means), key=means.__getitem__, default=None)
