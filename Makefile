@@ -1,4 +1,4 @@
-# Two commands for users: `make demo` and `make test` (see README.md).
+# Two commands for users: `make demo` and `make test`; `make lint` is the style gate (README.md).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -28,8 +28,9 @@ data:
 demo: install data
 	$(BIN)/python scripts/demo.py --out $(DEMO_DIR) --data-dir $(DATA_DIR)
 
+# --durations: every log shows where the time goes (CI's limit is on the whole run).
 test: install data
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25
 
 lint: install
 	$(BIN)/ruff check .

@@ -11,8 +11,8 @@ CACHE, which this test owns, so that a later run finds the base image and the bu
 container, network and volume is removed at stop, and at start (a killed run's leftovers).
 
 No registry is reachable, so the base image is made here (`base_image`): a minimal Debian
-bookworm with Debian's Python 3.11, pip and venv, built by debootstrap and imported as a
-single-layer image, cached as a tarball in CACHE.
+bookworm with Debian's Python 3.11, pip and venv, built by debootstrap (`tests.containers.rootfs`,
+which leaves no mount behind) and imported as a single-layer image, cached as a tarball in CACHE.
 """
 
 from __future__ import annotations
@@ -25,14 +25,17 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-CACHE = Path("/var/cache/dpnorm-tests")
+from tests.containers.rootfs import RootfsError, rootfs_tarball
+
+# The engine's data root and the base tarball. DPNORM_TEST_CACHE points elsewhere, e.g. at an
+# empty directory to build everything from nothing as a fresh machine does.
+CACHE = Path(os.environ.get("DPNORM_TEST_CACHE") or "/var/cache/dpnorm-tests")
 requires_root = pytest.mark.skipif(os.geteuid() != 0,
                                    reason="container tests need root (dockerd, debootstrap)")
 PACKAGES = {"dockerd": "docker.io", "docker-compose": "docker-compose",
@@ -214,22 +217,10 @@ def base_image(engine: Engine) -> tuple[str, float]:
     built = 0.0
     if not tarball.exists():
         started = time.monotonic()
-        CACHE.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=CACHE, prefix="rootfs-") as tmp:
-            root = Path(tmp) / "root"
-            subprocess.run(["debootstrap", "--variant=minbase",
-                            f"--include={','.join(BASE_PACKAGES)}", "bookworm", str(root),
-                            apt_mirror()], check=True, capture_output=True, timeout=900)
-            # This machine's package traffic passes a TLS proxy whose CA only the host's bundle
-            # holds; pip inside the test's build needs it. Test base image only.
-            if ca:
-                (root / "etc/ssl/certs/ca-certificates.crt").write_bytes(ca)
-            shutil.rmtree(root / "var/cache/apt/archives", ignore_errors=True)
-            shutil.rmtree(root / "var/lib/apt/lists", ignore_errors=True)
-            partial = tarball.with_suffix(".partial")
-            subprocess.run(["tar", "-C", str(root), "--numeric-owner", "-cf", str(partial), "."],
-                           check=True, capture_output=True, timeout=600)
-            partial.rename(tarball)
+        try:
+            rootfs_tarball(tarball, BASE_PACKAGES, apt_mirror(), ca_bundle=ca)
+        except RootfsError as exc:
+            pytest.fail(f"the containers' base image could not be built: {exc}", pytrace=False)
         built = time.monotonic() - started
     if engine.docker("image", "inspect", tag, check=False).returncode != 0:
         subprocess.run(

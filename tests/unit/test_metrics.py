@@ -8,8 +8,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -207,27 +205,3 @@ def test_many_classes_lead_with_accuracy_unless_auroc_is_asked() -> None:
     macro = simulate(asked, None, runners=build_runners(asked, data))
     assert macro["metric"] == "auroc" and 0 < macro["mean_auroc"] < 1
     assert macro["mean_accuracy"] == plain["mean_accuracy"]  # the same run, more numbers
-
-
-PROBE = """
-import sys, torch
-from torch import nn
-from node.core.data import synthetic
-from node.core.trainer import GradientPolicy, LocalTrainer
-for classes, kind in ((10, "none"), (2, "binary")):
-    data = synthetic(20, 30, num_classes=classes, dim=4)
-    t = LocalTrainer(nn.Linear(4, classes), data.x_train, data.y_train, data.x_test, data.y_test,
-                     batch_size=4, policy=GradientPolicy("plain"),
-                     data_generator=torch.Generator(), auroc=kind)
-    loaded = "sklearn" in sys.modules
-    t.evaluate(t.layout.flatten(t.model))
-    print(kind, loaded, "sklearn" in sys.modules, "scipy" in sys.modules)
-"""
-
-
-def test_scikit_learn_is_imported_only_by_a_task_that_scores_with_it() -> None:
-    proc = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True,
-                          timeout=120, cwd=Path(__file__).resolve().parents[2])
-    assert proc.returncode == 0, proc.stderr
-    # Evaluating a ten-class task loads neither; a two-class trainer loads it when built.
-    assert proc.stdout.split("\n")[:2] == ["none False False False", "binary True True True"]

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -139,27 +137,3 @@ def test_bad_clip_in_message_mode_and_usage_errors_exit_2(
     with pytest.raises(SystemExit) as info:
         main(["gradient", "--epsilon", "x"])
     assert info.value.code == 2 and capsys.readouterr().err.count("\n") == 1
-
-
-def test_the_module_runs_as_a_program() -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "privacy",
-            "gradient",
-            "--epsilon",
-            "0",
-            "--delta",
-            "1e-5",
-            "--rounds",
-            "1",
-            "--sample-rate",
-            "0.1",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 2 and done.stderr.count("\n") == 1 and done.stdout == ""

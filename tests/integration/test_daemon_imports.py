@@ -1,6 +1,7 @@
-"""A daemon imports only what a node needs: nothing of the experiments, the simulator or the
-plots before READY, and — without DP — neither dp-accounting/scipy nor torch._dynamo/sympy
-(the first torch.func transform's ~70 MB) in its first round either.
+"""What a fresh process imports. A daemon imports only what a node needs: nothing of the
+experiments, the simulator or the plots before READY, and — without DP — neither
+dp-accounting/scipy nor torch._dynamo/sympy (the first torch.func transform's ~70 MB) in its
+first round either. scikit-learn is loaded only by a task that scores with it.
 
 Run in a fresh interpreter, since the test process has imported everything already.
 """
@@ -50,3 +51,28 @@ def test_a_daemon_without_dp_imports_only_what_it_needs(tmp_path: Path) -> None:
     assert "torch" in modules["ready"]  # the probe really built a node
     assert loaded(NEVER + NOT_WITHOUT_DP, modules["ready"]) == []
     assert loaded(NEVER + NOT_WITHOUT_DP, modules["after_round"]) == []
+
+
+SKLEARN_PROBE = """
+import sys, torch
+from torch import nn
+from node.core.data import synthetic
+from node.core.trainer import GradientPolicy, LocalTrainer
+for classes, kind in ((10, "none"), (2, "binary")):
+    data = synthetic(20, 30, num_classes=classes, dim=4)
+    t = LocalTrainer(nn.Linear(4, classes), data.x_train, data.y_train, data.x_test, data.y_test,
+                     batch_size=4, policy=GradientPolicy("plain"),
+                     data_generator=torch.Generator(), auroc=kind)
+    loaded = "sklearn" in sys.modules
+    t.evaluate(t.layout.flatten(t.model))
+    print(kind, loaded, "sklearn" in sys.modules, "scipy" in sys.modules)
+"""
+
+
+
+def test_scikit_learn_is_imported_only_by_a_task_that_scores_with_it() -> None:
+    proc = subprocess.run([sys.executable, "-c", SKLEARN_PROBE], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 0, proc.stderr
+    # Evaluating a ten-class task loads neither; a two-class trainer loads it when built.
+    assert proc.stdout.split("\n")[:2] == ["none False False False", "binary True True True"]
