@@ -6,7 +6,8 @@ messages we send, so a runtime only moves bytes and time:
     proto = GossipProtocol(me, neighbours, cfg, dim=d, now=clock(),
                            seq_start=time.time_ns() // 1000)
     apply(proto.hello(now))
-    loop:  proto.start_round(r, now)
+    loop:  r = proto.catch_up(r)           # skip the rounds the neighbours have left behind
+           proto.start_round(r, now)
            apply([proto.dual(j, y_ij, now) for j in neighbours])
            on inbound (identity, frames):  apply(proto.receive(identity, frames, now))
            every tick:                     apply(proto.tick(now))
@@ -14,8 +15,21 @@ messages we send, so a runtime only moves bytes and time:
     apply(proto.bye("shutdown", now))
 
 `apply` encodes each `Send` with `gossip.codec.encode` and hands it to the transport; `PeerDown`
-and `PeerUp` are for metrics and for leaving a dead edge out of the update. No method raises
-because of anything a peer sent.
+and `PeerUp` are for metrics and for leaving a dead edge out of the update, `PeerRejoined` for
+telling the algorithm that an edge's messages flow again after a gap. No method raises because
+of anything a peer sent.
+
+Rejoining. Every message carries the round its sender is in, so each node knows where its
+neighbours are (`RoundBook.peer_round`). The round number is the federation's clock: a node
+never runs a round its alive neighbours have left behind. Before each round the runtime asks
+`catch_up(r)`: the latest round any alive neighbour was seen in, when that is two or more
+rounds later than r. A node that restarted from a checkpoint, was frozen, or was cut off skips the
+rounds it missed and runs in step again (it releases nothing for the skipped rounds). A
+neighbour one round ahead is ordinary lockstep and causes no skip. A Hello
+is answered at once with a Heartbeat carrying our round, so a restarted node knows where its
+neighbours are before its first round, and a neighbour waiting for it is kept waiting for no
+more than one of its rounds. When a neighbour seen two or more rounds behind is back in step,
+`PeerRejoined` says so.
 
 Sequence numbers must keep increasing across restarts, or neighbours drop a restarted node's
 messages as replays until its counter passes the old one. Starting the counter at the wall clock
@@ -25,6 +39,7 @@ back and we send fewer than a million messages per second.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -46,7 +61,9 @@ from gossip.messages import (
 )
 from gossip.rounds import RoundBook, RoundConfig, RoundResult, Verdict
 
-__all__ = ["Effect", "GossipConfig", "GossipProtocol", "Send"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["Effect", "GossipConfig", "GossipProtocol", "PeerRejoined", "PeerStarted", "Send"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +85,24 @@ class Send:
     msg: Message
 
 
-Effect = Send | PeerDown | PeerUp
+@dataclass(frozen=True, slots=True)
+class PeerStarted:
+    """Effect: `peer` said Hello: it (re)started, about to run `round`. Our link to it may be
+    in reconnect back-off from while it was gone: a runtime redials it."""
+
+    peer: PeerId
+    round: int
+
+
+@dataclass(frozen=True, slots=True)
+class PeerRejoined:
+    """Effect: `peer`, seen out of step (behind), is in step again at our round `round`."""
+
+    peer: PeerId
+    round: int
+
+
+Effect = Send | PeerDown | PeerUp | PeerStarted | PeerRejoined
 
 # Tensor messages the round book drops, by the name their per-peer rejection count gets: a
 # message for a round already closed (late, or an old round re-sent), a second one for the same
@@ -110,15 +144,19 @@ class GossipProtocol:
         self.liveness = Liveness(self.neighbours, cfg.liveness, now)
         self.book = RoundBook(self.neighbours, cfg.rounds, first_round=first_round)
         self._seq = seq_start
+        self._lagging: set[PeerId] = set()  # seen two or more rounds behind, not yet back
 
     # ---- outputs -------------------------------------------------------------------------
 
-    def hello(self, now: float) -> list[Send]:
-        """Hello to every neighbour; their silence counts from now (set-up time is not)."""
-        self.liveness.restart_clock(now)
+    def hello(self, now: float, peers: Iterable[PeerId] | None = None) -> list[Send]:
+        """Hello to every neighbour (or to `peers`, a repeat), with the round we are about to
+        run; the first call starts counting their silence from now (set-up time is not)."""
+        if peers is None:
+            self.liveness.restart_clock(now)
+        upcoming = self.book.round + (0 if self.book.is_open else 1)
         return [
-            self._send(p, Hello(self.me, self._round, self._next_seq(), self.dim), now)
-            for p in sorted(self.neighbours)
+            self._send(p, Hello(self.me, upcoming, self._next_seq(), self.dim), now)
+            for p in sorted(self.neighbours if peers is None else self.neighbours & set(peers))
         ]
 
     def dual(self, peer: PeerId, payload: DualPayload, now: float) -> Send:
@@ -131,6 +169,10 @@ class GossipProtocol:
             self._send(p, Primal(self.me, self._round, self._next_seq(), payload), now)
             for p in sorted(self.neighbours)
         ]
+
+    def heartbeat(self, peer: PeerId, now: float) -> Send:
+        """A heartbeat for `peer`: a sign of life that also tells it our round."""
+        return self._send(peer, Heartbeat(self.me, self._round, self._next_seq()), now)
 
     def bye(self, reason: str, now: float) -> list[Send]:
         """Bye to every neighbour."""
@@ -147,6 +189,7 @@ class GossipProtocol:
         if msg is None:
             return []
         effects: list[Effect] = list(self.liveness.heard(msg.sender, now))
+        self.book.saw(msg.sender, msg.round, restarted=isinstance(msg, Hello))
         match msg:
             case Dual() | Primal():
                 dropped = _DROPPED.get(self.book.receive(msg, now))
@@ -154,21 +197,46 @@ class GossipProtocol:
                     self.inbox.rejected.setdefault(msg.sender, Counter())[dropped] += 1
             case Bye():
                 effects += self.liveness.said_bye(msg.sender)
-            case Hello() | Heartbeat():
+            case Hello():
+                if msg.round < self.book.round - 1:
+                    logger.info("neighbour %d (re)started at round %d, behind our round %d; "
+                                "it will skip ahead", msg.sender, msg.round, self.book.round)
+                # Tell it where we are now, not at our next heartbeat: it must not run a round
+                # we have left behind.
+                effects += [PeerStarted(msg.sender, msg.round), self.heartbeat(msg.sender, now)]
+            case Heartbeat():
                 pass
-        return effects
+        return effects + self._track_step(msg.sender)
+
+    def _track_step(self, peer: PeerId) -> list[Effect]:
+        p = self.book.peer_round.get(peer)
+        if p is not None and p < self.book.round - 1:
+            self._lagging.add(peer)
+        elif peer in self._lagging and self.book.in_step(peer):
+            self._lagging.discard(peer)
+            logger.info("neighbour %d rejoined: in step at round %d", peer, self.book.round)
+            return [PeerRejoined(peer, self.book.round)]
+        return []
 
     def tick(self, now: float) -> list[Effect]:
         """Advance time: heartbeats to send and peers that went down."""
         effects: list[Effect] = []
         for e in self.liveness.tick(now):
-            if isinstance(e, SendHeartbeat):
+            if isinstance(e, SendHeartbeat):  # liveness has recorded the send already
                 effects.append(Send(e.peer, Heartbeat(self.me, self._round, self._next_seq())))
             else:
                 effects.append(e)
         return effects
 
     # ---- rounds --------------------------------------------------------------------------
+
+    def catch_up(self, r: int) -> int:
+        """The round to run instead of `r`: the latest round an alive neighbour was seen in,
+        if that is two or more rounds later. One round ahead is ordinary lockstep (that
+        neighbour closed r and waits for our r + 1); two or more means it no longer waits for
+        us (rounds.py), and running r would only release a message nobody reads."""
+        frontier = self.book.frontier(self.liveness.alive())
+        return frontier if frontier is not None and frontier > r + 1 else r
 
     def start_round(self, r: int, now: float) -> None:
         """Open round `r`; its deadline is `now + cfg.rounds.deadline`."""

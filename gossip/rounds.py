@@ -1,20 +1,30 @@
-"""Round bookkeeping, sans-I/O: which neighbours' messages arrived for the current round.
+"""Round bookkeeping, sans-I/O: which neighbours' messages arrived for the current round, and
+where each neighbour is.
 
 The runtime drives one `RoundBook` per node:
 
+    book.saw(peer, r)                 # every accepted message: the round its sender is in
     book.start_round(r, now)          # opens round r; its deadline is now + cfg.deadline
     book.receive(msg, now)            # every accepted Dual/Primal -> a Verdict
-    book.ready(now, alive)            # all `alive` neighbours delivered, or the deadline passed
+    book.ready(now, alive)            # every in-step alive neighbour delivered, or the deadline
     result = book.close()             # the duals/primals of round r, and who is missing
 
 Rules:
-- Rounds only move forward: `start_round(r)` needs r greater than the last round started.
+- Rounds only move forward: `start_round(r)` needs r greater than the last round started; a
+  node that fell behind skips ahead (`GossipProtocol.catch_up`).
 - A message for the open round is kept (the first of each kind per sender; later copies are
   DUPLICATE). A message for an older round, or for the open round after `close`, is STALE.
 - A message for one of the next `future_window` rounds is BUFFERED and handed over when that
   round starts, so memory is bounded by future_window × neighbours × 2 tensors. Anything
-  further ahead is TOO_FAR and dropped; `peer_round` still records it so the runtime can see
-  that a neighbour is ahead.
+  further ahead is TOO_FAR; the newest such message of each kind per sender is kept aside (one
+  more tensor per neighbour and kind) and used if this node skips ahead to exactly its round,
+  as a node catching up after a restart does.
+- `peer_round` is the round each neighbour was last seen in, from any message (a Hello sets it
+  even when it is lower: the neighbour restarted from an older round).
+- A round does not wait for a neighbour already past it: that neighbour will never send its
+  message for it. A neighbour behind is waited for (up to the deadline): it is in the round
+  before ours, or it is catching up and skips straight to our round
+  (`GossipProtocol.catch_up`), so its message comes within one of its rounds.
 - Every verdict is counted in `counts`.
 """
 
@@ -24,6 +34,7 @@ import enum
 from collections import Counter
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from gossip.messages import Dual, DualPayload, PeerId, Primal, Tensor
 
@@ -101,6 +112,14 @@ class RoundBook:
         self.counts: Counter[Verdict] = Counter()
         self.peer_round: dict[PeerId, int] = {}
         self._slots: dict[int, _Slot] = {}
+        self._beyond: dict[tuple[PeerId, bool], Dual | Primal] = {}  # newest TOO_FAR per kind
+
+    def saw(self, peer: PeerId, r: int, *, restarted: bool = False) -> None:
+        """Record that `peer` is in round `r` (any message says so; a Hello after a restart may
+        move it back)."""
+        if peer in self.neighbours:
+            known = self.peer_round.get(peer, r)
+            self.peer_round[peer] = r if restarted else max(r, known)
 
     def start_round(self, r: int, now: float) -> None:
         """Open round `r` with its deadline; older buffered messages are dropped as STALE."""
@@ -109,6 +128,11 @@ class RoundBook:
         for old in [k for k in self._slots if k < r]:
             slot = self._slots.pop(old)
             self.counts[Verdict.STALE] += len(slot.duals) + len(slot.primals)
+        for key, msg in list(self._beyond.items()):
+            if msg.round <= r + self.cfg.future_window:
+                del self._beyond[key]
+                if msg.round >= r:  # a skip ahead landed within reach of what was kept aside
+                    self._put(self._slots.setdefault(msg.round, _Slot()), msg)
         self._slots.setdefault(r, _Slot())
         self.round = r
         self.deadline = now + self.cfg.deadline
@@ -124,34 +148,41 @@ class RoundBook:
         sender, r = msg.sender, msg.round
         if sender not in self.neighbours:
             return Verdict.UNKNOWN_PEER
-        self.peer_round[sender] = max(r, self.peer_round.get(sender, r))
+        self.saw(sender, r)
         if r < self.round or (r == self.round and not self.is_open):
             return Verdict.STALE
         if r > self.round + self.cfg.future_window:
+            key = (sender, isinstance(msg, Dual))
+            if key not in self._beyond or self._beyond[key].round < r:
+                self._beyond[key] = msg
             return Verdict.TOO_FAR
-        slot = self._slots.setdefault(r, _Slot())
-        if isinstance(msg, Dual):
-            if sender in slot.duals:
-                return Verdict.DUPLICATE
-            slot.duals[sender] = msg.payload
-        else:
-            if sender in slot.primals:
-                return Verdict.DUPLICATE
-            slot.primals[sender] = msg.payload
+        if not self._put(self._slots.setdefault(r, _Slot()), msg):
+            return Verdict.DUPLICATE
         return Verdict.CURRENT if r == self.round else Verdict.BUFFERED
 
+    @staticmethod
+    def _put(slot: _Slot, msg: Dual | Primal) -> bool:
+        """File `msg` in `slot`; False if one of its kind from its sender is already there."""
+        held: dict[PeerId, Any] = slot.duals if isinstance(msg, Dual) else slot.primals
+        if msg.sender in held:
+            return False
+        held[msg.sender] = msg.payload
+        return True
+
+    def in_step(self, peer: PeerId) -> bool:
+        """Whether `peer` is in the open (or last closed) round r or in r − 1, as far as we know
+        (never heard: assumed in step)."""
+        p = self.peer_round.get(peer)
+        return p is None or self.round - 1 <= p <= self.round
+
     def complete(self, alive: Collection[PeerId] | None = None) -> bool:
-        """Whether every peer in `alive` (default: all neighbours) delivered the open round."""
+        """Whether every peer in `alive` (default: all neighbours) that is not past the open
+        round delivered it (module docstring: who a round waits for)."""
         slot = self._slots.get(self.round)
         if not self.is_open or slot is None:
             return False
         expected = self.neighbours if alive is None else self.neighbours & frozenset(alive)
-        # A neighbour already past this round will never send its message for it (it was lost,
-        # or the neighbour ran on without us); waiting for it would only burn the deadline.
-        r = self.round
-        expected = frozenset(
-            p for p in expected if p in slot.duals or self.peer_round.get(p, r) <= r
-        )
+        expected = frozenset(p for p in expected if p in slot.duals or not self.ran_ahead(p))
         if not expected <= slot.duals.keys():
             return False
         return not self.cfg.require_primal or expected <= slot.primals.keys()
@@ -159,6 +190,11 @@ class RoundBook:
     def ran_ahead(self, peer: PeerId) -> bool:
         """Whether `peer` was last heard in a round after the open (or last closed) one."""
         return self.peer_round.get(peer, self.round) > self.round
+
+    def frontier(self, peers: Collection[PeerId]) -> int | None:
+        """The latest round any of `peers` was seen in (None if none was heard)."""
+        seen = [self.peer_round[p] for p in peers if p in self.peer_round]
+        return max(seen) if seen else None
 
     def ready(self, now: float, alive: Collection[PeerId] | None = None) -> bool:
         """Whether the open round can be closed: complete, or its deadline has passed."""

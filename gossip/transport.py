@@ -164,6 +164,7 @@ class ZmqTransport:
         self._ctx = zmq.asyncio.Context()
         self._auth: _NeighbourAuthenticator | None = None
         self._dealers: dict[PeerId, zmq.Socket[bytes]] = {}
+        self._endpoints: dict[PeerId, str] = {}  # where each DEALER connects, for redial
         # A plain socket: `recv` polls it itself (see there), so zmq.asyncio never touches it.
         self._router: zmq.Socket[bytes] = zmq.Socket(self._ctx, zmq.ROUTER)
         self._router_fd = int(self._router.getsockopt(zmq.FD))
@@ -243,7 +244,16 @@ class ZmqTransport:
                 "give a tcp://HOST:PORT."
             ) from exc
         self._dealers[peer] = d
+        self._endpoints[peer] = endpoint
         self.stats.links.setdefault(peer, LinkStats())
+
+    def redial(self, peer: PeerId) -> None:
+        """Open the DEALER towards `peer` afresh, at the endpoint it was connected to: a
+        neighbour that just said Hello is listening again, and the old socket may be waiting
+        out a reconnect back-off of up to `reconnect_ivl_max_ms`."""
+        endpoint = self._endpoints.get(peer)
+        if endpoint is not None:
+            self.connect(peer, endpoint)
 
     def disconnect(self, peer: PeerId) -> None:
         """Close the DEALER towards `peer`, dropping what is queued for it."""

@@ -25,6 +25,21 @@ neighbour's edge leaves the primal update and receives no message until it is he
 
 Compressed messages (error feedback for both families) are `node.core.compressed`; these
 classes exchange dense tensors and treat a compressed payload as a message that did not arrive.
+
+Rounds a node skips (it restarted from a checkpoint, was frozen or cut off, and rejoins at its
+neighbours' round; gossip/protocol.py) need no repair of this state in either family:
+- primal-dual: PDMM's iteration is an averaged operator on the duals, and a node that takes no
+  part in some rounds is a coordinate not updated in those rounds; its neighbours kept their
+  z_{j|i} (a missing message keeps the old dual), it kept its z_{i|j} and w_i. Restoring an older
+  checkpoint only moves the starting point of that block, from which the randomised
+  block-coordinate iteration converges as from any other (Combettes & Pesquet, SIAM J. Optim.
+  25(2), 2015; asynchronous PDMM: Sherson, Heusdens & Kleijn, IEEE TSIPN 5(2), 2019). With θ = 1
+  the first exchange replaces both ends' duals of each edge. In message mode a skipped round
+  releases nothing, so there is no noise to continue from (and nothing is charged).
+- gossip: the neighbours mixed with the skipping node's weight on themselves (rows still sum to
+  one); on return its stale w_i is pulled in by the ordinary mixing.
+The one state that must be repaired is the compressed streams' shared copies, which assume that
+both ends saw every message (`resync`).
 """
 
 from __future__ import annotations
@@ -156,6 +171,11 @@ class RoundAlgorithm(ABC):
     def load_robust_state(self, state: Mapping[str, Tensor]) -> None:
         if self.robust is not None:
             self.robust.load_state_dict(state)
+
+    def resync(self, peers: Collection[int] | None = None) -> None:
+        """Messages with `peers` (None: every neighbour) were not exchanged for some rounds.
+        Dense messages carry their whole value, so there is nothing to repair (module doc)."""
+        return None  # compressed streams override this (node.core.compressed)
 
     @abstractmethod
     def absorb(self, received: Mapping[int, Outgoing]) -> None: ...

@@ -33,7 +33,9 @@ only by the gradients, as in D-PSGD. With C = identity and γ = 1 it is D-PSGD u
 of floating-point additions. γ < 1 (`consensus_step`) is CHOCO's consensus step size.
 
 A neighbour whose copy is not trusted (a lost message; see `Exchange`) counts as absent: its
-dual is kept, its mixing weight goes back to self.
+dual is kept, its mixing weight goes back to self. After skipped rounds (a restart or a rejoin)
+both ends of each affected edge resynchronise at once (`resync`): the next message each way is a
+reset, rather than a delta the other end would ignore until the periodic reset.
 """
 
 from __future__ import annotations
@@ -83,6 +85,9 @@ class CompressedPrimalDual(PrimalDual):
         super().load_state_dict(state)
         self.exchange.resync()
 
+    def resync(self, peers: Collection[int] | None = None) -> None:
+        self.exchange.resync(peers)
+
 
 class ChocoGossip(Gossip):
     """D-PSGD with CHOCO-SGD's compressed gossip."""
@@ -120,6 +125,9 @@ class ChocoGossip(Gossip):
     def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
         super().load_state_dict(state)
         self.exchange.resync()
+
+    def resync(self, peers: Collection[int] | None = None) -> None:
+        self.exchange.resync(peers)
 
 
 def with_compression(algorithm: PrimalDual | Gossip, compressor: Compressor | None, *,

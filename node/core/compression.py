@@ -248,10 +248,13 @@ class Exchange:
     def sent_copy(self, j: int) -> Tensor:
         return self.out[j].copy
 
-    def resync(self) -> None:
-        """After a restart: no copy is trusted, and every stream starts with a reset."""
-        for stream in (*self.out.values(), *self.into.values()):
-            stream.synced, stream.last_round = False, None
+    def resync(self, peers: Collection[int] | None = None) -> None:
+        """After a restart or skipped rounds: no copy shared with `peers` (None: all) is
+        trusted, and each of their streams starts again with a reset."""
+        chosen = self.out.keys() if peers is None else [j for j in peers if j in self.out]
+        for j in chosen:
+            for stream in (self.out[j], self.into[j]):
+                stream.synced, stream.last_round = False, None
 
     def _ignore(self, j: int, what: str) -> None:
         if not self.ignored[j]:

@@ -3,6 +3,7 @@
     out = runner.step(active)        # local steps, messages, the spend charged to the accountant
     (caller makes out.releases durable, then sends out.duals / out.primal)
     runner.absorb(received)          # when the round closes: what the neighbours sent
+    runner.skip_to(r)                # rejoin in step at round r (nothing run or charged before)
     runner.consensus_distance(...)   # and the numbers its metrics record reports
 
 The caller makes the spend durable (the daemon's ledger) *before* it sends anything.
@@ -50,6 +51,7 @@ class NodeRunner:
     last_test_loss: float | None = None
     last_auroc: float | None = None
     last_balanced_accuracy: float | None = None
+    rounds_skipped: int = 0
 
     @property
     def node(self) -> int:
@@ -110,6 +112,20 @@ class NodeRunner:
         self.last_loss = loss
         self.round += 1
         return out
+
+    def skip_to(self, round: int) -> None:
+        """Rejoin the neighbours at `round`: the rounds before it are not run, so nothing is
+        released or charged for them, and the edges' shared message state is resynchronised
+        (node.core.algorithm: nothing else needs repair)."""
+        if round <= self.round:
+            raise ValueError(f"round {round} is not ahead of round {self.round}.")
+        self.rounds_skipped += round - self.round
+        self.round = round
+        self.setup.algorithm.resync()
+
+    def peer_rejoined(self, peer: int) -> None:
+        """Neighbour `peer` skipped rounds and is back in step: resynchronise its edge."""
+        self.setup.algorithm.resync([peer])
 
     def absorb(self, received: Mapping[int, Outgoing]) -> None:
         """The neighbours' messages of the round that just closed (a missing one keeps its

@@ -34,7 +34,14 @@ from gossip.codec import encode
 from gossip.faults import FaultyTransport
 from gossip.keys import load_curve_keys
 from gossip.liveness import LivenessConfig, PeerDown, PeerUp
-from gossip.protocol import GossipConfig, GossipProtocol, Send
+from gossip.protocol import (
+    Effect,
+    GossipConfig,
+    GossipProtocol,
+    PeerRejoined,
+    PeerStarted,
+    Send,
+)
 from gossip.rounds import RoundConfig
 from gossip.transport import Transport, TransportConfig, ZmqTransport
 from node.core.runner import NodeRunner, RoundOutput
@@ -49,6 +56,7 @@ if TYPE_CHECKING:  # prometheus_client is imported only when node.metrics_port i
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+HELLO_REPEAT = 0.5  # seconds between Hellos to neighbours not heard yet at start-up
 
 
 def in_daemon_thread(fn: Callable[[], T]) -> asyncio.Future[T]:
@@ -115,6 +123,9 @@ class Daemon:
                                     first_round=runner.round,
                                     seq_start=time.time_ns() // 1000)
         self.started = time.monotonic()  # when HELLO went out; re-set by _startup
+        # Neighbours back in step after skipping rounds; their edges are resynchronised between
+        # rounds, never while a compute thread is using the algorithm.
+        self.rejoined: set[int] = set()
 
     # ---- set-up ------------------------------------------------------------------------
 
@@ -190,10 +201,20 @@ class Daemon:
         self.started = time.monotonic()
         self._apply(self.proto.hello(self.started))
         deadline = time.monotonic() + self.cfg.node.startup_timeout
+        hello_again = self.started + HELLO_REPEAT
         while not self.stop.is_set() and time.monotonic() < deadline:
-            if not self.proto.silent_since(self.started):
+            silent = self.proto.silent_since(self.started)
+            if not silent:
+                logger.info("heard every neighbour %.2f s after Hello",
+                            time.monotonic() - self.started)
                 return
-            await self._wait_wake(deadline)
+            if time.monotonic() >= hello_again:
+                # A Hello sent before our link was up was dropped (the DEALER queues only on
+                # a live connection), and a restarted node's neighbours learn from it alone
+                # that its round moved back. Repeat it to those not heard yet.
+                self._apply(self.proto.hello(time.monotonic(), silent))
+                hello_again = time.monotonic() + HELLO_REPEAT
+            await self._wait_wake(min(deadline, hello_again))
         if not self.stop.is_set():
             logger.warning("starting without hearing from %s",
                            self.proto.silent_since(self.started))
@@ -222,7 +243,7 @@ class Daemon:
             self._apply(self.proto.tick(time.monotonic()))
             self.wake.set()
 
-    def _apply(self, effects: Iterable[Send | PeerDown | PeerUp]) -> None:
+    def _apply(self, effects: Iterable[Effect]) -> None:
         assert self.transport is not None, "effects are applied only after run() opened it"
         wire = self.cfg.node.wire_dtype
         for effect in effects:
@@ -233,11 +254,34 @@ class Daemon:
                     logger.warning("neighbour %d is down (%s)", peer, reason)
                 case PeerUp(peer=peer):
                     logger.info("neighbour %d is back", peer)
+                    self._redial(peer)
+                case PeerRejoined(peer=peer):
+                    self.rejoined.add(peer)
+                case PeerStarted(peer=peer):
+                    # Repeat the Heartbeat that answers its Hello once the redialled link is
+                    # up: the one sent right now may find no connection yet.
+                    self._redial(peer)
+                    loop = asyncio.get_running_loop()
+                    for delay in (0.05, 0.3):
+                        loop.call_later(delay, self._tell_round, peer)
+
+    def _redial(self, peer: int) -> None:
+        """A neighbour heard again after a silence, or saying Hello, is listening again; our
+        link to it may be waiting out a reconnect back-off of up to 5 s: dial it afresh."""
+        if self.zmq is not None:
+            self.zmq.redial(peer)
+
+    def _tell_round(self, peer: int) -> None:
+        if not self.stop.is_set():
+            self._apply([self.proto.heartbeat(peer, time.monotonic())])
 
     # ---- one round ---------------------------------------------------------------------
 
     async def _rounds(self) -> None:
         while self.runner.round < self.cfg.run.rounds and not self.stop.is_set():
+            self._catch_up()
+            if self.runner.round >= self.cfg.run.rounds:
+                break
             r = self.runner.round
             started = time.monotonic()
             out = await self._compute()
@@ -252,6 +296,23 @@ class Daemon:
             pace_until = started + self.cfg.node.min_round_seconds
             while time.monotonic() < pace_until and not self.stop.is_set():
                 await self._wait_wake(pace_until)
+
+    def _catch_up(self) -> None:
+        """Between rounds: skip to the neighbours' round if they have left ours behind
+        (gossip/protocol.py), and resynchronise the edges of neighbours that did so."""
+        for peer in sorted(self.rejoined):
+            self.runner.peer_rejoined(peer)
+        self.rejoined.clear()
+        r = self.runner.round
+        target = min(self.proto.catch_up(r), self.cfg.run.rounds)
+        if target > r:
+            where = ", ".join(f"{j} at {self.proto.book.peer_round[j]}"
+                              for j in sorted(self.proto.alive())
+                              if j in self.proto.book.peer_round)
+            logger.info("rejoining at round %d: skipping rounds %d-%d, which the neighbours ran "
+                        "without us (%s); nothing is released for them", target, r, target - 1,
+                        where)
+            self.runner.skip_to(target)
 
     async def _compute(self) -> RoundOutput | None:
         """The round's CPU work off the event loop; None when stopping or out of budget."""
@@ -332,7 +393,8 @@ class Daemon:
                            bytes_sent=self._bytes()[0],
                            rounds_completed=runner.round, exit=self.exit_reason)
         return final_record(entry, runner.setup.plan, self.proto.rejections(),
-                            peak_rss_bytes=peak_rss(), suspects=runner.suspects())
+                            peak_rss_bytes=peak_rss(), suspects=runner.suspects(),
+                            rounds_skipped=runner.rounds_skipped)
 
 
 def own_copy(payload: np.ndarray) -> torch.Tensor:

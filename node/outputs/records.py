@@ -81,13 +81,15 @@ def privacy_record(plan: PrivacyPlan) -> dict[str, Any]:
 def final_record(entry: Mapping[str, Any], plan: PrivacyPlan,
                  rejected: Mapping[str, Mapping[str, int]], *,
                  peak_rss_bytes: int | None = None,
-                 suspects: Sequence[int] = ()) -> dict[str, Any]:
+                 suspects: Sequence[int] = (), rounds_skipped: int = 0) -> dict[str, Any]:
     """final.json: the node's entry, the messages it refused by peer and kind, its privacy,
-    the process's peak resident memory (`peak_rss`), null where unknown, and the neighbours
-    its robust screen marked suspicious at the end."""
+    the process's peak resident memory (`peak_rss`), null where unknown, the neighbours
+    its robust screen marked suspicious at the end, and how many rounds it skipped to rejoin
+    its neighbours after a restart, freeze or partition (counted in `rounds_completed`, but
+    not run: nothing was trained or released in them)."""
     return {**entry, "rejected_messages": {k: dict(v) for k, v in rejected.items()},
             "privacy": privacy_record(plan), "peak_rss_bytes": peak_rss_bytes,
-            "suspects": list(suspects)}
+            "suspects": list(suspects), "rounds_skipped": rounds_skipped}
 
 
 def peak_rss() -> int:

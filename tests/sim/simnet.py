@@ -27,7 +27,14 @@ from gossip.codec import Frame, encode
 from gossip.faults import Cut
 from gossip.liveness import LivenessConfig, PeerDown, PeerUp
 from gossip.messages import PeerId, Tensor
-from gossip.protocol import Effect, GossipConfig, GossipProtocol, Send
+from gossip.protocol import (
+    Effect,
+    GossipConfig,
+    GossipProtocol,
+    PeerRejoined,
+    PeerStarted,
+    Send,
+)
 from gossip.rounds import RoundConfig, RoundResult
 
 __all__ = ["SIM_CONFIG", "Closed", "SimNet", "SimNode", "Transmission", "VirtualClock"]
@@ -127,6 +134,8 @@ class SimNet:
     delivered: list[tuple[float, Transmission]] = field(default_factory=list)  # (when, what)
     closed: dict[PeerId, list[Closed]] = field(default_factory=dict)
     peer_events: dict[PeerId, list[tuple[float, PeerDown | PeerUp]]] = field(default_factory=dict)
+    notices: dict[PeerId, list[tuple[float, PeerStarted | PeerRejoined]]] = field(
+        default_factory=dict)
 
     def __post_init__(self) -> None:
         self.adj = {n: frozenset(self.graph[n]) for n in sorted(self.graph)}
@@ -140,7 +149,7 @@ class SimNet:
         self._order = 0
         self.nodes: dict[PeerId, SimNode] = {}
         for n in self.adj:
-            self.closed[n], self.peer_events[n] = [], []
+            self.closed[n], self.peer_events[n], self.notices[n] = [], [], []
             self._boot(n, first_round=0, seq_start=self.seq_start, incarnation=0)
         for node in self.nodes.values():  # only once every node exists to be addressed
             self._apply(node, node.proto.hello(0.0), 0.0)
@@ -254,6 +263,10 @@ class SimNet:
             node.phase, node.wake = "compute", now + self.compute
         while True:  # a round can start and close in one step when its messages are buffered
             if node.phase == "compute" and now + _EPS >= node.wake:
+                target = proto.catch_up(node.next_round)  # as the daemon: never run a round
+                if target > node.next_round:             # the neighbours have left behind
+                    self.log.append(("skip", now, node.id, node.next_round, target))
+                    node.next_round = target
                 if node.next_round >= self.rounds:
                     node.phase = "done"
                     return
@@ -277,9 +290,13 @@ class SimNet:
         for e in effects:
             if isinstance(e, Send):
                 self._send(node, e, now)
-            else:
+                continue
+            if isinstance(e, PeerDown | PeerUp):
                 self.peer_events[node.id].append((now, e))
-                self.log.append((type(e).__name__, now, node.id, e.peer, getattr(e, "reason", "")))
+            else:  # PeerStarted, PeerRejoined: what a node noticed of its neighbours' rounds
+                self.notices[node.id].append((now, e))
+            self.log.append((type(e).__name__, now, node.id, e.peer,
+                             getattr(e, "reason", getattr(e, "round", ""))))
 
     def _send(self, node: SimNode, send: Send, now: float) -> None:
         msg, src, dst = send.msg, node.id, send.peer

@@ -89,8 +89,11 @@ def test_with_20_percent_loss_every_round_closes_by_its_deadline_missing_only_th
     assert_each_dual_is_from_its_own_round(net)
 
 
-def test_with_20_percent_loss_a_neighbour_goes_down_only_after_max_missed_deadlines() -> None:
-    net = SimNet(build("ring", 6), rounds=30, drop=0.2, seed=1)
+def test_with_30_percent_loss_a_neighbour_goes_down_only_after_max_missed_deadlines() -> None:
+    # 30 %, not 20 %: since every message (heartbeats too) tells a neighbour's round, a peer
+    # that merely lost one dual and moved on is seen ahead and not counted as missing, and at
+    # 20 % loss no streak of max_missed_deadlines is left to exercise the rule.
+    net = SimNet(build("ring", 6), rounds=30, drop=0.3, seed=1)
     net.run()
     drain(net)
     m = LIVE.max_missed_deadlines
@@ -187,9 +190,12 @@ def test_a_restarted_node_with_a_higher_counter_is_heard_again_and_resumes_its_r
         assert ups[0][1] == PeerUp(3) and 6.0 < ups[0][0] <= 6.0 + 0.02  # its Hello
         assert "ReplayError" not in net.nodes[n].proto.rejections().get("3", {})
         assert any(3 in c.result.duals for c in net.closed[n] if c.started > 6.0)
-    # It resumes after the last round it sent: a round in flight at the crash is never re-sent.
-    assert [r.round for r in net.results(3)] == [r for r in range(150) if r != k]
-    assert any(r.duals.keys() == {2, 4} for r in net.results(3)[k:])
+    # It resumes after the last round it sent (a round in flight at the crash is never re-sent)
+    # and skips, once, straight to its neighbours' round: the rounds they ran without it.
+    skips = [e[3:] for e in net.log if e[0] == "skip" and e[2] == 3]
+    assert len(skips) == 1 and skips[0][0] == k + 1
+    assert [r.round for r in net.results(3)] == [*range(k), *range(skips[0][1], 150)]
+    assert all(r.duals.keys() == {2, 4} for r in net.results(3)[k + 1:])
     assert_each_dual_is_from_its_own_round(net)
 
 

@@ -7,7 +7,7 @@ import numpy as np
 from gossip.codec import decode, encode
 from gossip.liveness import LivenessConfig, PeerDown, PeerUp
 from gossip.messages import Bye, Dual, Heartbeat, Hello
-from gossip.protocol import GossipConfig, GossipProtocol, Send
+from gossip.protocol import GossipConfig, GossipProtocol, PeerStarted, Send
 from gossip.rounds import RoundConfig
 
 CFG = GossipConfig(
@@ -64,7 +64,9 @@ def test_heartbeats_missed_deadlines_and_bye() -> None:
     a.receive(b"2", encode(Dual(2, 3, 20, np.zeros(3, np.float32))), 3.0)
     assert a.ready(3.0)
     a.close_round(3.0)
-    assert a.receive(b"1", encode(Hello(1, 3, 30, 3)), 3.1) == [PeerUp(1)]
+    # A (re)started neighbour is up again and told our round at once, not at a heartbeat.
+    assert a.receive(b"1", encode(Hello(1, 3, 30, 3)), 3.1) == [
+        PeerUp(1), PeerStarted(1, 3), Send(1, Heartbeat(0, 3, a._seq))]
     assert a.receive(b"2", encode(Bye(2, 3, 31, "done")), 3.2) == [PeerDown(2, "bye")]
     assert a.liveness.alive() == {1}
 

@@ -51,10 +51,45 @@ def test_future_rounds_are_buffered_within_the_window_only() -> None:
     book.start_round(1, 1.0)
     assert book.ready(1.0)  # the buffered message completes round 1 at once
     np.testing.assert_array_equal(book.close().duals[1], [1.0, 1.0])
-    # Skipping round 2 drops what was buffered for it.
+    # Skipping round 2 drops what was buffered for it; the round-3 message, too far ahead when
+    # it came, was kept aside and completes round 3.
     book.start_round(3, 2.0)
     assert book.counts[Verdict.STALE] == 1
+    assert book.complete()
+    np.testing.assert_array_equal(book.close().duals[1], [3.0, 3.0])
+
+
+def test_a_node_skipping_far_ahead_finds_the_newest_message_kept_aside() -> None:
+    book = RoundBook([1, 2], RoundConfig(deadline=1.0, future_window=2), first_round=30)
+    for r in (41, 44, 43):  # out of order: the newest round is kept, one per sender and kind
+        assert book.receive(dual(1, r, float(r)), 0.0) is Verdict.TOO_FAR
+    assert book.peer_round[1] == 44
+    book.start_round(44, 0.0)
+    assert not book.complete()  # node 2 was never heard: assumed in step, waited for
+    book.saw(2, 44)
+    assert book.receive(dual(2, 44, 2.0), 0.0) is Verdict.CURRENT
+    np.testing.assert_array_equal(book.close().duals[1], [44.0, 44.0])
+    assert book._beyond == {}
+
+
+def test_a_round_waits_for_neighbours_behind_but_not_for_one_past_it() -> None:
+    book = RoundBook([1, 2, 3, 4], RoundConfig(deadline=5.0))
+    book.start_round(10, 0.0)
+    book.saw(1, 10)  # in the round
+    book.saw(2, 9)  # one behind: still collecting round 9, its round-10 message will come
+    book.saw(3, 11)  # past it: closed round 10 without us, will never send it
+    book.saw(4, 3)  # far behind: catching up, it skips straight to round 10
+    assert [book.in_step(p) for p in (1, 2, 3, 4)] == [True, True, False, False]
+    book.receive(dual(1, 10), 0.1)
+    book.receive(dual(2, 10), 0.2)
     assert not book.complete()
+    book.receive(dual(4, 10), 0.3)
+    assert book.complete()
+    book.saw(4, 2, restarted=True)  # a Hello after a restart may move a neighbour back
+    assert book.peer_round[4] == 2
+    book.saw(4, 1)  # anything else only moves it forward
+    assert book.peer_round[4] == 2 and book.frontier([1, 2, 3, 4]) == 11
+    assert book.frontier([]) is None
 
 
 def test_memory_is_bounded_by_the_window() -> None:
