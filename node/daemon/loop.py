@@ -290,9 +290,9 @@ class Daemon:
             compute = time.monotonic() - started
             self._release(r, out)
             wait_start = time.monotonic()
-            primals = await self._collect()
+            primals, heard = await self._collect()
             wait = time.monotonic() - wait_start
-            await self._record(r, out.loss, compute, wait, started, primals)
+            await self._record(r, out.loss, compute, wait, started, primals, heard)
             pace_until = started + self.cfg.node.min_round_seconds
             while time.monotonic() < pace_until and not self.stop.is_set():
                 await self._wait_wake(pace_until)
@@ -343,9 +343,10 @@ class Daemon:
         if out.primal is not None:
             self._apply(self.proto.primal(out.primal.clone().numpy(), now))
 
-    async def _collect(self) -> dict[int, torch.Tensor]:
+    async def _collect(self) -> tuple[dict[int, torch.Tensor], int]:
         """Wait for the neighbours (until the deadline or a stop), absorb what came; returns
-        the primals received, for the consensus distance."""
+        the primals received, for the consensus distance, and how many neighbours' duals
+        arrived."""
         while not self.proto.ready(time.monotonic()) and not self.stop.is_set():
             await self._wait_wake(self.proto.deadline)
         result, effects = self.proto.close_round(time.monotonic())
@@ -355,11 +356,11 @@ class Daemon:
                     for j, y in result.duals.items()}
         self.runner.absorb(received)
         if self.runner.sends_model:
-            return self.runner.models_heard(received)
-        return {j: own_copy(y) for j, y in result.primals.items()}
+            return self.runner.models_heard(received), len(received)
+        return {j: own_copy(y) for j, y in result.primals.items()}, len(received)
 
     async def _record(self, r: int, loss: float, compute: float, wait: float, started: float,
-                      primals: dict[int, torch.Tensor]) -> None:
+                      primals: dict[int, torch.Tensor], heard: int) -> None:
         runner = self.runner
         scored = None
         if runner.due_for_evaluation(r):
@@ -370,6 +371,7 @@ class Daemon:
             dual_norm=runner.setup.algorithm.dual_norm(),
             consensus_distance=runner.consensus_distance(primals), epsilon=runner.epsilon(),
             bytes_sent=sent, bytes_received=received, peers_alive=len(self.proto.alive()),
+            neighbours_heard=heard,
             round_seconds=time.monotonic() - started, compute_seconds=compute,
             wait_seconds=wait, suspects=runner.suspects()))
         if self.exporter is not None:

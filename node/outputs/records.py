@@ -42,12 +42,15 @@ def metrics_record(*, round: int, node: int, time: float, loss: float,
                    evaluation: Evaluation | None, dual_norm: float | None,
                    consensus_distance: float | None,
                    epsilon: float | None, bytes_sent: int, bytes_received: int,
-                   peers_alive: int, round_seconds: float, compute_seconds: float,
-                   wait_seconds: float, suspects: Sequence[int] = ()) -> dict[str, Any]:
+                   peers_alive: int, neighbours_heard: int, round_seconds: float,
+                   compute_seconds: float, wait_seconds: float,
+                   suspects: Sequence[int] = ()) -> dict[str, Any]:
     """One line of metrics.jsonl with exactly the contract's keys, in its order. `accuracy`,
     `auroc` and `balanced_accuracy` are null on rounds without an `evaluation`, and the last two
     also where the task computes no AUROC (node.core.metrics) or it is undefined. `suspects`:
-    the neighbours `--robust clip+screen` marks suspicious (node.core.robust)."""
+    the neighbours `--robust clip+screen` marks suspicious (node.core.robust).
+    `neighbours_heard`: how many neighbours' messages for this round arrived in time and were
+    used (`peers_alive` counts those believed up, who may still have sent nothing)."""
     return {
         "round": round, "node": node, "time": time,
         "loss": None if math.isnan(loss) else loss,
@@ -56,7 +59,8 @@ def metrics_record(*, round: int, node: int, time: float, loss: float,
         "balanced_accuracy": evaluation.balanced_accuracy if evaluation else None,
         "dual_norm": dual_norm, "consensus_distance": consensus_distance,
         "epsilon": epsilon, "bytes_sent": bytes_sent, "bytes_received": bytes_received,
-        "peers_alive": peers_alive, "round_seconds": round_seconds,
+        "peers_alive": peers_alive, "neighbours_heard": neighbours_heard,
+        "round_seconds": round_seconds,
         "compute_seconds": compute_seconds, "wait_seconds": wait_seconds,
         "suspects": list(suspects),
     }

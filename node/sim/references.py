@@ -189,7 +189,7 @@ def run_reference(method: Reference, cfg: RunConfig, out: str | Path | None, *,
                         round=rnd, node=i, time=time.time(), loss=c.last_loss,
                         evaluation=scored, dual_norm=None, consensus_distance=None,
                         epsilon=c.epsilon(), bytes_sent=0, bytes_received=0, peers_alive=0,
-                        round_seconds=time.perf_counter() - round_start,
+                        neighbours_heard=0, round_seconds=time.perf_counter() - round_start,
                         compute_seconds=computes[i], wait_seconds=0.0))
             if progress is not None:
                 progress(rnd, time.time() - started)

@@ -164,7 +164,8 @@ def simulate(cfg: RunConfig, out: str | Path | None, *, progress: ProgressFn | N
                     dual_norm=runner.setup.algorithm.dual_norm(),
                     consensus_distance=runner.consensus_distance(primals[i]),
                     epsilon=runner.epsilon(), bytes_sent=sent[i], bytes_received=received[i],
-                    peers_alive=len(active[i]), round_seconds=time.perf_counter() - round_start,
+                    peers_alive=len(active[i]), neighbours_heard=len(inbox[i]),
+                    round_seconds=time.perf_counter() - round_start,
                     compute_seconds=result.compute_seconds, wait_seconds=0.0,
                     suspects=runner.suspects(),
                 )

@@ -29,7 +29,7 @@ SCRIPT = ROOT / "scripts" / "launch_local.py"
 RECORD_KEYS = {
     "round", "node", "time", "loss", "accuracy", "auroc", "balanced_accuracy", "dual_norm",
     "consensus_distance", "epsilon", "bytes_sent", "bytes_received", "peers_alive",
-    "round_seconds", "compute_seconds", "wait_seconds", "suspects",
+    "neighbours_heard", "round_seconds", "compute_seconds", "wait_seconds", "suspects",
 }
 NODE_KEYS = {"accuracy", "auroc", "balanced_accuracy", "loss", "epsilon", "bytes_sent",
              "rounds_completed", "exit"}

@@ -7,7 +7,7 @@ import numpy as np
 from gossip.codec import decode, encode
 from gossip.liveness import LivenessConfig, PeerDown, PeerUp
 from gossip.messages import Bye, Dual, Heartbeat, Hello
-from gossip.protocol import GossipConfig, GossipProtocol, PeerStarted, Send
+from gossip.protocol import GossipConfig, GossipProtocol, PeerRejoined, PeerStarted, Send
 from gossip.rounds import RoundConfig
 
 CFG = GossipConfig(
@@ -97,3 +97,35 @@ def test_a_neighbour_already_past_the_round_is_not_counted_as_missing_its_deadli
         assert set(result.duals) == {2}
         effects += more
     assert effects == [] and a.alive() == {1, 2}
+
+
+def test_a_node_behind_skips_to_where_its_alive_neighbours_are() -> None:
+    a = GossipProtocol(0, [1, 2], CFG, dim=3, now=0.0, first_round=30)
+    assert a.catch_up(30) == 30  # nobody heard yet: nothing to catch up with
+    a.receive(b"1", encode(Heartbeat(1, 31, 1)), 0.1)
+    assert a.catch_up(30) == 30  # one round ahead is ordinary lockstep
+    a.receive(b"2", encode(Heartbeat(2, 44, 1)), 0.1)
+    assert a.catch_up(30) == 44 and a.catch_up(50) == 50  # never backwards
+    a.receive(b"2", encode(Bye(2, 44, 2, "done")), 0.2)
+    assert a.catch_up(30) == 30  # a neighbour that left is no clock to follow
+
+
+def test_a_hello_from_behind_is_answered_with_our_round_and_the_rejoin_is_seen() -> None:
+    a = GossipProtocol(0, [1], CFG, dim=3, now=0.0, first_round=40)
+    a.start_round(44, 0.0)
+    # The neighbour restarted from round 30 (a Hello moves its round back, from 43 here).
+    a.receive(b"1", encode(Dual(1, 43, 1, np.zeros(3, np.float32))), 0.0)
+    effects = a.receive(b"1", encode(Hello(1, 30, 100, 3)), 0.1)
+    reply = effects[-1]
+    assert effects[0] == PeerStarted(1, 30)
+    assert isinstance(reply, Send) and isinstance(reply.msg, Heartbeat) and reply.msg.round == 44
+    assert a.book.peer_round[1] == 30
+    # The restarted node learns from that reply where to run, and its first message back in
+    # step is noticed: the edge's compressed streams, if any, restart there.
+    b = GossipProtocol(1, [0], CFG, dim=3, now=0.0, first_round=30, seq_start=1000)
+    deliver(b, [reply], 0.1)
+    assert b.catch_up(30) == 44
+    b.start_round(44, 0.2)
+    back = a.receive(b"1", encode(b.dual(0, np.ones(3, np.float32), 0.2).msg), 0.2)
+    assert back == [PeerRejoined(1, 44)]
+    assert a.ready(0.2)  # and it completes the round the neighbour waited in

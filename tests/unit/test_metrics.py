@@ -130,7 +130,7 @@ def test_trainer_keeps_loss_and_accuracy_bit_for_bit(classes: int, kind: str) ->
 def line(round: int, scored: Evaluation | None) -> dict[str, object]:
     return metrics_record(round=round, node=0, time=0.0, loss=0.2, evaluation=scored,
                           dual_norm=None, consensus_distance=None, epsilon=None, bytes_sent=0,
-                          bytes_received=0, peers_alive=0, round_seconds=0.0,
+                          bytes_received=0, peers_alive=0, neighbours_heard=0, round_seconds=0.0,
                           compute_seconds=0.0, wait_seconds=0.0)
 
 

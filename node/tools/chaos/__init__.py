@@ -24,14 +24,17 @@ from node.tools.chaos.byzantine import byzantine
 from node.tools.chaos.harness import Outcome, fmt
 from node.tools.chaos.network import HEAL_ROUNDS, hostile_peer, lossy_links, partition
 from node.tools.chaos.process import checkpoint_kills, crash_restart, freeze, shutdown
+from node.tools.chaos.rejoin import rejoin
 
 __all__ = [
     "HEAL_ROUNDS", "SCENARIOS", "Outcome", "byzantine", "checkpoint_kills", "crash_restart",
-    "fmt", "freeze", "hostile_peer", "lossy_links", "partition", "run_scenario", "shutdown",
+    "fmt", "freeze", "hostile_peer", "lossy_links", "partition", "rejoin", "run_scenario",
+    "shutdown",
 ]  # fmt: skip
 
 SCENARIOS: dict[str, Callable[..., Outcome]] = {
     "crash": crash_restart,
+    "rejoin": rejoin,
     "checkpoint": checkpoint_kills,
     "freeze": freeze,
     "partition": partition,
