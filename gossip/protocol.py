@@ -21,15 +21,20 @@ of anything a peer sent.
 
 Rejoining. Every message carries the round its sender is in, so each node knows where its
 neighbours are (`RoundBook.peer_round`). The round number is the federation's clock: a node
-never runs a round its alive neighbours have left behind. Before each round the runtime asks
-`catch_up(r)`: the latest round any alive neighbour was seen in, when that is two or more
-rounds later than r. A node that restarted from a checkpoint, was frozen, or was cut off skips the
-rounds it missed and runs in step again (it releases nothing for the skipped rounds). A
-neighbour one round ahead is ordinary lockstep and causes no skip. A Hello
-is answered at once with a Heartbeat carrying our round, so a restarted node knows where its
-neighbours are before its first round, and a neighbour waiting for it is kept waiting for no
-more than one of its rounds. When a neighbour seen two or more rounds behind is back in step,
-`PeerRejoined` says so.
+does not run rounds its neighbours have left behind. Before each round the runtime asks
+`catch_up(r)`: the round most alive neighbours have reached (the lower median of their rounds;
+for two neighbours, the smaller), when that is two or more rounds later than r. A node that
+restarted from a checkpoint, was frozen or was cut off from both sides skips the rounds it
+missed and runs in step again, releasing nothing for the skipped rounds. A neighbour one round
+ahead is ordinary lockstep and causes no skip, and a minority of neighbours cannot make a node
+skip at all (a hostile one claiming a round far ahead is outvoted). The mirror case: a node
+whose neighbours are mostly two or more rounds behind it (it came back from a later checkpoint)
+waits for them before its next round (`ahead_of`), as long as they make progress, rather than
+run on alone or drag them forward. A Hello is answered at once
+with a Heartbeat carrying our round, so a restarted node knows where its neighbours are before
+its first round, and a neighbour waiting for it waits no more than one of its rounds. A
+neighbour more than `future_window` rounds behind is not waited for (rounds.py). When a
+neighbour seen two or more rounds behind is back in step, `PeerRejoined` says so.
 
 Sequence numbers must keep increasing across restarts, or neighbours drop a restarted node's
 messages as replays until its counter passes the old one. Starting the counter at the wall clock
@@ -63,7 +68,10 @@ from gossip.rounds import RoundBook, RoundConfig, RoundResult, Verdict
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Effect", "GossipConfig", "GossipProtocol", "PeerRejoined", "PeerStarted", "Send"]
+__all__ = [
+    "Effect", "GossipConfig", "GossipProtocol", "PeerRejoined", "PeerReturned", "PeerStarted",
+    "Send",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,11 +95,21 @@ class Send:
 
 @dataclass(frozen=True, slots=True)
 class PeerStarted:
-    """Effect: `peer` said Hello: it (re)started, about to run `round`. Our link to it may be
-    in reconnect back-off from while it was gone: a runtime redials it."""
+    """Effect: `peer` said Hello: it (re)started, about to run `round` (it was answered with
+    our round; a runtime whose first answer may not have left repeats it shortly)."""
 
     peer: PeerId
     round: int
+
+
+@dataclass(frozen=True, slots=True)
+class PeerReturned:
+    """Effect: `peer` is heard after a silence of two heartbeat intervals or more (it
+    restarted, was frozen or cut off): our link to it may be waiting out a reconnect back-off,
+    and a runtime redials it. Not on every message: a fresh link drops what is sent on it
+    until it is up."""
+
+    peer: PeerId
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +120,7 @@ class PeerRejoined:
     round: int
 
 
-Effect = Send | PeerDown | PeerUp | PeerStarted | PeerRejoined
+Effect = Send | PeerDown | PeerUp | PeerStarted | PeerReturned | PeerRejoined
 
 # Tensor messages the round book drops, by the name their per-peer rejection count gets: a
 # message for a round already closed (late, or an old round re-sent), a second one for the same
@@ -188,7 +206,10 @@ class GossipProtocol:
         msg = self.inbox.accept(identity, frames, now)
         if msg is None:
             return []
+        silence = now - self.liveness.last_heard(msg.sender)
         effects: list[Effect] = list(self.liveness.heard(msg.sender, now))
+        if silence >= 2 * self.liveness.cfg.heartbeat_interval:
+            effects.append(PeerReturned(msg.sender))
         self.book.saw(msg.sender, msg.round, restarted=isinstance(msg, Hello))
         match msg:
             case Dual() | Primal():
@@ -231,12 +252,23 @@ class GossipProtocol:
     # ---- rounds --------------------------------------------------------------------------
 
     def catch_up(self, r: int) -> int:
-        """The round to run instead of `r`: the latest round an alive neighbour was seen in,
-        if that is two or more rounds later. One round ahead is ordinary lockstep (that
-        neighbour closed r and waits for our r + 1); two or more means it no longer waits for
-        us (rounds.py), and running r would only release a message nobody reads."""
-        frontier = self.book.frontier(self.liveness.alive())
-        return frontier if frontier is not None and frontier > r + 1 else r
+        """The round to run instead of `r`: the latest round most alive neighbours have reached
+        (`RoundBook.agreed_round`), if that is two or more rounds later. One round ahead is
+        ordinary lockstep (that neighbour closed r and waits for our r + 1); two or more
+        means they no longer wait for us, and running r would only release a message nobody
+        reads. A majority, not the furthest: one hostile neighbour claiming a round far ahead
+        would otherwise make us skip to the end of the run, and our neighbours after us."""
+        # A neighbour not heard yet counts as in our round: it is no evidence either way.
+        agreed = self.book.median_round(self.liveness.alive(), r)
+        return agreed if agreed is not None and agreed > r + 1 else r
+
+    def ahead_of(self, r: int) -> int | None:
+        """Where most alive neighbours are, if that is two or more rounds before `r` (else
+        None): a node that came back ahead of them (a later checkpoint) waits for them to get
+        there rather than make them skip. Most, not any: a minority claiming to be behind
+        cannot hold a node up."""
+        behind = self.book.median_round(self.liveness.alive(), r, upper=True)
+        return behind if behind is not None and behind < r - 1 else None
 
     def start_round(self, r: int, now: float) -> None:
         """Open round `r`; its deadline is `now + cfg.rounds.deadline`."""
@@ -260,7 +292,7 @@ class GossipProtocol:
         for peer in sorted(self.neighbours):
             if peer in result.duals:
                 self.liveness.delivered_on_time(peer)
-            elif peer in alive and not self.book.ran_ahead(peer):
+            elif peer in alive and not (self.book.ran_ahead(peer) or self.book.far_behind(peer)):
                 effects += self.liveness.missed_deadline(peer, now)
         return result, effects
 

@@ -24,7 +24,10 @@ Rules:
 - A round does not wait for a neighbour already past it: that neighbour will never send its
   message for it. A neighbour behind is waited for (up to the deadline): it is in the round
   before ours, or it is catching up and skips straight to our round
-  (`GossipProtocol.catch_up`), so its message comes within one of its rounds.
+  (`GossipProtocol.catch_up`), so its message comes within one of its rounds — unless it is
+  more than `future_window` rounds behind (`far_behind`): one that far back is not in step
+  and may not catch up at once (it skips only to a round most of its neighbours agree on),
+  and waiting for it would cost a deadline every round.
 - Every verdict is counted in `counts`.
 """
 
@@ -182,7 +185,8 @@ class RoundBook:
         if not self.is_open or slot is None:
             return False
         expected = self.neighbours if alive is None else self.neighbours & frozenset(alive)
-        expected = frozenset(p for p in expected if p in slot.duals or not self.ran_ahead(p))
+        expected = frozenset(p for p in expected if p in slot.duals
+                             or not (self.ran_ahead(p) or self.far_behind(p)))
         if not expected <= slot.duals.keys():
             return False
         return not self.cfg.require_primal or expected <= slot.primals.keys()
@@ -191,10 +195,24 @@ class RoundBook:
         """Whether `peer` was last heard in a round after the open (or last closed) one."""
         return self.peer_round.get(peer, self.round) > self.round
 
-    def frontier(self, peers: Collection[PeerId]) -> int | None:
-        """The latest round any of `peers` was seen in (None if none was heard)."""
-        seen = [self.peer_round[p] for p in peers if p in self.peer_round]
-        return max(seen) if seen else None
+    def median_round(self, peers: Collection[PeerId], unheard: int, *,
+                     upper: bool = False) -> int | None:
+        """The median of the rounds `peers` were seen in, a peer never heard counting as at
+        round `unheard` (None for no peers). The lower median is a round a majority has
+        reached, the upper one a round a majority has not passed; for two peers, the smaller
+        and the larger. A minority cannot move either past every other neighbour's round,
+        however far ahead or behind it claims to be."""
+        seen = sorted(self.peer_round.get(p, unheard) for p in peers)
+        if not seen:
+            return None
+        return seen[len(seen) // 2] if upper else seen[(len(seen) - 1) // 2]
+
+    def far_behind(self, peer: PeerId) -> bool:
+        """Whether `peer` was last seen more than `future_window` rounds before the open one: it
+        is catching up (or cannot), and a round does not wait for it. A position that stale is
+        not an artefact of lost messages: that takes a window's worth of losses in a row."""
+        p = self.peer_round.get(peer)
+        return p is not None and p < self.round - self.cfg.future_window
 
     def ready(self, now: float, alive: Collection[PeerId] | None = None) -> bool:
         """Whether the open round can be closed: complete, or its deadline has passed."""

@@ -39,6 +39,7 @@ from gossip.protocol import (
     GossipConfig,
     GossipProtocol,
     PeerRejoined,
+    PeerReturned,
     PeerStarted,
     Send,
 )
@@ -254,22 +255,19 @@ class Daemon:
                     logger.warning("neighbour %d is down (%s)", peer, reason)
                 case PeerUp(peer=peer):
                     logger.info("neighbour %d is back", peer)
-                    self._redial(peer)
+                case PeerReturned(peer=peer):
+                    # It was silent (restarted, frozen, cut off): our link to it may be
+                    # waiting out a reconnect back-off of up to 5 s. Dial it afresh.
+                    if self.zmq is not None:
+                        self.zmq.redial(peer)
                 case PeerRejoined(peer=peer):
                     self.rejoined.add(peer)
                 case PeerStarted(peer=peer):
-                    # Repeat the Heartbeat that answers its Hello once the redialled link is
+                    # Repeat the Heartbeat that answers its Hello once a redialled link is
                     # up: the one sent right now may find no connection yet.
-                    self._redial(peer)
                     loop = asyncio.get_running_loop()
                     for delay in (0.05, 0.3):
                         loop.call_later(delay, self._tell_round, peer)
-
-    def _redial(self, peer: int) -> None:
-        """A neighbour heard again after a silence, or saying Hello, is listening again; our
-        link to it may be waiting out a reconnect back-off of up to 5 s: dial it afresh."""
-        if self.zmq is not None:
-            self.zmq.redial(peer)
 
     def _tell_round(self, peer: int) -> None:
         if not self.stop.is_set():
@@ -279,8 +277,9 @@ class Daemon:
 
     async def _rounds(self) -> None:
         while self.runner.round < self.cfg.run.rounds and not self.stop.is_set():
+            await self._wait_if_ahead()
             self._catch_up()
-            if self.runner.round >= self.cfg.run.rounds:
+            if self.runner.round >= self.cfg.run.rounds or self.stop.is_set():
                 break
             r = self.runner.round
             started = time.monotonic()
@@ -296,6 +295,26 @@ class Daemon:
             pace_until = started + self.cfg.node.min_round_seconds
             while time.monotonic() < pace_until and not self.stop.is_set():
                 await self._wait_wake(pace_until)
+
+    async def _wait_if_ahead(self) -> None:
+        """Back ahead of most neighbours (a later checkpoint than theirs): wait for them to
+        reach our round, for as long as they make progress (gossip/protocol.py `ahead_of`)."""
+        r = self.runner.round
+        behind = self.proto.ahead_of(r)
+        if behind is None:
+            return
+        logger.info("round %d is ahead of most neighbours (at %d): waiting for them", r, behind)
+        progress = time.monotonic()
+        while behind is not None and not self.stop.is_set():
+            if time.monotonic() - progress > self.cfg.node.round_timeout:
+                logger.warning("neighbours stay at round %d, behind our %d; going on without "
+                               "waiting", behind, r)
+                return
+            await self._wait_wake(time.monotonic() + 0.5)
+            now_behind = self.proto.ahead_of(r)
+            if now_behind != behind:
+                progress = time.monotonic()
+            behind = now_behind
 
     def _catch_up(self) -> None:
         """Between rounds: skip to the neighbours' round if they have left ours behind

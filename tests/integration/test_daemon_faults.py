@@ -6,6 +6,8 @@ Time bounds: each test starts 4 processes (a few seconds of imports each on 2 co
 
 from __future__ import annotations
 
+import json
+import re
 import signal
 import time
 from pathlib import Path
@@ -77,8 +79,14 @@ def test_killed_node_does_not_stall_the_ring_and_rejoins_from_its_checkpoint(
         assert_bounded_waits(out, i)
     rounds = [r["round"] for r in read_metrics(out / "1" / "metrics.jsonl")]
     resumed = rounds[killed_at:]
-    # It resumed from its last checkpoint (every 5 rounds), not from zero, and then finished.
-    assert resumed and killed_at - 5 <= resumed[0] <= killed_at
+    # It resumed from its last checkpoint (every 5 rounds), not from zero; then, the others
+    # being 10+ rounds on, it skipped to their round rather than train alone, and finished.
+    log = (out / "1" / "node.log").read_text()
+    resumed_at = int(re.findall(r"resuming at round (\d+)", log)[-1])
+    assert killed_at - 5 <= resumed_at <= killed_at
+    assert resumed and resumed[0] >= min(marks.values()) + 10
+    assert json.loads((out / "1" / "final.json").read_text())["rounds_skipped"] \
+        == resumed[0] - resumed_at
     assert resumed[-1] == ROUNDS - 1
     counters = [r["bytes_sent"] for r in read_metrics(out / "1" / "metrics.jsonl")]
     assert counters == sorted(counters)

@@ -134,7 +134,7 @@ def test_a_fixed_noise_seed_gives_both_children_the_same_noise(
 
 
 def test_the_template_imports_nothing_a_daemon_without_dp_does_not(tmp_path: Path) -> None:
-    from tests.unit.test_daemon_imports import NEVER, NOT_WITHOUT_DP, loaded
+    from tests.integration.test_daemon_imports import NEVER, NOT_WITHOUT_DP, loaded
 
     script = ("import json, sys, importlib\n"
               "from node.daemon.template import PRELOAD\n"

@@ -102,6 +102,8 @@ class SimNode:
     frozen_until: float = float("-inf")
     incarnation: int = 0
     last_seq: int = 0
+    waiting_for: int | None = None  # ahead of its neighbours: where they were, and since when
+    waiting_since: float = 0.0
 
 
 def fill_payload(dim: int) -> Payload:
@@ -263,8 +265,14 @@ class SimNet:
             node.phase, node.wake = "compute", now + self.compute
         while True:  # a round can start and close in one step when its messages are buffered
             if node.phase == "compute" and now + _EPS >= node.wake:
-                target = proto.catch_up(node.next_round)  # as the daemon: never run a round
-                if target > node.next_round:             # the neighbours have left behind
+                behind = proto.ahead_of(node.next_round)  # as the daemon: wait for neighbours
+                if behind is not None:                   # that make progress towards us
+                    if behind != node.waiting_for:
+                        node.waiting_for, node.waiting_since = behind, now
+                    if now - node.waiting_since <= self.cfg.rounds.deadline:
+                        return
+                target = proto.catch_up(node.next_round)  # and never run a round
+                if target > node.next_round:              # the neighbours have left behind
                     self.log.append(("skip", now, node.id, node.next_round, target))
                     node.next_round = target
                 if node.next_round >= self.rounds:
@@ -293,8 +301,10 @@ class SimNet:
                 continue
             if isinstance(e, PeerDown | PeerUp):
                 self.peer_events[node.id].append((now, e))
-            else:  # PeerStarted, PeerRejoined: what a node noticed of its neighbours' rounds
+            elif isinstance(e, PeerStarted | PeerRejoined):  # what it noticed of their rounds
                 self.notices[node.id].append((now, e))
+            else:  # PeerReturned: a runtime with sockets redials; this network has no back-off
+                pass
             self.log.append((type(e).__name__, now, node.id, e.peer,
                              getattr(e, "reason", getattr(e, "round", ""))))
 

@@ -2,10 +2,11 @@
 
 Node 3 of a 6-ring crashes and comes back when its neighbours are 2, 10 or 50 rounds past the
 round it resumes at, or restored from an older checkpoint, or ahead of them. Whatever the gap:
-it never runs a round twice, it skips to its neighbours' round and hears a neighbour in at
-least 90 % of the rounds it runs afterwards, and the others never wait a deadline for it once
-it is back (their median round time stays within 2x the fault-free one). The same cases run
-as real daemons in tests/faults/test_rejoin.py.
+it never runs a round twice, it skips to its neighbours' round (or, ahead of them, waits until
+they get there) and hears a neighbour in at least 90 % of the rounds it runs afterwards, and
+the others never wait a deadline for it once it is back (their median round time stays within
+2x the fault-free one). One neighbour claiming a round far ahead makes nobody skip. The same
+cases run as real daemons in tests/faults/test_rejoin.py.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import statistics
 
 import pytest
 
-from gossip.protocol import PeerRejoined
+from gossip.messages import Heartbeat
+from gossip.protocol import PeerRejoined, Send
 from tests.sim.simnet import SIM_CONFIG, Closed, SimNet
 from topologies import build
 
@@ -87,7 +89,7 @@ def test_a_node_restored_from_an_older_checkpoint_rejoins_too() -> None:
     assert mine[0] >= resume + 8 + 2  # it never re-ran a round its neighbours had left
 
 
-def test_a_node_that_comes_back_ahead_takes_its_neighbours_along() -> None:
+def test_a_node_that_comes_back_ahead_waits_for_its_neighbours() -> None:
     net = SimNet(build("ring", 6), rounds=ROUNDS)
     net.run_until(2.0)
     net.crash(VICTIM)
@@ -99,10 +101,27 @@ def test_a_node_that_comes_back_ahead_takes_its_neighbours_along() -> None:
     for n in net.nodes:
         rounds = [c.result.round for c in net.closed[n]]
         assert rounds == sorted(set(rounds)) and rounds[-1] == ROUNDS - 1
-        # Nobody waits a deadline for anybody: the ring follows it, a round or two per hop.
+        # Nobody waits a deadline in a round: it waits before its next round until they
+        # get there (they do not skip: neither is a majority of their neighbours ahead).
         assert max(c.closed - c.started for c in net.closed[n] if c.started > restarted) \
             < DEADLINE
         later = [c for c in net.closed[n] if c.started > restarted + 1.0]
         assert sum(c.result.duals.keys() == net.adj[n] for c in later) >= 0.9 * len(later)
     assert all(r >= ahead for r in (c.result.round for c in net.closed[VICTIM]
                                     if c.started > restarted))
+
+
+def test_one_neighbour_claiming_a_round_far_ahead_makes_nobody_skip() -> None:
+    """A hostile node 3 says it is at round 10**6 (a Heartbeat, every half second): were the
+    furthest neighbour followed, its neighbours would skip to the end of the run and theirs
+    after them. A majority of each node's neighbours is needed to skip."""
+    net = SimNet(build("ring", 6), rounds=60)
+    net.run_until(1.0)
+    for t in range(12):
+        net.run_until(1.0 + 0.5 * t)
+        for j in (2, 4):
+            net.inject(VICTIM, Send(j, Heartbeat(VICTIM, 10**6, net.nodes[VICTIM].last_seq + 1)))
+    net.run()
+    assert not [e for e in net.log if e[0] == "skip"]
+    for n in net.nodes:
+        assert [c.result.round for c in net.closed[n]] == list(range(60))

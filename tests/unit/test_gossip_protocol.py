@@ -7,7 +7,14 @@ import numpy as np
 from gossip.codec import decode, encode
 from gossip.liveness import LivenessConfig, PeerDown, PeerUp
 from gossip.messages import Bye, Dual, Heartbeat, Hello
-from gossip.protocol import GossipConfig, GossipProtocol, PeerRejoined, PeerStarted, Send
+from gossip.protocol import (
+    GossipConfig,
+    GossipProtocol,
+    PeerRejoined,
+    PeerReturned,
+    PeerStarted,
+    Send,
+)
 from gossip.rounds import RoundConfig
 
 CFG = GossipConfig(
@@ -66,7 +73,7 @@ def test_heartbeats_missed_deadlines_and_bye() -> None:
     a.close_round(3.0)
     # A (re)started neighbour is up again and told our round at once, not at a heartbeat.
     assert a.receive(b"1", encode(Hello(1, 3, 30, 3)), 3.1) == [
-        PeerUp(1), PeerStarted(1, 3), Send(1, Heartbeat(0, 3, a._seq))]
+        PeerUp(1), PeerReturned(1), PeerStarted(1, 3), Send(1, Heartbeat(0, 3, a._seq))]
     assert a.receive(b"2", encode(Bye(2, 3, 31, "done")), 3.2) == [PeerDown(2, "bye")]
     assert a.liveness.alive() == {1}
 
@@ -99,15 +106,28 @@ def test_a_neighbour_already_past_the_round_is_not_counted_as_missing_its_deadli
     assert effects == [] and a.alive() == {1, 2}
 
 
-def test_a_node_behind_skips_to_where_its_alive_neighbours_are() -> None:
-    a = GossipProtocol(0, [1, 2], CFG, dim=3, now=0.0, first_round=30)
+def test_a_node_behind_skips_to_where_most_alive_neighbours_are() -> None:
+    a = GossipProtocol(0, [1, 2, 3], CFG, dim=3, now=0.0, first_round=30)
     assert a.catch_up(30) == 30  # nobody heard yet: nothing to catch up with
-    a.receive(b"1", encode(Heartbeat(1, 31, 1)), 0.1)
-    assert a.catch_up(30) == 30  # one round ahead is ordinary lockstep
-    a.receive(b"2", encode(Heartbeat(2, 44, 1)), 0.1)
-    assert a.catch_up(30) == 44 and a.catch_up(50) == 50  # never backwards
-    a.receive(b"2", encode(Bye(2, 44, 2, "done")), 0.2)
-    assert a.catch_up(30) == 30  # a neighbour that left is no clock to follow
+    a.receive(b"1", encode(Heartbeat(1, 10**9, 1)), 0.1)  # one claim, however far: outvoted
+    assert a.catch_up(30) == 30
+    a.receive(b"2", encode(Heartbeat(2, 31, 1)), 0.1)
+    assert a.catch_up(30) == 30  # a majority one round ahead is ordinary lockstep
+    a.receive(b"3", encode(Heartbeat(3, 44, 1)), 0.1)
+    a.receive(b"2", encode(Heartbeat(2, 45, 2)), 0.1)
+    assert a.catch_up(30) == 45 and a.catch_up(50) == 50  # most are at 45 or later; never back
+    a.receive(b"3", encode(Bye(3, 44, 2, "done")), 0.2)
+    assert a.catch_up(30) == 45  # of the two alive, the lower median: min(45, 10**9)
+
+
+def test_a_node_ahead_of_most_neighbours_waits_for_them() -> None:
+    a = GossipProtocol(0, [1, 2], CFG, dim=3, now=0.0, first_round=60)
+    a.receive(b"1", encode(Heartbeat(1, 40, 1)), 0.1)
+    assert a.ahead_of(60) is None  # one far behind; the other, not heard, counts as in step
+    a.receive(b"2", encode(Heartbeat(2, 59, 1)), 0.1)
+    assert a.ahead_of(60) is None  # one of two in step: no majority behind, go on
+    a.receive(b"2", encode(Hello(2, 45, 2, 3)), 0.1)  # it restarted further back
+    assert a.ahead_of(60) == 45
 
 
 def test_a_hello_from_behind_is_answered_with_our_round_and_the_rejoin_is_seen() -> None:

@@ -72,14 +72,16 @@ def test_a_node_skipping_far_ahead_finds_the_newest_message_kept_aside() -> None
     assert book._beyond == {}
 
 
-def test_a_round_waits_for_neighbours_behind_but_not_for_one_past_it() -> None:
-    book = RoundBook([1, 2, 3, 4], RoundConfig(deadline=5.0))
+def test_a_round_waits_for_neighbours_behind_but_not_past_it_or_far_behind() -> None:
+    book = RoundBook([1, 2, 3, 4, 5], RoundConfig(deadline=5.0, future_window=4))
     book.start_round(10, 0.0)
     book.saw(1, 10)  # in the round
     book.saw(2, 9)  # one behind: still collecting round 9, its round-10 message will come
     book.saw(3, 11)  # past it: closed round 10 without us, will never send it
-    book.saw(4, 3)  # far behind: catching up, it skips straight to round 10
-    assert [book.in_step(p) for p in (1, 2, 3, 4)] == [True, True, False, False]
+    book.saw(4, 7)  # three behind: catching up, it skips straight to round 10
+    book.saw(5, 2)  # more than the window behind: not in step, not waited for
+    assert [book.in_step(p) for p in (1, 2, 3, 4, 5)] == [True, True, False, False, False]
+    assert [book.far_behind(p) for p in (1, 2, 3, 4, 5)] == [False, False, False, False, True]
     book.receive(dual(1, 10), 0.1)
     book.receive(dual(2, 10), 0.2)
     assert not book.complete()
@@ -88,8 +90,13 @@ def test_a_round_waits_for_neighbours_behind_but_not_for_one_past_it() -> None:
     book.saw(4, 2, restarted=True)  # a Hello after a restart may move a neighbour back
     assert book.peer_round[4] == 2
     book.saw(4, 1)  # anything else only moves it forward
-    assert book.peer_round[4] == 2 and book.frontier([1, 2, 3, 4]) == 11
-    assert book.frontier([]) is None
+    assert book.peer_round[4] == 2
+    # Rounds now: 1 at 10, 2 at 10 (its dual), 3 at 11, 4 at 2, 5 at 2; 6 never heard.
+    assert book.median_round([1, 2, 3, 4, 5], 0) == 10 == book.median_round([1, 2, 3, 4, 5], 0,
+                                                                             upper=True)
+    assert (book.median_round([1, 3], 0), book.median_round([1, 3], 0, upper=True)) == (10, 11)
+    assert book.median_round([3, 6], 10) == 10  # the unheard one counts as the round given
+    assert book.median_round([], 0) is None
 
 
 def test_memory_is_bounded_by_the_window() -> None:
