@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from node.errors import ConfigError
+from privacy.modes import has_formal_guarantee
 
 ModelName = Literal["logreg", "mlp", "cnn", "resnet10"]
 MODELS: tuple[str, ...] = typing.get_args(ModelName)  # the built-in models (node.core.models)
@@ -28,6 +29,11 @@ USER_MODEL = re.compile(
     r"(?P<source>.+\.py|[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):(?P<func>[A-Za-z_]\w*)")
 ROBUST_MODES: tuple[str, ...] = ("off", "clip", "clip+screen")  # node.core.robust
 DEFAULT_GAMMA = 0.1  # DP-Norm's default denoising strength γ = α·η (DESIGN.md §1)
+PrivacyMode = Literal["gradient", "message"]  # node.core.mechanism.MECHANISMS
+# The privacy modes each algorithm can run, its default first: D-PSGD sends its model, not
+# duals, so only gradient noise protects it.
+ALGORITHM_MODES: dict[str, tuple[PrivacyMode, ...]] = {
+    "dpnorm": ("message", "gradient"), "ecl": ("message", "gradient"), "dpsgd": ("gradient",)}
 
 
 @dataclass(frozen=True)
@@ -42,7 +48,7 @@ class RunConfig:
     delta: float = 1e-5
     alpha: float | None = None
     gamma: float | None = None
-    privacy_mode: Literal["gradient", "message"] | None = None
+    privacy_mode: PrivacyMode | None = None
     accept_no_guarantee: bool = False
     # The clipped, noise-free control: Poisson sampling and per-sample clipping, no noise and no
     # privacy claim — it measures what clipping alone costs, so privacy's cost is the rest.
@@ -139,9 +145,11 @@ class RunConfig:
         if self.algorithm == "dpsgd" and (self.alpha or self.gamma):
             raise ConfigError("algorithm dpsgd has no dual variables, so alpha/gamma do not "
                               "apply.")
-        if self.algorithm == "dpsgd" and self.privacy_mode == "message":
-            raise ConfigError("dpsgd sends its model, not duals; use --privacy-mode gradient.")
-        if (self.private and self.effective_privacy_mode == "message" and self.local_steps > 1
+        if self.privacy_mode not in (None, *ALGORITHM_MODES[self.algorithm]):
+            raise ConfigError(f"{self.algorithm} sends its model, not duals; use --privacy-mode "
+                              "gradient.")
+        if (self.private and not has_formal_guarantee(self.effective_privacy_mode,
+                                                      self.local_steps)
                 and not self.accept_no_guarantee):
             raise ConfigError(
                 f"message-mode privacy has a formal guarantee only with local_steps = 1 (got "
@@ -194,10 +202,10 @@ class RunConfig:
         return math.isfinite(self.epsilon)
 
     @property
-    def effective_privacy_mode(self) -> Literal["gradient", "message"]:
+    def effective_privacy_mode(self) -> PrivacyMode:
         if self.privacy_mode is not None:
             return self.privacy_mode
-        return "gradient" if self.algorithm == "dpsgd" else "message"
+        return ALGORITHM_MODES[self.algorithm][0]
 
     @property
     def effective_gamma(self) -> float | None:

@@ -29,6 +29,8 @@ from privacy.errors import PrivacyError
 
 Mode = Literal["gradient", "message"]
 MODES: tuple[Mode, ...] = ("gradient", "message")
+#: The modes whose proof holds for any number of local steps K (message mode's needs K = 1).
+ANY_LOCAL_STEPS: frozenset[Mode] = frozenset({"gradient"})
 #: The label printed instead of an ε when no proof covers the configuration.
 NO_GUARANTEE = "no formal guarantee"
 
@@ -85,7 +87,7 @@ def joint_noise_multiplier(*noise_multipliers: float) -> float:
 def has_formal_guarantee(mode: Mode, local_steps: int) -> bool:
     """Whether a proven ε exists: always in gradient mode, only with K = 1 in message mode."""
     _check_mode(mode, local_steps)
-    return mode == "gradient" or local_steps == 1
+    return mode in ANY_LOCAL_STEPS or local_steps == 1
 
 
 def reported_epsilon(value: float, *, mode: Mode, local_steps: int) -> float | None:

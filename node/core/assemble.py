@@ -1,5 +1,5 @@
-"""Assemble one node from a RunConfig: its data shard, model, gradient policy, privacy plan and
-algorithm. The simulator and the daemon both build nodes here, so they run the same thing.
+"""Assemble one node from a RunConfig: its data shard, model, privacy mechanism and algorithm.
+The simulator and the daemon both build nodes here, so they run the same thing.
 """
 
 from __future__ import annotations
@@ -16,17 +16,18 @@ import torch
 from torch import nn
 
 from node.config import RunConfig
-from node.core.algorithm import Algorithm, DualNoise, Gossip, NoNoise, PrimalDual, PrimalDualParams
+from node.core.algorithm import Algorithm, DualNoise, Gossip, PrimalDual, PrimalDualParams
 from node.core.compressed import with_compression
 from node.core.compression import make_compressor
 from node.core.data import Dataset, LazyDataset, load_dataset, load_local, partition_of, shard_rows
 from node.core.device import resolve_device
+from node.core.mechanism import Mechanism
 from node.core.metrics import auroc_kind
 from node.core.models import FlatParams, build_model
-from node.core.privacy_plan import GaussianDualNoise, PrivacyPlan, privacy_plan
+from node.core.privacy_plan import privacy_plan
 from node.core.robust import RobustRule
 from node.core.tables import fit_scale, note_as_given, standardise
-from node.core.trainer import GradientPolicy, LocalTrainer
+from node.core.trainer import LocalTrainer
 from node.errors import DataError
 from privacy.mechanisms import make_generator
 from topologies import build, max_degree, metropolis_hastings, neighbours
@@ -41,7 +42,7 @@ class NodeSetup:
     algorithm: Algorithm
     trainer: LocalTrainer
     noise: DualNoise
-    plan: PrivacyPlan
+    plan: Mechanism  # the node's privacy mechanism, calibrated
     layout: FlatParams
 
 
@@ -198,37 +199,31 @@ def build_node(
     w0 = layout.flatten(model)
     nbrs = neighbours(graph, node)
     size = len(data.x_train)
+    # One derivation of the primal-dual parameters (D-PSGD has none), for the algorithm and
+    # for a mechanism that sizes its dual noise from them.
+    params = None if cfg.algorithm == "dpsgd" else \
+        PrimalDualParams.from_config(cfg, federation.max_degree)
     plan = privacy_plan(cfg, graph, node, size if size_is_public or not cfg.private else None,
-                        released=released, max_degree=federation.max_degree)
-    rate = {"sample_rate": plan.sample_rate, "expected_batch": plan.expected_batch}
-    if plan.mode == "none":
-        policy = GradientPolicy("clipped", cfg.clip, **rate) if cfg.clip_only \
-            else GradientPolicy("plain")
-    elif plan.mode == "gradient":
-        policy = GradientPolicy("noisy", cfg.clip, plan.noise_multiplier, **rate)
-    else:
-        policy = GradientPolicy("clipped", cfg.clip, **rate)
+                        released=released, max_degree=federation.max_degree, params=params)
     # Data order is a public, reproducible choice; the noise is not (OS entropy by default).
     data_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + node)
     device = resolve_device(cfg.device)
     noise_gen = make_generator(noise_seed, device)
     trainer = LocalTrainer(model, data.x_train, data.y_train, data.x_test, data.y_test,
-                           batch_size=cfg.batch_size, policy=policy, data_generator=data_gen,
+                           batch_size=cfg.batch_size, policy=plan.gradient_policy(),
+                           data_generator=data_gen,
                            noise_generator=noise_gen,
                            auroc=auroc_kind(cfg.metric, federation.num_classes), device=device)
     algorithm: Algorithm
-    if cfg.algorithm == "dpsgd":
+    if params is None:
         assert federation.mixing is not None  # Federation.of computes it for dpsgd
         algorithm = Gossip(node, federation.mixing[node], w0, lr=cfg.lr,
                            local_steps=cfg.local_steps, weight_decay=cfg.weight_decay)
     else:
-        algorithm = PrimalDual(node, nbrs, w0,
-                               PrimalDualParams.from_config(cfg, federation.max_degree))
+        algorithm = PrimalDual(node, nbrs, w0, params)
     algorithm = with_compression(algorithm, make_compressor(cfg.compress), seed=cfg.seed)
     algorithm.robust = RobustRule.from_config(cfg)
-    noise: DualNoise = (GaussianDualNoise(plan.sigma, noise_gen) if plan.mode == "message"
-                        else NoNoise())
-    return NodeSetup(node, nbrs, algorithm, trainer, noise, plan, layout)
+    return NodeSetup(node, nbrs, algorithm, trainer, plan.dual_noise(noise_gen), plan, layout)
 
 
 def local_data(data_file: str, test_file: str, label_column: str, seed: int, *,

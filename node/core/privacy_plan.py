@@ -1,95 +1,25 @@
-"""What one node releases per round and how it is accounted (DESIGN.md §2): the privacy plan,
-its calibration, the dual-noise source, and the noise seeds of experiments.
+"""The calibration of a node's privacy mechanism (DESIGN.md §2), and the noise seeds of
+experiments.
 
-The plan is fixed before training from public quantities (target ε, δ, rounds, K, the sampling
-rate, the clip, the degree); the accountant charges `round_events` for each round actually run.
+The mechanism (node.core.mechanism) is fixed before training from public quantities (target ε,
+δ, rounds, K, the sampling rate, the clip, the degree): every noisy mechanism's releases are
+subsampled Gaussians, so one z is calibrated for the releases the mechanism makes, and the
+mechanism turns it into its noise; the budget charges its `releases` for each round run.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal
 
 import networkx as nx
-import torch
 
 from node.config import RunConfig
 from node.core.algorithm import PrimalDualParams
+from node.core.mechanism import Mechanism, mechanism_type
 from node.errors import ConfigError
-from privacy.accountant import Release, calibrate_noise_multiplier, check_delta
+from privacy.accountant import calibrate_noise_multiplier, check_delta
 from privacy.errors import PrivacyError
-from privacy.mechanisms import gaussian_noise
-from privacy.modes import message_mode_noise_multiplier, message_mode_sigma
 from topologies import max_degree as graph_max_degree
-
-
-@dataclass(frozen=True)
-class PrivacyPlan:
-    """What one node releases per round and how it is accounted (DESIGN.md §2).
-
-    `noise_multiplier` is the per-release z the accountant charges at full degree; in message
-    mode `sigma` is the per-edge std of the dual noise, chosen so that z is at least the target
-    for every number of active neighbours from 1 to the full degree.
-    """
-
-    mode: Literal["none", "gradient", "message"]
-    delta: float
-    target_epsilon: float | None
-    sample_rate: float
-    noise_multiplier: float
-    sigma: float
-    steps_per_node: int
-    formal: bool
-    # message-mode inputs, kept to recompute z when the active degree changes
-    lr: float = 0.0
-    beta: float = 1.0
-    eta: float = 0.0
-    n: float = 0.0  # the public dataset size n̂ that q and the normaliser q·n̂ come from
-    clip: float = 1.0
-
-    @property
-    def expected_batch(self) -> float:
-        """The normaliser q·n̂ of the clipped-gradient sum: public, fixed before training."""
-        return self.sample_rate * self.n
-
-    def round_noise_multiplier(self, active_degree: int) -> float:
-        """z actually achieved in a round whose messages went to `active_degree` neighbours."""
-        if self.mode != "message":
-            return self.noise_multiplier
-        return message_mode_noise_multiplier(
-            self.sigma, lr=self.lr, beta=self.beta, eta=self.eta, degree=active_degree,
-            sample_rate=self.sample_rate, n=self.n, clip=self.clip,
-        )
-
-    def round_events(self, local_steps: int) -> list[Release]:
-        """The releases one round charges: always the calibrated schedule's (z*, q).
-
-        In message mode the z a round achieves depends on how many neighbours are up, which
-        depends on what happened before: a running tally of achieved z's would compose
-        adaptively chosen parameters, which the PLD accountant does not cover. σ is chosen so
-        that every round's z is at least z* whatever the degree (`round_noise_multiplier`),
-        so charging z* each round — a fixed, non-adaptive schedule — is a proven bound; a
-        round with nobody to send to is charged too (it releases nothing, which z* dominates).
-        """
-        if self.mode == "none":
-            return []
-        if self.mode == "gradient":
-            return [Release(self.noise_multiplier, self.sample_rate, local_steps)]
-        return [Release(self.noise_multiplier, self.sample_rate, 1)]
-
-
-class GaussianDualNoise:
-    """Independent N(0, σ²) per outgoing dual coordinate, from an explicit generator."""
-
-    def __init__(self, std: float, generator: torch.Generator) -> None:
-        self.std = std
-        self.generator = generator
-
-    def sample(self, numel: int) -> torch.Tensor:
-        # Drawn where the generator lives (a GPU node's private generator is on its device);
-        # added to the CPU duals the messages are made of.
-        return gaussian_noise(numel, self.std, self.generator).cpu()
 
 
 def sample_rate(cfg: RunConfig, public_examples: int | None, node: int) -> tuple[float, float]:
@@ -118,60 +48,41 @@ def sample_rate(cfg: RunConfig, public_examples: int | None, node: int) -> tuple
 
 
 def formal_guarantee(cfg: RunConfig, *, released: bool) -> bool:
-    """Whether a proof covers what this run prints. Message mode needs K = 1 (DESIGN.md §2).
-    A fixed noise seed in a run whose messages are really sent (`released`: the daemon) lets
-    every peer — they all hold the same config — regenerate the noise and the batches; the
-    simulator releases nothing, so its seeded noise stands for the OS-entropy noise."""
-    if cfg.effective_privacy_mode == "message" and cfg.local_steps > 1:
-        return False
-    return not (released and cfg.noise_seed is not None)
+    """Whether a proof covers what this run prints: the mechanism's own condition (message mode
+    needs K = 1, DESIGN.md §2), and no fixed noise seed in a run whose messages are really sent
+    (`released`: the daemon), which would let every peer — they all hold the same config —
+    regenerate the noise and the batches; the simulator releases nothing, so its seeded noise
+    stands for the OS-entropy noise."""
+    return mechanism_type(cfg).proven(cfg) and not (released and cfg.noise_seed is not None)
 
 
 def privacy_plan(cfg: RunConfig, graph: nx.Graph, node: int,
                  public_examples: int | None, *, released: bool = False,
-                 max_degree: int | None = None) -> PrivacyPlan:
-    """Calibrate the noise for this node's public dataset size and degree (always on the safe
-    side). `public_examples` is the node's dataset size where that is public (a shard of a
-    public dataset, or any run without a privacy claim), None where it is not (a node's own
+                 max_degree: int | None = None,
+                 params: PrimalDualParams | None = None) -> Mechanism:
+    """This node's mechanism, calibrated for its public dataset size and degree (always on the
+    safe side). `public_examples` is the node's dataset size where that is public (a shard of
+    a public dataset, or any run without a privacy claim), None where it is not (a node's own
     file in a private run). `max_degree` is the graph's, when the caller already has it (the
-    simulator, for N nodes of one graph)."""
+    simulator, for N nodes of one graph); `params` the primal-dual algorithm's, when the caller
+    runs one (`build_node`): a mechanism that noises the duals sizes its noise from them."""
     q, n = sample_rate(cfg, public_examples, node)
-    if not cfg.private:
-        return PrivacyPlan("none", cfg.delta, None, q, 0.0, 0.0, 0, formal=True, n=n)
+    kind = mechanism_type(cfg)
+    if not kind.claims_privacy:
+        return kind.calibrated(cfg, sample_rate=q, n=n, noise_multiplier=0.0, formal=True,
+                               degree=graph.degree(node), params=params)
     try:
         check_delta(cfg.delta, math.ceil(n))
-        mode = cfg.effective_privacy_mode
-        if mode == "gradient":
-            steps = cfg.rounds * cfg.local_steps
-            z = calibrate_noise_multiplier(cfg.epsilon, cfg.delta, q, steps)
-            return PrivacyPlan("gradient", cfg.delta, cfg.epsilon, q, z, 0.0, steps,
-                               formal=formal_guarantee(cfg, released=released), n=n,
-                               clip=cfg.clip)
-        if max_degree is None:
-            max_degree = graph_max_degree(graph)
-        params = PrimalDualParams.from_config(cfg, max_degree)
-        z = calibrate_noise_multiplier(cfg.epsilon, cfg.delta, q, cfg.rounds)
-        degree = graph.degree(node)
-        # z(E) is not monotone in E; the largest σ over every degree the node can have keeps
-        # each round's z at or above the calibrated one when neighbours go down.
-        sigma = max(
-            message_mode_sigma(z, lr=cfg.lr, beta=params.beta, eta=params.eta, degree=e,
-                               sample_rate=q, n=n, clip=cfg.clip)
-            for e in range(1, degree + 1)
-        )
-        return PrivacyPlan("message", cfg.delta, cfg.epsilon, q, z, sigma, cfg.rounds,
-                           formal=formal_guarantee(cfg, released=released), lr=cfg.lr,
-                           beta=params.beta,
-                           eta=params.eta, n=n, clip=cfg.clip)
+        if params is None and kind.noises_duals:
+            if max_degree is None:
+                max_degree = graph_max_degree(graph)
+            params = PrimalDualParams.from_config(cfg, max_degree)
+        z = calibrate_noise_multiplier(cfg.epsilon, cfg.delta, q, kind.steps(cfg))
+        return kind.calibrated(cfg, sample_rate=q, n=n, noise_multiplier=z,
+                               formal=formal_guarantee(cfg, released=released),
+                               degree=graph.degree(node), params=params)
     except PrivacyError as exc:
         raise ConfigError(str(exc)) from None
-
-
-def reported_epsilon(plan: PrivacyPlan, spent: float) -> float | None:
-    """ε to print: None without DP or where no proof covers the configuration."""
-    if plan.mode == "none" or not plan.formal or not math.isfinite(spent):
-        return None
-    return spent
 
 
 def noise_seed(base: int | None, node: int) -> int | None:

@@ -1,19 +1,20 @@
 """One node's rounds, synchronous and transport-free: the part the simulator and the daemon share.
 
-    out = runner.step(active)        # local steps, messages, the spend charged to the accountant
-    (caller makes out.releases durable, then sends out.duals / out.primal)
+    out = runner.step(active)        # local steps, messages, the spend committed to the budget
+    (caller sends out.duals / out.primal)
     runner.absorb(received)          # when the round closes: what the neighbours sent
     runner.skip_to(r)                # rejoin in step at round r (nothing run or charged before)
     runner.consensus_distance(...)   # and the numbers its metrics record reports
 
-The caller makes the spend durable (the daemon's ledger) *before* it sends anything.
+`step` commits the round's spend to the budget (privacy.budget) before it returns: in the
+daemon, whose budget keeps the ledger, the spend is on disk before anything is sent.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 
 import torch
 from torch import Tensor
@@ -22,8 +23,9 @@ from node.config import RunConfig
 from node.core.algorithm import Gossip, Outgoing
 from node.core.assemble import NodeSetup
 from node.core.metrics import Evaluation
-from node.core.privacy_plan import reported_epsilon
 from privacy.accountant import Accountant, Release
+from privacy.budget import Budget
+from privacy.ledger import Ledger
 
 
 @dataclass
@@ -40,11 +42,12 @@ class RoundOutput:
 
 @dataclass
 class NodeRunner:
-    """Drives one NodeSetup round by round and keeps the numbers its metrics report."""
+    """Drives one NodeSetup round by round and keeps the numbers its metrics report. `ledger`
+    (the daemon's): the budget commits each round's spend to it first."""
 
     cfg: RunConfig
     setup: NodeSetup
-    accountant: Accountant = field(default_factory=Accountant)
+    ledger: InitVar[Ledger | None] = None
     round: int = 0
     last_loss: float = math.nan
     last_accuracy: float | None = None
@@ -52,38 +55,27 @@ class NodeRunner:
     last_auroc: float | None = None
     last_balanced_accuracy: float | None = None
     rounds_skipped: int = 0
+    budget: Budget = field(init=False)
+
+    def __post_init__(self, ledger: Ledger | None) -> None:
+        self.budget = self.setup.plan.budget(ledger)
 
     @property
     def node(self) -> int:
         return self.setup.node
 
+    @property
+    def accountant(self) -> Accountant:
+        """What the node has spent, in memory (the budget's)."""
+        return self.budget.accountant
+
     def next_releases(self) -> list[Release]:
-        """What the next round charges (the same whoever is up: see `PrivacyPlan.round_events`)."""
-        return self.setup.plan.round_events(self.cfg.local_steps)
+        """What the next round charges (the same whoever is up: see `MessageDP.releases`)."""
+        return self.setup.plan.releases(self.cfg.local_steps)
 
     def over_budget(self) -> bool:
         """Would the next round's releases push ε past the target? Then the node must stop."""
-        plan = self.setup.plan
-        if plan.mode == "none" or plan.target_epsilon is None or not plan.formal:
-            return False
-        events = self.next_releases()
-        if not events:
-            return False
-        if self._dominated_by_plan(events):
-            return False
-        # Calibration and the accountant compute ε the same way, so a calibrated run lands
-        # exactly on its target and is not stopped early.
-        return self.accountant.epsilon_after(plan.delta, events) > plan.target_epsilon
-
-    def _dominated_by_plan(self, events: list[Release]) -> bool:
-        """True when the history plus `events` is provably within the calibrated schedule: at
-        most `steps_per_node` releases, each with the planned q and at least the planned z.
-        ε is monotone in both, so the budget holds without a PLD evaluation."""
-        plan = self.setup.plan
-        history = [*self.accountant.history, *events]
-        if any(q != plan.sample_rate or z < plan.noise_multiplier for z, q, _ in history):
-            return False
-        return sum(count for _, _, count in history) <= plan.steps_per_node
+        return self.budget.would_exceed(self.next_releases())
 
     @property
     def sends_model(self) -> bool:
@@ -93,7 +85,7 @@ class NodeRunner:
     def step(self, active: Collection[int]) -> RoundOutput:
         """Run round `self.round`: local steps and the outgoing messages to `active`."""
         setup = self.setup
-        if setup.plan.mode == "message" and not active:
+        if not active and not setup.plan.moves_alone:
             # Message mode may only move the private state when the move is released; with
             # nobody to release to, the node waits (no data touched). The round is charged all
             # the same: the spend follows the fixed schedule, not who happened to be up.
@@ -103,8 +95,7 @@ class NodeRunner:
             loss = setup.algorithm.local_steps(setup.trainer.gradient, active)
             duals = dict(setup.algorithm.messages(active, setup.noise))
         releases = self.next_releases()
-        for z, q, count in releases:
-            self.accountant.spend(z, q, count)
+        self.budget.commit(round=self.round, releases=releases)
         every = self.cfg.primal_every
         send_primal = not self.sends_model and every > 0 and self.round % every == 0
         primal = setup.algorithm.w if send_primal and active else None
@@ -152,10 +143,8 @@ class NodeRunner:
         return result
 
     def epsilon(self) -> float | None:
-        plan = self.setup.plan
-        if plan.mode == "none":
-            return None
-        return reported_epsilon(plan, self.accountant.epsilon(plan.delta))
+        """ε to print (the mechanism's rule; None without a proven claim)."""
+        return self.setup.plan.epsilon(self.budget)
 
     def consensus_distance(self, primals: Mapping[int, Tensor]) -> float | None:
         """‖w_i − mean of received neighbour primals‖/√d, or None when none arrived."""

@@ -5,8 +5,8 @@ Three concurrent activities share one uvloop event loop:
   for anything a peer sends) and wakes the round loop;
 - `_tick_loop` sends heartbeats and notices silent peers;
 - `_rounds` runs the rounds, each in four named steps: `_compute` (in a worker thread, so
-  receiving and heartbeats go on), `_release` (the spend made durable, then the messages sent),
-  `_collect` (wait for the neighbours until the deadline, absorb) and `_record` (metrics,
+  receiving and heartbeats go on; it ends with the spend durable), `_release` (the messages
+  sent), `_collect` (wait for the neighbours until the deadline, absorb) and `_record` (metrics,
   checkpoint).
 
 No wait is unbounded: start-up waits at most `startup_timeout`, a round at most `round_timeout`,
@@ -50,7 +50,6 @@ from node.daemon.settings import NodeConfig
 from node.daemon.state import save_state
 from node.outputs.files import MetricsWriter, read_metrics
 from node.outputs.records import ExitReason, final_record, metrics_record, node_entry, peak_rss
-from privacy.ledger import Ledger
 
 if TYPE_CHECKING:  # prometheus_client is imported only when node.metrics_port is set
     from node.daemon.prometheus import Exporter
@@ -96,12 +95,11 @@ def gossip_config(cfg: NodeConfig) -> GossipConfig:
 class Daemon:
     """One node: built from a NodeConfig and a ready NodeRunner; `await run()` returns the exit."""
 
-    def __init__(self, cfg: NodeConfig, runner: NodeRunner, ledger: Ledger | None,
+    def __init__(self, cfg: NodeConfig, runner: NodeRunner,
                  announce: Callable[[str], None], exporter: Exporter | None = None) -> None:
         self.cfg = cfg
         self.exporter = exporter  # node.metrics_port: each record also goes to Prometheus
-        self.runner = runner
-        self.ledger = ledger  # None without DP
+        self.runner = runner  # its budget keeps the ledger (None without DP)
         self.announce = announce  # prints the READY line
         self.me = cfg.node.id
         self.out = Path(cfg.node.out)
@@ -352,9 +350,9 @@ class Daemon:
         return out
 
     def _release(self, r: int, out: RoundOutput) -> None:
-        """Make the round's spend durable, then send: nothing leaves before the ledger has it."""
-        if self.ledger is not None:
-            self.ledger.record(r, out.releases)
+        """Send the round's messages: its spend is durable already (`NodeRunner.step` commits
+        it to the budget's ledger before it returns), so nothing leaves before the ledger has
+        it."""
         now = time.monotonic()
         self.proto.start_round(r, now)
         self._apply([self.proto.dual(j, y.numpy() if isinstance(y, torch.Tensor) else y, now)

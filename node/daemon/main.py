@@ -107,15 +107,16 @@ def main(argv: list[str] | None = None) -> int:
     ledger = None
     try:
         setup = build_daemon_node(cfg)
-        runner = NodeRunner(cfg.run, setup)
-        if setup.plan.mode != "none":
+        if setup.plan.claims_privacy:
             ledger = Ledger.open(Path(cfg.node.out) / LEDGER,
                                  {"node": cfg.node.id, "epsilon": cfg.run.epsilon,
                                   "delta": cfg.run.delta, "mode": setup.plan.mode})
+        # Each round's spend goes to the ledger before anything of it is sent (NodeRunner.step).
+        runner = NodeRunner(cfg.run, setup, ledger)
         resume(runner, cfg, ledger)
         if exporter is not None:
             exporter.resume(runner.round, runner.epsilon(), runner.last_accuracy)
-        daemon = Daemon(cfg, runner, ledger, announce=lambda line: print(line, flush=True),
+        daemon = Daemon(cfg, runner, announce=lambda line: print(line, flush=True),
                         exporter=exporter)
         uvloop.run(daemon.run())
     except expected as exc:

@@ -133,7 +133,8 @@ def save_state(runner: NodeRunner, cfg: NodeConfig, completed_round: int) -> Non
 
 
 def resume(runner: NodeRunner, cfg: NodeConfig, ledger: Ledger | None) -> None:
-    """Continue from the checkpoint, after every round the ledger says was released."""
+    """Continue from the checkpoint, after every round the ledger says was released, with the
+    ledger's spend (the daemon's runner already commits to it: `NodeRunner(..., ledger)`)."""
     path = Path(cfg.node.out) / CHECKPOINT
     ckpt = load_checkpoint(path, checkpoint_identity(cfg))
     if ckpt is not None and ledger is not None and not ledger.covers(ckpt.round):
@@ -152,7 +153,7 @@ def resume(runner: NodeRunner, cfg: NodeConfig, ledger: Ledger | None) -> None:
             runner.setup.trainer.data_generator.set_state(ckpt.data_rng)
         runner.round = ckpt.round + 1
     if ledger is not None:
-        runner.accountant.history = list(ledger.accountant.history)
+        runner.budget = runner.budget.continued(ledger)
         if ledger.rounds:
             # Rounds after the checkpoint were released already; re-running them would send a
             # second, differently noised release of the same round.

@@ -1,5 +1,6 @@
 """The records a run reports, defined once: a metrics.jsonl line, a node's entry (final.json
-and summary.json), the privacy numbers that make ε recomputable, and summary.json itself.
+and summary.json), final.json itself (with the mechanism's record, the privacy numbers that
+make ε recomputable), and summary.json.
 
 The simulator, the server-based references, the daemon and the launcher all build their
 outputs here, so the keys CONTRACTS.md fixes cannot drift between them.
@@ -18,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from node.config import RunConfig
+from node.core.mechanism import Mechanism, claims_privacy
 from node.core.metrics import Evaluation, LeadMetric, auroc_kind, lead_metric
-from node.core.privacy_plan import PrivacyPlan
 from node.outputs.files import FINAL, LEDGER, METRICS, read_json, read_metrics
 from privacy.ledger import read_spend
 
@@ -75,14 +76,7 @@ def node_entry(*, accuracy: float | None, auroc: float | None, balanced_accuracy
             "rounds_completed": rounds_completed, "exit": str(exit)}
 
 
-def privacy_record(plan: PrivacyPlan) -> dict[str, Any]:
-    """The calibration a node ran with (final.json's "privacy"): enough to recompute ε."""
-    return {"mode": plan.mode, "noise_multiplier": plan.noise_multiplier,
-            "sample_rate": plan.sample_rate, "steps_per_node": plan.steps_per_node,
-            "sigma": plan.sigma, "delta": plan.delta, "formal": plan.formal}
-
-
-def final_record(entry: Mapping[str, Any], plan: PrivacyPlan,
+def final_record(entry: Mapping[str, Any], plan: Mechanism,
                  rejected: Mapping[str, Mapping[str, int]], *,
                  peak_rss_bytes: int | None = None,
                  suspects: Sequence[int] = (), rounds_skipped: int = 0) -> dict[str, Any]:
@@ -92,7 +86,7 @@ def final_record(entry: Mapping[str, Any], plan: PrivacyPlan,
     its neighbours after a restart, freeze or partition (counted in `rounds_completed`, but
     not run: nothing was trained or released in them)."""
     return {**entry, "rejected_messages": {k: dict(v) for k, v in rejected.items()},
-            "privacy": privacy_record(plan), "peak_rss_bytes": peak_rss_bytes,
+            "privacy": plan.record(), "peak_rss_bytes": peak_rss_bytes,
             "suspects": list(suspects), "rounds_skipped": rounds_skipped}
 
 
@@ -106,7 +100,7 @@ def summary(cfg: RunConfig, nodes: Mapping[str, Mapping[str, Any]], wall: float,
             privacy: Sequence[Mapping[str, Any]], *, startup_seconds: float | None = None,
             metric: LeadMetric | None = None, **extra_config: Any) -> dict[str, Any]:
     """summary.json as CONTRACTS.md fixes it, plus per-node noise so anyone can recompute ε.
-    `privacy` holds one `privacy_record` per node in id order (empty when not all are known);
+    `privacy` holds one mechanism's `record()` per node in id order (empty when not all are known);
     `startup_seconds` is a launch's time from starting the first node to every node READY
     (null for a run that starts no processes, or whose start failed); `metric` the one the
     task leads with (`lead_metric`; default: told by the config and the nodes' entries)."""
@@ -146,7 +140,7 @@ def _lead(cfg: RunConfig, nodes: Mapping[str, Mapping[str, Any]]) -> LeadMetric:
 
 
 def _privacy_config(privacy: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    if not privacy or privacy[0]["mode"] == "none":
+    if not privacy or not claims_privacy(privacy[0]):
         return {"noise_multiplier": None, "sample_rate": None, "steps_per_node": None,
                 "sigma": None, "formal_guarantee": None}
     return {

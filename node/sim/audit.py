@@ -25,12 +25,15 @@ import torch
 from node.config import RunConfig
 from node.core.assemble import build_graph, build_node
 from node.core.data import Dataset
-from node.core.privacy_plan import GaussianDualNoise, noise_seed
+from node.core.mechanism import GaussianDualNoise
+from node.core.privacy_plan import noise_seed
 from node.core.runner import NodeRunner
 from privacy.audit import epsilon_lower_bound
 
 FEATURES, CLASSES = 6, 2
 Mode = Literal["message", "gradient"]
+# The algorithm each mode is audited on: DP-ECL releases duals, D-PSGD its model.
+AUDITED: dict[Mode, Literal["ecl", "dpsgd"]] = {"message": "ecl", "gradient": "dpsgd"}
 
 
 @dataclass(frozen=True)
@@ -47,8 +50,7 @@ class AuditResult:
 def audit_config(mode: Mode, *, epsilon: float = 2.0, examples: int = 64,
                  batch: int = 32) -> RunConfig:
     """One round of a two-node line, message mode (DP-ECL) or gradient mode (DP-D-PSGD)."""
-    algorithm: Literal["ecl", "dpsgd"] = "ecl" if mode == "message" else "dpsgd"
-    return RunConfig(topology="line", nodes=2, rounds=1, algorithm=algorithm, epsilon=epsilon,
+    return RunConfig(topology="line", nodes=2, rounds=1, algorithm=AUDITED[mode], epsilon=epsilon,
                      privacy_mode=mode, model="logreg", dataset="synthetic", batch_size=batch,
                      clip=1.0, lr=0.5, public_examples=examples, primal_every=0)
 

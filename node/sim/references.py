@@ -30,12 +30,10 @@ from node.config import RunConfig
 from node.core.assemble import NodeSetup, build_graph, build_node, load_data, shard
 from node.core.data import Dataset, LazyDataset
 from node.core.metrics import Evaluation, lead_metric
-from node.core.privacy_plan import reported_epsilon
 from node.core.tables import standardise
 from node.outputs.files import MetricsWriter, RunDir, write_json_atomic
-from node.outputs.records import ExitReason, metrics_record, node_entry, privacy_record, summary
+from node.outputs.records import ExitReason, metrics_record, node_entry, summary
 from node.sim.simulate import simulation_noise_seed
-from privacy.accountant import Accountant
 
 REFERENCES = ("fedavg", "scaffold", "solo", "pooled")
 Reference = Literal["fedavg", "scaffold", "solo", "pooled"]
@@ -59,11 +57,11 @@ def _pooled_data(cfg: RunConfig, data: Dataset) -> Dataset:
 
 
 class _Client:
-    """One participant: its trainer, privacy plan and accountant (from `build_node`)."""
+    """One participant: its trainer, privacy mechanism and budget (from `build_node`)."""
 
     def __init__(self, setup: NodeSetup, weight_decay: float) -> None:
         self.setup = setup
-        self.accountant = Accountant()
+        self.budget = setup.plan.budget()
         self.weight_decay = weight_decay
         self.w = setup.algorithm.w.clone()
         self.last_loss = math.nan
@@ -73,9 +71,10 @@ class _Client:
     def n(self) -> int:
         return self.setup.trainer.n
 
-    def local_steps(self, w: Tensor, steps: int, lr: float,
+    def local_steps(self, w: Tensor, steps: int, lr: float, *, round: int,
                     correction: Tensor | None = None) -> Tensor:
-        """K SGD steps from `w` (optionally with SCAFFOLD's control variate correction)."""
+        """Round `round`'s K SGD steps from `w` (optionally with SCAFFOLD's control variate
+        correction), their spend committed to the budget."""
         y = w.clone()
         losses = []
         for _ in range(steps):
@@ -88,15 +87,11 @@ class _Client:
             losses.append(loss)
         finite = [v for v in losses if not math.isnan(v)]
         self.last_loss = sum(finite) / len(finite) if finite else math.nan
-        for z, q, count in self.setup.plan.round_events(steps):
-            self.accountant.spend(z, q, count)
+        self.budget.commit(round=round, releases=self.setup.plan.releases(steps))
         return y
 
     def epsilon(self) -> float | None:
-        plan = self.setup.plan
-        if plan.mode == "none":
-            return None
-        return reported_epsilon(plan, self.accountant.epsilon(plan.delta))
+        return self.setup.plan.epsilon(self.budget)
 
     def evaluate(self, w: Tensor) -> Evaluation:
         self.last = self.setup.trainer.evaluate(w)
@@ -147,13 +142,13 @@ def run_reference(method: Reference, cfg: RunConfig, out: str | Path | None, *,
             if method in ("solo", "pooled"):
                 for c in clients:
                     t0 = time.perf_counter()
-                    c.w = c.local_steps(c.w, k, lr)
+                    c.w = c.local_steps(c.w, k, lr, round=rnd)
                     computes.append(time.perf_counter() - t0)
             elif method == "fedavg":
                 new = []
                 for c in clients:
                     t0 = time.perf_counter()
-                    new.append(c.local_steps(w_global, k, lr))
+                    new.append(c.local_steps(w_global, k, lr, round=rnd))
                     computes.append(time.perf_counter() - t0)
                 w_global = sum((a * y for a, y in zip(weights, new, strict=True)),
                                torch.zeros_like(w_global))
@@ -161,7 +156,7 @@ def run_reference(method: Reference, cfg: RunConfig, out: str | Path | None, *,
                 deltas, dc = [], []
                 for i, c in enumerate(clients):
                     t0 = time.perf_counter()
-                    y = c.local_steps(w_global, k, lr, correction=c_global - c_local[i])
+                    y = c.local_steps(w_global, k, lr, round=rnd, correction=c_global - c_local[i])
                     c_new = c_local[i] - c_global + (w_global - y) / (k * lr)
                     deltas.append(y - w_global)
                     dc.append(c_new - c_local[i])
@@ -199,7 +194,7 @@ def run_reference(method: Reference, cfg: RunConfig, out: str | Path | None, *,
     nodes = {str(i): c.entry(cfg.rounds) for i, c in enumerate(clients)}
     lead = lead_metric(cfg.metric, clients[0].setup.trainer.auroc)
     result = summary(cfg, nodes, time.time() - started,
-                     [privacy_record(c.setup.plan) for c in clients], metric=lead,
+                     [c.setup.plan.record() for c in clients], metric=lead,
                      reference=method)
     if run_dir:
         write_json_atomic(run_dir.summary, result)

@@ -37,7 +37,7 @@ from node.core.metrics import LeadMetric, lead_metric
 from node.core.privacy_plan import noise_seed
 from node.core.runner import NodeRunner, RoundOutput
 from node.outputs.files import MetricsWriter, RunDir, write_json_atomic
-from node.outputs.records import ExitReason, metrics_record, node_entry, privacy_record, summary
+from node.outputs.records import ExitReason, metrics_record, node_entry, summary
 
 ProgressFn = Callable[[int, list[NodeRunner], float], None]
 # Rewrites a round's outputs in place before delivery: simulated Byzantine nodes
@@ -184,7 +184,7 @@ def simulate(cfg: RunConfig, out: str | Path | None, *, progress: ProgressFn | N
                                      rounds_completed=r.round, exit=reason)
              for r, reason, bytes_sent in zip(runners, exits, sent, strict=True)}
     report = summary(cfg, nodes, time.time() - started,
-                     [privacy_record(r.setup.plan) for r in runners], metric=leads_with(runners))
+                     [r.setup.plan.record() for r in runners], metric=leads_with(runners))
     if run_dir:
         write_json_atomic(run_dir.summary, report)
     return report

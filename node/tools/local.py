@@ -33,7 +33,7 @@ from node.config import RunConfig
 from node.core.privacy_plan import formal_guarantee
 from node.core.user_model import is_package_model
 from node.outputs.files import FINAL, RunDir, read_json, write_json_atomic
-from node.outputs.records import GOOD_EXITS, node_result, privacy_record, summary
+from node.outputs.records import GOOD_EXITS, node_result, summary
 from node.tools.forkserver import ForkServer, ForkServerError, NodeHandle
 from node.tools.plan import (
     LOCAL_LISTEN,
@@ -315,7 +315,7 @@ class LocalLaunch:
                 privacy[n.id] = reported
         missing = [n.id for n in self.nodes if n.id not in privacy]
         if missing and privacy and self.recompute_privacy:
-            privacy.update({i: privacy_record(plan)
+            privacy.update({i: plan.record()
                             for i, plan in privacy_plans(self.cfg, missing).items()})
         ordered = [privacy[i] for i in sorted(privacy)] if len(privacy) == len(self.nodes) else []
         return summary(self.cfg, self.results(), wall, ordered,

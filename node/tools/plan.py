@@ -22,8 +22,9 @@ from gossip.faults import FaultConfig
 from node.config import RunConfig
 from node.core.assemble import build_graph, load_data, shard_size
 from node.core.dataset import Dataset
+from node.core.mechanism import Mechanism
 from node.core.models import build_model
-from node.core.privacy_plan import PrivacyPlan, privacy_plan, sample_rate
+from node.core.privacy_plan import privacy_plan, sample_rate
 from node.core.user_model import absolute_spec, is_user_model, load_user_model
 from node.daemon.settings import NodeConfig, NodeSettings, node_config_from_mapping, render_toml
 from node.errors import ConfigError
@@ -112,7 +113,7 @@ def check_model(cfg: RunConfig, data: Dataset | None) -> None:
                     width=cfg.width, seed=cfg.seed)
 
 
-def privacy_plans(cfg: RunConfig, nodes: Sequence[int]) -> dict[int, PrivacyPlan]:
+def privacy_plans(cfg: RunConfig, nodes: Sequence[int]) -> dict[int, Mechanism]:
     """The noise calibration of these nodes, recomputed as the daemon computes it."""
     graph, data = build_graph(cfg), load_data(cfg, resident=False)
     return {i: privacy_plan(cfg, graph, i, shard_size(cfg, data, i)) for i in nodes}

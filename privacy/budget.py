@@ -1,0 +1,89 @@
+"""One node's privacy spend in one object: the accountant (what was spent, in memory), the ledger
+(the same, on disk, in the daemon) and the target it must not pass.
+
+    budget.would_exceed(next_releases)   # the stop rule, before a round touches the data
+    budget.commit(round=r, releases=...) # the ledger first (fsynced), then the accountant
+    budget.epsilon()                     # ε of everything committed
+    Budget.from_ledger(ledger, ...)      # a restarted node: its spend is the ledger's
+
+`commit` is the only way a spend is recorded, so the two stores cannot drift apart: the ledger
+is written before anything of the round is sent (privacy/ledger.py), and the accountant only
+once the ledger has it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from privacy.accountant import Accountant, Release
+from privacy.ledger import Ledger
+
+
+class Budget:
+    """A node's spend against its target ε at δ.
+
+    `target` None: nothing to stop at (no privacy claim, or none that a proof covers).
+    `schedule` (z*, q, T): the calibrated plan; a history within it is within the target by
+    construction, which spares a PLD evaluation per round."""
+
+    def __init__(self, *, delta: float, target: float | None = None,
+                 schedule: Release | None = None) -> None:
+        self.delta = delta
+        self.target = target
+        self.schedule = schedule
+        self.accountant = Accountant()
+        self.ledger: Ledger | None = None
+
+    @classmethod
+    def from_ledger(cls, ledger: Ledger, *, delta: float, target: float | None = None,
+                    schedule: Release | None = None) -> Budget:
+        """A budget that continues from what `ledger` records and commits to it."""
+        budget = cls(delta=delta, target=target, schedule=schedule)
+        budget.accountant.history = list(ledger.accountant.history)
+        budget.ledger = ledger
+        return budget
+
+    def continued(self, ledger: Ledger) -> Budget:
+        """This budget after what `ledger` records: its spend is the ledger's. It commits where
+        it did: to this ledger (`from_ledger`), or in memory only, for a caller that records
+        to the ledger itself."""
+        if self.ledger is not None and self.ledger is not ledger:
+            raise ValueError(f"this budget commits to {self.ledger.path}, not {ledger.path}.")
+        budget = Budget.from_ledger(ledger, delta=self.delta, target=self.target,
+                                    schedule=self.schedule)
+        budget.ledger = self.ledger
+        return budget
+
+    def would_exceed(self, releases: Sequence[Release]) -> bool:
+        """Would committing `releases` (the next round's) take ε past the target?"""
+        if self.target is None or not releases:
+            return False
+        if self._within_schedule(releases):
+            return False
+        # Calibration and the accountant compute ε the same way, so a calibrated run lands
+        # exactly on its target and is not stopped early.
+        return self.accountant.epsilon_after(self.delta, releases) > self.target
+
+    def commit(self, *, round: int, releases: Sequence[Release]) -> None:
+        """Record round `round`'s releases: durably first (the ledger, which refuses a round
+        it already holds), then in memory. Call it before anything of the round is sent."""
+        if self.ledger is not None:
+            self.ledger.record(round, releases)
+        for z, q, count in releases:
+            self.accountant.spend(z, q, count)
+
+    def epsilon(self) -> float:
+        """ε (PLD) of everything committed, at δ."""
+        return self.accountant.epsilon(self.delta)
+
+    def _within_schedule(self, releases: Sequence[Release]) -> bool:
+        """True when the history plus `releases` is provably within the calibrated schedule: at
+        most T releases, each with the planned q and at least the planned z. ε is monotone in
+        both, so the budget holds without a PLD evaluation."""
+        if self.schedule is None:
+            return False
+        z_plan, q_plan, steps = self.schedule
+        history = [*self.accountant.history, *releases]
+        if any(q != q_plan or z < z_plan for z, q, _ in history):
+            return False
+        return sum(count for _, _, count in history) <= steps
