@@ -46,7 +46,7 @@ def crash_restart(out: Path, seed: int = 0, quick: bool = True) -> Outcome:
     from privacy.ledger import Ledger
 
     rng = random.Random(seed)
-    rounds = 150 if quick else 250
+    rounds = 90 if quick else 250
     victim = rng.randrange(4)
     kill_round = rng.randint(6, 20)
     outcome = Outcome("crash", "every node finishes; the restarted node's ledger ε covers every "

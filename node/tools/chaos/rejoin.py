@@ -36,7 +36,7 @@ from node.tools.plan import DaemonOptions
 __all__ = ["HEARD_SHARE", "rejoin"]
 
 HEARD_SHARE = 0.9  # of the rounds a restarted node runs, the share with a neighbour heard
-PACE = 0.2  # min_round_seconds: slow enough that a restart costs only a few rounds
+PACE = 0.1  # min_round_seconds, as the other chaos scenarios
 
 
 def last_round(out: Path, node: int) -> int:
@@ -66,7 +66,7 @@ def rejoin(out: Path, seed: int = 0, quick: bool = True, gap: int = 10,
     rng = random.Random(seed)
     victim = rng.randrange(4)
     kill_round = 12
-    rounds = kill_round + gap + (50 if quick else 150)
+    rounds = kill_round + gap + (60 if quick else 200)  # a restart takes 20-40 of them
     outcome = Outcome(f"rejoin+{gap}" + ("-older" if older_checkpoint else ""),
                       "the restarted node skips to its neighbours and hears one in >= 90 % of "
                       "its rounds; the others' median round time stays within 2x; ledgers "
