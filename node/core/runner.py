@@ -54,7 +54,6 @@ class NodeRunner:
     last_test_loss: float | None = None
     last_auroc: float | None = None
     last_balanced_accuracy: float | None = None
-    rounds_skipped: int = 0
     budget: Budget = field(init=False)
 
     def __post_init__(self, ledger: Ledger | None) -> None:
@@ -110,7 +109,6 @@ class NodeRunner:
         (node.core.algorithm: nothing else needs repair)."""
         if round <= self.round:
             raise ValueError(f"round {round} is not ahead of round {self.round}.")
-        self.rounds_skipped += round - self.round
         self.round = round
         self.setup.algorithm.resync()
 

@@ -114,6 +114,9 @@ class Daemon:
         # Counters stay monotone across a restart: continue from the last recorded values.
         self.bytes_offset = (previous[-1]["bytes_sent"], previous[-1]["bytes_received"]) \
             if previous else (0, 0)
+        # Rounds this node ran and recorded, over all its restarts: the others up to the last
+        # round were skipped to rejoin or lost with a crash (final.json `rounds_skipped`).
+        self.rounds_recorded = {int(r["round"]) for r in previous}
         # Bound in run(): the socket layer, and what sends go through (the fault layer or it).
         self.zmq: ZmqTransport | None = None
         self.transport: Transport | None = None
@@ -383,6 +386,7 @@ class Daemon:
         if runner.due_for_evaluation(r):
             scored = await in_daemon_thread(runner.evaluate)
         sent, received = self._bytes()
+        self.rounds_recorded.add(r)
         self.metrics.write(record := metrics_record(
             round=r, node=self.me, time=time.time(), loss=loss, evaluation=scored,
             dual_norm=runner.setup.algorithm.dual_norm(),
@@ -413,7 +417,7 @@ class Daemon:
                            rounds_completed=runner.round, exit=self.exit_reason)
         return final_record(entry, runner.setup.plan, self.proto.rejections(),
                             peak_rss_bytes=peak_rss(), suspects=runner.suspects(),
-                            rounds_skipped=runner.rounds_skipped)
+                            rounds_skipped=runner.round - len(self.rounds_recorded))
 
 
 def own_copy(payload: np.ndarray) -> torch.Tensor:

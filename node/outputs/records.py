@@ -82,9 +82,10 @@ def final_record(entry: Mapping[str, Any], plan: Mechanism,
                  suspects: Sequence[int] = (), rounds_skipped: int = 0) -> dict[str, Any]:
     """final.json: the node's entry, the messages it refused by peer and kind, its privacy,
     the process's peak resident memory (`peak_rss`), null where unknown, the neighbours
-    its robust screen marked suspicious at the end, and how many rounds it skipped to rejoin
-    its neighbours after a restart, freeze or partition (counted in `rounds_completed`, but
-    not run: nothing was trained or released in them)."""
+    its robust screen marked suspicious at the end, and how many of its `rounds_completed`
+    it did not run, over all its restarts: skipped to rejoin its neighbours after a restart,
+    freeze or partition (nothing trained or released in them), or lost with a crash (the
+    round in flight, whose release the ledger holds)."""
     return {**entry, "rejected_messages": {k: dict(v) for k, v in rejected.items()},
             "privacy": plan.record(), "peak_rss_bytes": peak_rss_bytes,
             "suspects": list(suspects), "rounds_skipped": rounds_skipped}
