@@ -69,8 +69,7 @@ from gossip.rounds import RoundBook, RoundConfig, RoundResult, Verdict
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "Effect", "GossipConfig", "GossipProtocol", "PeerRejoined", "PeerReturned", "PeerStarted",
-    "Send",
+    "Effect", "GossipConfig", "GossipProtocol", "PeerRejoined", "PeerStarted", "Send",
 ]
 
 
@@ -103,16 +102,6 @@ class PeerStarted:
 
 
 @dataclass(frozen=True, slots=True)
-class PeerReturned:
-    """Effect: `peer` is heard after a silence of two heartbeat intervals or more (it
-    restarted, was frozen or cut off): our link to it may be waiting out a reconnect back-off,
-    and a runtime redials it. Not on every message: a fresh link drops what is sent on it
-    until it is up."""
-
-    peer: PeerId
-
-
-@dataclass(frozen=True, slots=True)
 class PeerRejoined:
     """Effect: `peer`, seen out of step (behind), is in step again at our round `round`."""
 
@@ -120,7 +109,7 @@ class PeerRejoined:
     round: int
 
 
-Effect = Send | PeerDown | PeerUp | PeerStarted | PeerReturned | PeerRejoined
+Effect = Send | PeerDown | PeerUp | PeerStarted | PeerRejoined
 
 # Tensor messages the round book drops, by the name their per-peer rejection count gets: a
 # message for a round already closed (late, or an old round re-sent), a second one for the same
@@ -206,10 +195,7 @@ class GossipProtocol:
         msg = self.inbox.accept(identity, frames, now)
         if msg is None:
             return []
-        silence = now - self.liveness.last_heard(msg.sender)
         effects: list[Effect] = list(self.liveness.heard(msg.sender, now))
-        if silence >= 2 * self.liveness.cfg.heartbeat_interval:
-            effects.append(PeerReturned(msg.sender))
         self.book.saw(msg.sender, msg.round, restarted=isinstance(msg, Hello))
         match msg:
             case Dual() | Primal():

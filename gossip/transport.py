@@ -94,7 +94,11 @@ class TransportConfig:
     heartbeat_timeout_ms: int = 5000
     heartbeat_ttl_ms: int = 5000
     reconnect_ivl_ms: int = 100
-    reconnect_ivl_max_ms: int = 5000
+    # 1 s, not libzmq's habit of 5+: a restarted neighbour hears from us within a second
+    # (it skips to our round only once it has), for one connection attempt a second to a
+    # dead peer. (Re-dialling a returning peer at once instead races a ROUTER without
+    # handover, which then refuses the new link for good.)
+    reconnect_ivl_max_ms: int = 1000
 
     @classmethod
     def for_model(cls, dim: int, **overrides: int) -> TransportConfig:
@@ -164,7 +168,6 @@ class ZmqTransport:
         self._ctx = zmq.asyncio.Context()
         self._auth: _NeighbourAuthenticator | None = None
         self._dealers: dict[PeerId, zmq.Socket[bytes]] = {}
-        self._endpoints: dict[PeerId, str] = {}  # where each DEALER connects, for redial
         # A plain socket: `recv` polls it itself (see there), so zmq.asyncio never touches it.
         self._router: zmq.Socket[bytes] = zmq.Socket(self._ctx, zmq.ROUTER)
         self._router_fd = int(self._router.getsockopt(zmq.FD))
@@ -244,16 +247,7 @@ class ZmqTransport:
                 "give a tcp://HOST:PORT."
             ) from exc
         self._dealers[peer] = d
-        self._endpoints[peer] = endpoint
         self.stats.links.setdefault(peer, LinkStats())
-
-    def redial(self, peer: PeerId) -> None:
-        """Open the DEALER towards `peer` afresh, at the endpoint it was connected to: a
-        neighbour that just said Hello is listening again, and the old socket may be waiting
-        out a reconnect back-off of up to `reconnect_ivl_max_ms`."""
-        endpoint = self._endpoints.get(peer)
-        if endpoint is not None:
-            self.connect(peer, endpoint)
 
     def disconnect(self, peer: PeerId) -> None:
         """Close the DEALER towards `peer`, dropping what is queued for it."""

@@ -39,7 +39,6 @@ from gossip.protocol import (
     GossipConfig,
     GossipProtocol,
     PeerRejoined,
-    PeerReturned,
     PeerStarted,
     Send,
 )
@@ -256,18 +255,13 @@ class Daemon:
                     logger.warning("neighbour %d is down (%s)", peer, reason)
                 case PeerUp(peer=peer):
                     logger.info("neighbour %d is back", peer)
-                case PeerReturned(peer=peer):
-                    # It was silent (restarted, frozen, cut off): our link to it may be
-                    # waiting out a reconnect back-off of up to 5 s. Dial it afresh.
-                    if self.zmq is not None:
-                        self.zmq.redial(peer)
                 case PeerRejoined(peer=peer):
                     self.rejoined.add(peer)
                 case PeerStarted(peer=peer):
-                    # Repeat the Heartbeat that answers its Hello once a redialled link is
-                    # up: the one sent right now may find no connection yet.
+                    # Repeat the Heartbeat that answers its Hello: the one sent right now may
+                    # find our link to it still reconnecting (up to 1 s).
                     loop = asyncio.get_running_loop()
-                    for delay in (0.05, 0.3):
+                    for delay in (0.3, 1.1):
                         loop.call_later(delay, self._tell_round, peer)
 
     def _tell_round(self, peer: int) -> None:

@@ -301,10 +301,8 @@ class SimNet:
                 continue
             if isinstance(e, PeerDown | PeerUp):
                 self.peer_events[node.id].append((now, e))
-            elif isinstance(e, PeerStarted | PeerRejoined):  # what it noticed of their rounds
+            else:  # PeerStarted, PeerRejoined: what it noticed of its neighbours' rounds
                 self.notices[node.id].append((now, e))
-            else:  # PeerReturned: a runtime with sockets redials; this network has no back-off
-                pass
             self.log.append((type(e).__name__, now, node.id, e.peer,
                              getattr(e, "reason", getattr(e, "round", ""))))
 

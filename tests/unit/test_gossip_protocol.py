@@ -11,7 +11,6 @@ from gossip.protocol import (
     GossipConfig,
     GossipProtocol,
     PeerRejoined,
-    PeerReturned,
     PeerStarted,
     Send,
 )
@@ -73,7 +72,7 @@ def test_heartbeats_missed_deadlines_and_bye() -> None:
     a.close_round(3.0)
     # A (re)started neighbour is up again and told our round at once, not at a heartbeat.
     assert a.receive(b"1", encode(Hello(1, 3, 30, 3)), 3.1) == [
-        PeerUp(1), PeerReturned(1), PeerStarted(1, 3), Send(1, Heartbeat(0, 3, a._seq))]
+        PeerUp(1), PeerStarted(1, 3), Send(1, Heartbeat(0, 3, a._seq))]
     assert a.receive(b"2", encode(Bye(2, 3, 31, "done")), 3.2) == [PeerDown(2, "bye")]
     assert a.liveness.alive() == {1}
 
