@@ -66,7 +66,7 @@ def rejoin(out: Path, seed: int = 0, quick: bool = True, gap: int = 10,
     rng = random.Random(seed)
     victim = rng.randrange(4)
     kill_round = 12
-    rounds = kill_round + gap + (60 if quick else 200)  # a restart takes 20-40 of them
+    rounds = kill_round + gap + (120 if quick else 240)  # a restart takes 20-40 of them
     outcome = Outcome(f"rejoin+{gap}" + ("-older" if older_checkpoint else ""),
                       "the restarted node skips to its neighbours and hears one in >= 90 % of "
                       "its rounds; the others' median round time stays within 2x; ledgers "
