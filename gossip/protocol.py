@@ -229,8 +229,8 @@ class GossipProtocol:
         """Advance time: heartbeats to send and peers that went down."""
         effects: list[Effect] = []
         for e in self.liveness.tick(now):
-            if isinstance(e, SendHeartbeat):  # liveness has recorded the send already
-                effects.append(Send(e.peer, Heartbeat(self.me, self._round, self._next_seq())))
+            if isinstance(e, SendHeartbeat):
+                effects.append(self.heartbeat(e.peer, now))
             else:
                 effects.append(e)
         return effects
