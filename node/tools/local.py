@@ -6,9 +6,11 @@ daemon per node in its own process group, collects every `READY <endpoint>` line
 `endpoints.json` atomically; the nodes wait for that file. On Linux each daemon is a fork of
 one template process that imported torch and the daemon once (`node.tools.forkserver`), so N
 nodes share those pages; `fork_server=False` (or another `command`) runs `python -m node` per
-node instead. A node the template cannot start is spawned that way too. Tests drive it
-directly (kill, stop, restart one node); `scripts/launch_local.py` and `scripts/demo.py` go
-through `node.tools.live.launch()`, which adds the live view, signals and summary.json.
+node instead. `node_commands` gives single nodes a command of their own (a hostile peer); the
+others are still forked. A node the template cannot start is spawned as its own process
+too. Tests drive it directly (kill, stop, restart one node); `scripts/launch_local.py` and
+`scripts/demo.py` go through `node.tools.live.launch()`, which adds the live view, signals and
+summary.json.
 Every wait here has a deadline: a node that never becomes ready, or never exits, is killed.
 """
 
@@ -23,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -70,11 +72,15 @@ class LocalLaunch:
 
     def __init__(self, cfg: RunConfig, out: str | Path, options: DaemonOptions | None = None, *,
                  command: Sequence[str] | None = None, fresh: bool = True,
-                 recompute_privacy: bool = True, fork_server: bool | None = None) -> None:
+                 recompute_privacy: bool = True, fork_server: bool | None = None,
+                 node_commands: Mapping[int, Sequence[str]] | None = None) -> None:
         self.cfg, self.out = cfg, Path(out)
         self.run_dir = RunDir(self.out)
         self.options = options or DaemonOptions()
         self.command = list(command or [sys.executable, "-m", "node"])
+        # Nodes that run a command of their own (a hostile peer, a poisoned node); the others
+        # are still forked from the template, so one odd node does not slow every start-up.
+        self.node_commands = {i: list(c) for i, c in (node_commands or {}).items()}
         # The template runs the daemon's own main: another command is spawned as asked.
         default = sys.platform.startswith("linux")
         self.fork_server = command is None and (default if fork_server is None else fork_server)
@@ -153,12 +159,13 @@ class LocalLaunch:
         for pair in extra:
             argv += ["--set", pair]
         n.ready.clear()
+        own = self.node_commands.get(n.id)
         with open(n.out / "stderr.log", "a", encoding="utf-8") as err:
-            stream = self._fork(n, argv, err)
+            stream = self._fork(n, argv, err) if own is None else None
             if stream is None:
                 # A process group of its own: the terminal's Ctrl-C reaches only the launcher,
                 # which then stops every node in order instead of all of them dying mid-write.
-                proc = subprocess.Popen([*self.command, *argv], stdin=subprocess.DEVNULL,
+                proc = subprocess.Popen([*(own or self.command), *argv], stdin=subprocess.DEVNULL,
                                         stdout=subprocess.PIPE, stderr=err, text=True, cwd=ROOT,
                                         env=self._env(), start_new_session=True)
                 n.proc, stream = proc, proc.stdout

@@ -4,7 +4,8 @@ Node 3 of a 4-node ring is `hostile_peer --attack scaled`: a real process speaki
 protocol, every message well formed and inside `max_message_rms`, so nothing is rejected. Each
 test runs three federations (fault-free, attack with robust = off, attack with clip+screen) and
 checks the attack really hurts, the defence holds and both of the attacker's neighbours report
-it in final.json `suspects`. With `label_flip`, node 3 is instead the real daemon trained on
+it in final.json `suspects`. The D-PSGD scenarios run unpaced (pace=0: nothing in them is
+timed against a round number). With `label_flip`, node 3 is instead the real daemon trained on
 flipped labels (node.tools.chaos.poisoned).
 """
 
@@ -30,7 +31,7 @@ def test_an_authenticated_curve_neighbour_can_still_be_byzantine_and_is_containe
     """Bound 150 s. D-PSGD with CURVE on: the attacker holds a valid key pair. Without the
     defence honest accuracy falls > 5 points (measured: 77 → 14 %); with clip+screen it is
     within 3 points of the fault-free run."""
-    out = chaos.byzantine(tmp_path, attack="scaled", algorithm="dpsgd", curve=True)
+    out = chaos.byzantine(tmp_path, attack="scaled", algorithm="dpsgd", curve=True, pace=0.0)
     assert out.passed, out.explain()
     assert out.seconds <= 150, f"took {out.seconds:.0f} s"
     assert out.measured["reported_by"] == 2
@@ -55,7 +56,8 @@ def test_a_label_flipping_daemon_is_a_real_node_and_the_screen_wins_back_part_of
     (measured 67.5 %: its neighbours score it, as its honest-looking messages keep pulling away),
     not all: the scenario's 3-point bound is the one guarantee that does not hold (docs/RESULTS.md);
     the test asserts what does: at least 5 points won back, every other check."""
-    out = chaos.byzantine(tmp_path, attack="label_flip", algorithm="dpsgd", curve=True)
+    out = chaos.byzantine(tmp_path, attack="label_flip", algorithm="dpsgd", curve=True,
+                          pace=0.0)
     defence = [f for f in out.failures if f.startswith("defended honest accuracy")]
     assert out.failures == defence, out.explain()
     assert out.seconds <= 150, f"took {out.seconds:.0f} s"

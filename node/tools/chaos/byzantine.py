@@ -53,13 +53,17 @@ LAST_ROUNDS = 10
 # A real daemon on a loaded machine sometimes sends after the receiver closed the round, as
 # honest nodes do to each other: a verdict on timing, not on content.
 LATE = "StaleRound"
+# The chaos scenarios' pace. Unpaced (0), the D-PSGD scenarios hold as well and run in half the
+# time; DP-Norm's defended accuracy then depends on arrival order: 72.6 and 72.7 % against a
+# fault-free 78.1 in 2 of 8 unpaced runs (5.4 points), within 3.4 at this pace (issue 31).
+PACE = 0.1
 
 
 def byzantine(out: Path, seed: int = 0, quick: bool = True, attack: str = "scaled",
               algorithm: str = "dpsgd", curve: bool = True, within: float = 3.0,
-              **_: Any) -> Outcome:
+              pace: float = PACE, **_: Any) -> Outcome:
     """Node 3 runs `attack`; the defence must keep honest accuracy within `within` points of
-    the fault-free run."""
+    the fault-free run. `pace` is every node's min_round_seconds."""
     flip = attack == "label_flip"
     if flip:
         promise = ("node 3, the real daemon on flipped labels, finishes its rounds with no "
@@ -73,7 +77,7 @@ def byzantine(out: Path, seed: int = 0, quick: bool = True, attack: str = "scale
     outcome = Outcome(f"byzantine-{attack}-{algorithm}", promise)
     rounds = 60 if quick else 120
     cfg = base_run(seed, rounds, algorithm=algorithm)
-    node = {**NODE, "max_message_rms": MAX_NORM}
+    node = {**NODE, "max_message_rms": MAX_NORM, "min_round_seconds": pace}
     options = DaemonOptions(node=node, curve=curve)
     if flip:
         command = [sys.executable, *POISONED, "--poisoned", str(BYZANTINE)]
@@ -87,7 +91,8 @@ def byzantine(out: Path, seed: int = 0, quick: bool = True, attack: str = "scale
             accuracy["clean"] = mean_accuracy(out / "clean", HONEST)
         for defence in ("off", "clip+screen"):
             run_out = out / defence.replace("+", "-")
-            with launched(cfg.replace(robust=defence), run_out, options, command=command) as launch:
+            with launched(cfg.replace(robust=defence), run_out, options,
+                          plays={BYZANTINE: command}) as launch:
                 finish(launch, outcome, 120, nodes=None if flip else HONEST)
             accuracy[defence] = mean_accuracy(run_out, HONEST)
             crashed = log_crashes(run_out, HONEST)

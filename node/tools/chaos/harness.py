@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,9 +101,10 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str,
 
 @contextmanager
 def launched(cfg: RunConfig, out: Path, options: DaemonOptions,
-             command: list[str] | None = None) -> Iterator[LocalLaunch]:
-    """A started federation that is always stopped (SIGTERM, then SIGKILL) on the way out."""
-    launch = LocalLaunch(cfg, out, options, command=command)
+             plays: Mapping[int, list[str]] | None = None) -> Iterator[LocalLaunch]:
+    """A started federation that is always stopped (SIGTERM, then SIGKILL) on the way out;
+    `plays[i]` is the command node i runs instead of the daemon."""
+    launch = LocalLaunch(cfg, out, options, node_commands=plays)
     try:
         launch.start(timeout=START_TIMEOUT)
         yield launch

@@ -1,8 +1,8 @@
 """A hostile test peer that takes one node's place in a local launch.
 
-`LocalLaunch(..., command=[python, -m, node.tools.chaos.hostile_peer, --hostile, 3, ...])`
-runs this for every node: for the node ids other than `--hostile` it simply runs the real
-daemon (`python -m node`, exec'd in place), so the honest nodes are the real thing. For the
+`LocalLaunch(..., node_commands={3: [python, -m, node.tools.chaos.hostile_peer, --hostile, 3,
+...]})` runs this for node 3 only; the honest nodes are the real daemons, forked as usual (given
+another id, this script simply execs the real daemon, `python -m node`). For the
 hostile id it binds a ROUTER, prints `READY <endpoint>` like a daemon, reads the launcher's
 endpoints file and connects raw pyzmq DEALERs to its neighbours with identity = its id. It
 speaks the real codec (`gossip.codec.encode`) and:

@@ -188,7 +188,8 @@ def run_hostile(out: Path, seed: int, quick: bool, node: Mapping[str, Any],
     honest = [i for i in range(4) if i != HOSTILE]
     command = [sys.executable, *HOSTILE_PEER, "--hostile", str(HOSTILE), "--seed",
                str(seed), "--lifetime", "150"]
-    with launched(cfg, out, DaemonOptions(node=node), command=command) as launch:
+    with launched(cfg, out, DaemonOptions(node=node),
+                  plays={HOSTILE: command}) as launch:
         finish(launch, outcome, 150, nodes=honest)
     outcome.check(not log_crashes(out, honest),
                   f"nodes {log_crashes(out, honest)} logged an unexpected exception")

@@ -1,7 +1,7 @@
 """A label-flipping node: the real, unmodified daemon trained on poisoned labels.
 
-`LocalLaunch(..., command=[python, -m, node.tools.chaos.poisoned, --poisoned, 3])` runs this
-for every node. Any other id simply becomes the real daemon (`python -m node`, exec'd in
+`LocalLaunch(..., node_commands={3: [python, -m, node.tools.chaos.poisoned, --poisoned, 3]})`
+runs this for node 3 (any other id simply becomes the real daemon, `python -m node`, exec'd in
 place). For the poisoned id it computes the training shard the daemon would have computed
 from the run (same dataset, partition, seed and cap: `node.core.assemble.shard`), flips its
 labels (`node.core.attacks.flipped_labels`: class k becomes C − 1 − k), writes it and the
