@@ -24,7 +24,7 @@ from privacy.accountant import Accountant
 
 pytestmark = pytest.mark.slow
 
-VICTIM, BACKUP_AFTER, KILL_AFTER, ROUNDS = 1, 6, 16, 80
+VICTIM, BACKUP_AFTER, KILL_AFTER, ROUNDS = 1, 6, 16, 200
 
 
 def last_round(out: Path) -> int:
@@ -33,7 +33,8 @@ def last_round(out: Path) -> int:
 
 
 def test_a_node_restored_from_a_backup_prints_at_least_what_it_released(tmp_path: Path) -> None:
-    """Bound ~40 s: start-up, 80 rounds at 0.1 s, a restart."""
+    """Bound ~50 s: start-up, 200 rounds at 0.1 s (enough for the neighbours to still run when
+    the victim is back), a restart."""
     cfg = base_run(0, ROUNDS, nodes=3, epsilon=2.0, delta=1e-5, batch_size=60)
     node = {**NODE, "checkpoint_every": 1}
     vdir = tmp_path / str(VICTIM)
@@ -51,7 +52,7 @@ def test_a_node_restored_from_a_backup_prints_at_least_what_it_released(tmp_path
         launch.restart(VICTIM, timeout=START_TIMEOUT)
         assert launch.wait(120), "the federation did not finish"
     ran = [r["round"] for r in records(tmp_path, VICTIM)]
-    assert max(before) >= backed_up + 10  # the backup really is behind what was released
+    assert max(before) >= backed_up + 5  # the backup really is behind what was released
     assert ran == sorted(set(ran)), "the restored node released a round a second time"
     final = json.loads((vdir / FINAL).read_text())
     privacy = final["privacy"]
