@@ -198,8 +198,8 @@ class Daemon:
             self.wake.set()
 
     async def _startup(self) -> None:
-        """Say HELLO and wait (bounded) until every neighbour has answered: a Heartbeat (which
-        says which of our rounds it heard before, gossip/protocol.py) or its own Hello."""
+        """Say HELLO and wait (bounded) until every neighbour has answered (saying which of our
+        rounds it heard before, gossip/protocol.py) or said its own Hello."""
         self.started = time.monotonic()
         self._apply(self.proto.hello(self.started))
         deadline = time.monotonic() + self.cfg.node.startup_timeout
@@ -266,7 +266,7 @@ class Daemon:
 
     def _tell_round(self, peer: int) -> None:
         if not self.stop.is_set():
-            self._apply([self.proto.heartbeat(peer, time.monotonic())])
+            self._apply([self.proto.heartbeat(peer, time.monotonic(), answer=True)])
 
     # ---- one round ---------------------------------------------------------------------
 
