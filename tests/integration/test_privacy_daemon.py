@@ -197,6 +197,13 @@ def test_node_refuses_a_corrupt_or_foreign_ledger_without_resetting_it(tmp_path:
     _write_ledger(other_config, {**identity, "epsilon": 8.0}, 1)
     with pytest.raises(LedgerError, match="another node or configuration"):
         Ledger.open(other_config, identity)
+    schedule = tmp_path / "rounds.json"
+    _write_ledger(schedule, identity, 1)
+    longer = RUN.replace(rounds=2 * RUN.rounds)
+    longer_cfg = load_node_config(_node_config(tmp_path / "longer", run=longer))
+    plan = privacy_plan(longer, build_graph(longer), 0, RUN.examples_per_node)
+    with pytest.raises(LedgerError, match=f"rounds {RUN.rounds} ≠ {2 * RUN.rounds}"):
+        Ledger.open(schedule, _identity(longer_cfg, plan))
     assert truncated.read_bytes() == good[: len(good) // 2]
 
 
