@@ -70,8 +70,9 @@ def test_a_daemon_refuses_delta_not_below_one_over_its_real_rows(tmp_path: Path)
     rng = np.random.default_rng(0)
     data = tmp_path / "rows.npz"
     np.savez(data, x=rng.normal(size=(500, 5)).astype(np.float32), y=rng.integers(0, 2, 500))
-    run = RunConfig(topology="line", nodes=2, rounds=2, model="logreg", lr=0.5, epsilon=2.0,
-                    delta=0.005, batch_size=10, public_examples=100, classes=2, threads=1)
+    run = RunConfig(topology="line", nodes=2, rounds=2, dataset="synthetic", model="logreg",
+                    lr=0.5, epsilon=2.0, delta=0.005, batch_size=10, public_examples=100,
+                    classes=2, threads=1)
     settings = NodeSettings(id=0, out=str(tmp_path / "out"), data_file=str(data),
                             startup_timeout=5.0)
     config = tmp_path / "node0.toml"
