@@ -48,6 +48,7 @@ SIM_CONFIG = GossipConfig(
     ),
 )
 _EPS = 1e-9  # float sums of dt land a hair either side of a scheduled instant
+HELLO_REPEAT = 0.5  # the daemon's (node.daemon.loop)
 
 
 class VirtualClock:
@@ -105,6 +106,7 @@ class SimNode:
     waiting_for: int | None = None  # ahead of its neighbours: where they were, and since when
     waiting_since: float = 0.0
     accounted_before: int = 0  # rounds before it are in its "ledger" (NodeRunner's field)
+    hello_again: float = 0.0  # when start-up repeats its Hello to neighbours yet to answer
 
 
 def fill_payload(dim: int) -> Payload:
@@ -248,7 +250,8 @@ class SimNet:
                                first_round=first_round, seq_start=seq_start)
         self.nodes[n] = SimNode(n, proto, boot=now, next_round=first_round,
                                 incarnation=incarnation, last_seq=seq_start,
-                                next_tick=now + self._tick_every, accounted_before=first_round)
+                                next_tick=now + self._tick_every, accounted_before=first_round,
+                                hello_again=now + HELLO_REPEAT)
 
     def _deliver(self, node: SimNode, sent: Transmission, frames: list[Frame], now: float) -> None:
         # The identity a ROUTER reports for a DEALER that set its node id, as the transport does.
@@ -268,6 +271,10 @@ class SimNet:
             not proto.unanswered() or now + _EPS >= node.boot + self.startup_timeout
         ):
             node.phase, node.wake = "compute", now + self.compute
+        elif node.phase == "startup" and now + _EPS >= node.hello_again:
+            # As the daemon: a Hello or its answer may have been lost; ask those yet to answer.
+            self._apply(node, proto.hello(now, proto.unanswered()), now)
+            node.hello_again = now + HELLO_REPEAT
         while True:  # a round can start and close in one step when its messages are buffered
             if node.phase == "compute" and now + _EPS >= node.wake:
                 behind = proto.ahead_of(node.next_round)  # as the daemon: wait for neighbours
