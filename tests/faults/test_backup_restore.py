@@ -24,7 +24,7 @@ from privacy.accountant import Accountant
 
 pytestmark = pytest.mark.slow
 
-VICTIM, BACKUP_AFTER, KILL_AFTER, ROUNDS = 1, 6, 16, 200
+VICTIM, BACKUP_AFTER, KILL_AFTER, ROUNDS = 1, 6, 16, 120
 
 
 def last_round(out: Path) -> int:
@@ -33,7 +33,7 @@ def last_round(out: Path) -> int:
 
 
 def test_a_node_restored_from_a_backup_prints_at_least_what_it_released(tmp_path: Path) -> None:
-    """Bound ~50 s: start-up, 200 rounds at 0.1 s (enough for the neighbours to still run when
+    """Bound ~90 s: start-up, 120 rounds at 0.1 s (enough for the neighbours to still run when
     the victim is back), a restart."""
     cfg = base_run(0, ROUNDS, nodes=3, epsilon=2.0, delta=1e-5, batch_size=60)
     node = {**NODE, "checkpoint_every": 1}
