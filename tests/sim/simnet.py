@@ -141,8 +141,7 @@ class SimNet:
     peer_events: dict[PeerId, list[tuple[float, PeerDown | PeerUp]]] = field(default_factory=dict)
     notices: dict[PeerId, list[tuple[float, PeerStarted | PeerRejoined]]] = field(
         default_factory=dict)
-    # Rounds a node charged because its neighbours heard them from an earlier run (the daemon's
-    # NodeRunner.charge_earlier_run), in the order charged.
+    # Rounds charged as heard from an earlier run (NodeRunner.charge_earlier_run), in order.
     charged: dict[PeerId, list[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -308,9 +307,8 @@ class SimNet:
             node.phase, node.wake = "compute", now + self.compute
 
     def _charge_earlier_run(self, node: SimNode, now: float) -> None:
-        """As the daemon before each round: charge the rounds up to the highest one the
-        neighbours heard from an earlier run that the node does not account for, and skip
-        them (NodeRunner.charge_earlier_run)."""
+        """As the daemon before each round: charge and skip the rounds up to the highest one
+        the neighbours heard from an earlier run (NodeRunner.charge_earlier_run)."""
         heard = min(node.proto.heard_of_us, self.rounds - 1)
         if heard >= node.accounted_before:
             self.charged[node.id] += range(node.accounted_before, heard + 1)
