@@ -1,8 +1,9 @@
 """DP-Norm and its baselines as pure, synchronous per-node state machines.
 
-One round of a node is `step(received, oracle, active)`: absorb the neighbours' messages of the
-previous round, take K local steps with gradients from `oracle`, and return the messages to send
-this round. No sockets, no clock, no global RNG: the simulator and the daemon drive the same code.
+One round of a node is `absorb(received)` (the neighbours' messages of the previous round),
+`local_steps(oracle, active)` (K steps with gradients from `oracle`) and `messages(active,
+noise)` (what to send this round); `node.core.runner.NodeRunner` drives them. No sockets, no
+clock, no global RNG: the simulator and the daemon drive the same code.
 
 Primal-dual family (DESIGN.md §1; Fukami et al., IEEE TIFS 2024, on top of ECL/PDMM). Per node i
 with duals z_{i|j}, edge signs A_{i|j} = ±1, μ = 1/lr, γ = αη, β = 1/(1+γ), κ = (1−γ)/(1+γ):
@@ -158,7 +159,8 @@ def alpha_for_gamma(gamma: float, eta: float) -> float:
 
 
 class RoundAlgorithm(ABC):
-    """What every algorithm of a node does in a round; `step` is the one entry point."""
+    """What every algorithm of a node does in a round, in the order `NodeRunner` calls it:
+    `local_steps`, `messages` (its `step`), then `absorb` when the round closes."""
 
     # --robust (node.core.robust), set by assemble: None leaves every update as it is, bit for bit.
     robust: RobustRule | None = None
@@ -185,18 +187,6 @@ class RoundAlgorithm(ABC):
 
     @abstractmethod
     def messages(self, active: Collection[int], noise: DualNoise) -> Mapping[int, Outgoing]: ...
-
-    def step(
-        self,
-        received: Mapping[int, Outgoing],
-        oracle: GradientOracle,
-        active: Collection[int],
-        noise: DualNoise | None = None,
-    ) -> tuple[Mapping[int, Outgoing], float]:
-        """One round: absorb, K local steps, messages. Returns (messages, mean loss)."""
-        self.absorb(received)
-        loss = self.local_steps(oracle, active)
-        return self.messages(active, noise or NoNoise()), loss
 
 
 class PrimalDual(RoundAlgorithm):
