@@ -29,8 +29,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from node.cli import fail
 from node.config import RunConfig
 from node.outputs.files import RunDir, read_metrics
