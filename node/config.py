@@ -65,6 +65,8 @@ class RunConfig:
     width: int | None = None
     # A named dataset (DATASETS) or one CSV/NPZ file split into the simulated sites.
     dataset: str = "fashion-mnist"
+    # The label column of a CSV `dataset` (a daemon's own file names its own:
+    # node.data_label_column).
     label_column: str = "label"
     # How a table's features are scaled (node.core.tables): site = on the node's own training
     # rows (no privacy claim only), public = a named table's published constants (a --dataset

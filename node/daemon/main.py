@@ -75,7 +75,7 @@ def build_daemon_node(cfg: NodeConfig) -> NodeSetup:
                           f"{sorted(expected)}.")
     own_file = bool(cfg.node.data_file)
     if own_file:
-        data = local_data(cfg.node.data_file, cfg.node.test_file, cfg.node.label_column,
+        data = local_data(cfg.node.data_file, cfg.node.test_file, cfg.node.data_label_column,
                           cfg.run.seed, cap=cfg.run.examples_per_node, private=cfg.run.private,
                           classes=cfg.run.classes, standardise=cfg.run.standardise)
     else:
