@@ -63,7 +63,7 @@ def build_daemon_node(cfg: NodeConfig) -> NodeSetup:
     """The daemon's node: the graph from the run's topology (checked against the configured
     neighbours), only this node's shard, and noise from OS entropy unless a seed was given."""
     from node.core.assemble import build_graph, build_node, load_data, local_data, shard
-    from node.core.privacy_plan import noise_seed
+    from node.core.seeds import noise_seed
     from topologies import neighbours
 
     graph = build_graph(cfg.run)

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from node.core.privacy_plan import restart_noise_seed
 from node.core.runner import NodeRunner
+from node.core.seeds import restart_noise_seed
 from node.daemon.settings import NodeConfig
 from node.outputs.files import CHECKPOINT, FINAL, write_json_atomic
 from privacy.ledger import Ledger
