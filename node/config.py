@@ -28,7 +28,7 @@ DATASETS: tuple[str, ...] = ("fashion-mnist", "synthetic", "breast-cancer", "kdd
 USER_MODEL = re.compile(
     r"(?P<source>.+\.py|[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):(?P<func>[A-Za-z_]\w*)")
 ROBUST_MODES: tuple[str, ...] = ("off", "clip", "clip+screen")  # node.core.robust
-DEFAULT_GAMMA = 0.1  # DP-Norm's default denoising strength γ = α·η (DESIGN.md §1)
+DEFAULT_GAMMA = 0.1  # DP-Norm's default denoising strength γ = α·η (docs/DESIGN.md §1)
 PrivacyMode = Literal["gradient", "message"]  # node.core.mechanism.MECHANISMS
 # The privacy modes each algorithm can run, its default first: D-PSGD sends its model, not
 # duals, so only gradient noise protects it.

@@ -1,4 +1,4 @@
-"""The calibration of a node's privacy mechanism (DESIGN.md §2).
+"""The calibration of a node's privacy mechanism (docs/DESIGN.md §2).
 
 The mechanism (node.core.mechanism) is fixed before training from public quantities (target ε,
 δ, rounds, K, the sampling rate, the clip, the degree): every noisy mechanism's releases are
@@ -48,7 +48,7 @@ def sample_rate(cfg: RunConfig, public_examples: int | None, node: int) -> tuple
 
 def formal_guarantee(cfg: RunConfig, *, released: bool) -> bool:
     """Whether a proof covers what this run prints: the mechanism's own condition (message mode
-    needs K = 1, DESIGN.md §2), and no fixed noise seed in a run whose messages are really sent
+    needs K = 1, docs/DESIGN.md §2), and no fixed noise seed in a run whose messages are really sent
     (`released`: the daemon), which would let every peer — they all hold the same config —
     regenerate the noise and the batches; the simulator releases nothing, so its seeded noise
     stands for the OS-entropy noise."""
