@@ -44,7 +44,7 @@ def headings(doc: Path) -> list[str]:
             if line.startswith("#")]
 
 
-def resolve(cited: str, citing: Path, root: Path) -> Path | None | bool:
+def resolve(cited: str, citing: Path, root: Path) -> Path | bool | None:
     """The cited file; False for an output name (not a citation); None if it does not exist."""
     parts = Path(cited).parts
     if len(parts) == 1:
