@@ -48,6 +48,7 @@ from gossip.floats import ITEMSIZE as _ITEMSIZE
 from gossip.floats import MAX_DIM, WIRE_DTYPES, WireDtype, floats_from_wire
 from gossip.floats import floats_to_wire as _tensor_to_wire
 from gossip.messages import (
+    MAX_PEER_ID,
     Bye,
     Dual,
     Heartbeat,
@@ -76,7 +77,6 @@ __all__ = [
 PROTOCOL_VERSION: Final = 1
 MAX_HEADER_BYTES: Final = 512
 MAX_REASON_CHARS: Final = 200
-_MAX_SENDER: Final = 2**31 - 1
 _MAX_ROUND: Final = 2**53
 _MAX_SEQ: Final = 2**64 - 1
 
@@ -203,7 +203,7 @@ def decode_with_sum_sq(
     packed = tag == "dual" and header.keys() == _PACKED_DUAL_KEYS
     if header.keys() != _KEYS[tag] and not packed:
         raise DecodeError(f"a {tag} header has keys {sorted(header)}, not {sorted(_KEYS[tag])}.")
-    sender = _int(header, "src", 0, _MAX_SENDER)
+    sender = _int(header, "src", 0, MAX_PEER_ID)
     rnd = _int(header, "r", 0, _MAX_ROUND)
     seq = _int(header, "seq", 0, _MAX_SEQ)
     manifest = header["f"]
