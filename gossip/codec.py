@@ -50,6 +50,7 @@ from gossip.floats import ITEMSIZE as _ITEMSIZE
 from gossip.floats import MAX_DIM, WIRE_DTYPES, WireDtype, floats_from_wire
 from gossip.floats import floats_to_wire as _tensor_to_wire
 from gossip.messages import (
+    MAX_PEER_ID,
     Bye,
     Dual,
     Heartbeat,
@@ -81,7 +82,6 @@ __all__ = [
 PROTOCOL_VERSION: Final = 2
 MAX_HEADER_BYTES: Final = 512
 MAX_REASON_CHARS: Final = 200
-_MAX_SENDER: Final = 2**31 - 1
 _MAX_ROUND: Final = 2**53
 _MAX_SEQ: Final = 2**64 - 1
 
@@ -212,7 +212,7 @@ def decode_with_sum_sq(
     answer = tag == "hb" and header.keys() == _ANSWER_KEYS
     if header.keys() != _KEYS[tag] and not (packed or answer):
         raise DecodeError(f"a {tag} header has keys {sorted(header)}, not {sorted(_KEYS[tag])}.")
-    sender = _int(header, "src", 0, _MAX_SENDER)
+    sender = _int(header, "src", 0, MAX_PEER_ID)
     rnd = _int(header, "r", 0, _MAX_ROUND)
     seq = _int(header, "seq", 0, _MAX_SEQ)
     manifest = header["f"]

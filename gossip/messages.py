@@ -23,17 +23,22 @@ it exactly. `Primal` is always dense.
 Tensors are 1-D float32 numpy arrays on our side. They are shared with the transport without a
 copy, so an array handed to `Dual`/`Primal` must not be modified afterwards. Equality compares
 payloads element-wise, so `decode(encode(m)) == m` is meaningful.
+
+A node's id travels twice: in every header (`sender`) and, outside the message, as the identity
+the transport reports (the DEALER's routing identity, or with CURVE the id bound to the
+authenticated key). `parse_peer_id` is the one reading of the latter.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, TypeAlias
+from typing import Final, Literal, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "MAX_PEER_ID",
     "Bye",
     "Dual",
     "DualPayload",
@@ -49,11 +54,31 @@ __all__ = [
     "Tensor",
     "TensorMessage",
     "ValueDtype",
+    "parse_peer_id",
 ]
 
 PeerId: TypeAlias = int
 Tensor: TypeAlias = npt.NDArray[np.float32]
 ValueDtype: TypeAlias = Literal["float32", "float16", "bfloat16"]
+
+# The largest node id a header may carry (msgpack's signed 32-bit range).
+MAX_PEER_ID: Final = 2**31 - 1
+
+
+def parse_peer_id(identity: bytes) -> PeerId | None:
+    """The node id a transport identity names, or None if it names none.
+
+    A node sets its identity to its id in canonical decimal (`str(id)`), and CURVE reports the
+    id bound to the peer's key the same way. Anything else names no node: ZeroMQ's generated
+    5-byte ids of peers that set none, an empty User-Id, signs, spaces, leading zeros (so that
+    two different identities never count as the same peer) and ids out of a header's range.
+    """
+    if not identity or len(identity) > len(str(MAX_PEER_ID)) or not identity.isdigit():
+        return None  # bytes.isdigit is ASCII-only: no other script's digits get through
+    if identity[:1] == b"0" and len(identity) > 1:
+        return None
+    peer = int(identity)
+    return peer if peer <= MAX_PEER_ID else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,11 +52,11 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from gossip.codec import Frame
+from gossip.errors import STRANGER, Rejection
 from gossip.inbox import Inbox
 from gossip.liveness import Liveness, LivenessConfig, PeerDown, PeerUp, SendHeartbeat
 from gossip.messages import (
@@ -117,13 +117,12 @@ class PeerRejoined:
 
 Effect = Send | PeerDown | PeerUp | PeerStarted | PeerRejoined
 
-# Tensor messages the round book drops, by the name their per-peer rejection count gets: a
-# message for a round already closed (late, or an old round re-sent), a second one for the same
-# round, one too far ahead to buffer.
+# Tensor messages the round book drops, and why: a message for a round already closed (late, or
+# an old round re-sent), a second one for the same round, one too far ahead to buffer.
 _DROPPED = {
-    Verdict.STALE: "StaleRound",
-    Verdict.DUPLICATE: "DuplicateRound",
-    Verdict.TOO_FAR: "TooFarAhead",
+    Verdict.STALE: Rejection.STALE_ROUND,
+    Verdict.DUPLICATE: Rejection.DUPLICATE_ROUND,
+    Verdict.TOO_FAR: Rejection.TOO_FAR_AHEAD,
 }
 
 
@@ -214,7 +213,7 @@ class GossipProtocol:
             case Dual() | Primal():
                 dropped = _DROPPED.get(self.book.receive(msg, now))
                 if dropped is not None:  # counted per peer, like the inbox's rejections
-                    self.inbox.rejected.setdefault(msg.sender, Counter())[dropped] += 1
+                    self.inbox.count(msg.sender, dropped)
             case Bye():
                 effects += self.liveness.said_bye(msg.sender)
             case Hello():
@@ -321,10 +320,12 @@ class GossipProtocol:
         return [p for p in sorted(self.neighbours) if self.liveness.last_heard(p) <= t]
 
     def rejections(self) -> dict[str, dict[str, int]]:
-        """Rejected messages by peer ("stranger" for non-neighbours) and kind."""
+        """Rejected messages by peer (`STRANGER` for non-neighbours) and `Rejection`, in the
+        plain strings final.json and the exporter write (`Rejection(kind)` reads one back)."""
         out: dict[str, dict[str, int]] = {}
         for peer, kinds in self.inbox.rejected.items():
-            out.setdefault("stranger" if peer is None else str(peer), {}).update(kinds)
+            row = out.setdefault(STRANGER if peer is None else str(peer), {})
+            row.update({str(kind): n for kind, n in kinds.items()})
         return out
 
     # ---- internals -----------------------------------------------------------------------

@@ -66,12 +66,13 @@ class RoundConfig:
     Attributes:
         deadline: seconds a round waits for its neighbours after it starts.
         future_window: how many rounds ahead of the open one are buffered.
-        require_primal: whether a round also waits for every alive neighbour's Primal.
+
+    A round waits for duals only: primals are for monitoring, and a round that waited for
+    them would stall on a node that sends none.
     """
 
     deadline: float = 5.0
     future_window: int = 2
-    require_primal: bool = False
 
     def __post_init__(self) -> None:
         if self.deadline <= 0 or self.future_window < 0:
@@ -196,9 +197,7 @@ class RoundBook:
         expected = self.neighbours if alive is None else self.neighbours & frozenset(alive)
         expected = frozenset(p for p in expected if p in slot.duals
                              or not (self.ran_ahead(p) or self.far_behind(p)))
-        if not expected <= slot.duals.keys():
-            return False
-        return not self.cfg.require_primal or expected <= slot.primals.keys()
+        return expected <= slot.duals.keys()
 
     def ran_ahead(self, peer: PeerId) -> bool:
         """Whether `peer` was last heard in a round after the open (or last closed) one."""

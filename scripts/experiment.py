@@ -30,8 +30,6 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 
 def main(argv: list[str] | None = None) -> int:
     from node.experiments.grid import PRESETS, build_grid, is_done, preset, run_grid

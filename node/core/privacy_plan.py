@@ -1,5 +1,4 @@
-"""The calibration of a node's privacy mechanism (DESIGN.md §2), and the noise seeds of
-experiments.
+"""The calibration of a node's privacy mechanism (docs/DESIGN.md §2).
 
 The mechanism (node.core.mechanism) is fixed before training from public quantities (target ε,
 δ, rounds, K, the sampling rate, the clip, the degree): every noisy mechanism's releases are
@@ -49,7 +48,7 @@ def sample_rate(cfg: RunConfig, public_examples: int | None, node: int) -> tuple
 
 def formal_guarantee(cfg: RunConfig, *, released: bool) -> bool:
     """Whether a proof covers what this run prints: the mechanism's own condition (message mode
-    needs K = 1, DESIGN.md §2), and no fixed noise seed in a run whose messages are really sent
+    needs K = 1, docs/DESIGN.md §2), and no fixed noise seed in a run whose messages are really sent
     (`released`: the daemon), which would let every peer — they all hold the same config —
     regenerate the noise and the batches; the simulator releases nothing, so its seeded noise
     stands for the OS-entropy noise."""
@@ -90,16 +89,3 @@ def privacy_plan(cfg: RunConfig, graph: nx.Graph, node: int,
     except PrivacyError as exc:
         raise ConfigError(str(exc)) from None
 
-
-def noise_seed(base: int | None, node: int) -> int | None:
-    """Node `node`'s fixed noise seed from an experiment's seed `base`; None = OS entropy.
-
-    Every fixed seed is derived here: with the same seed on two nodes their noise would be
-    the same draws, and with a seed from public values anyone could subtract the noise."""
-    return None if base is None else base * 1_000_003 + node
-
-
-def restart_noise_seed(base: int, node: int, round: int) -> int:
-    """The seed a fixed-seed node reseeds with when it resumes at `round`: replaying round 0's
-    draws after a restart would release two messages with the same noise."""
-    return base * 1_000_003 * 1_000_033 + node * 1_000_033 + round

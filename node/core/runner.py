@@ -52,7 +52,6 @@ class NodeRunner:
     round: int = 0
     last_loss: float = math.nan
     last_accuracy: float | None = None
-    last_test_loss: float | None = None
     last_auroc: float | None = None
     last_balanced_accuracy: float | None = None
     budget: Budget = field(init=False)
@@ -159,7 +158,7 @@ class NodeRunner:
 
     def evaluate(self) -> Evaluation:
         result = self.setup.trainer.evaluate(self.setup.algorithm.w)
-        self.last_accuracy, self.last_test_loss = result.accuracy, result.loss
+        self.last_accuracy = result.accuracy
         self.last_auroc, self.last_balanced_accuracy = result.auroc, result.balanced_accuracy
         return result
 

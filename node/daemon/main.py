@@ -64,7 +64,7 @@ def build_daemon_node(cfg: NodeConfig) -> NodeSetup:
     """The daemon's node: the graph from the run's topology (checked against the configured
     neighbours), only this node's shard, and noise from OS entropy unless a seed was given."""
     from node.core.assemble import build_graph, build_node, load_data, local_data, shard
-    from node.core.privacy_plan import noise_seed
+    from node.core.seeds import noise_seed
     from topologies import neighbours
 
     graph = build_graph(cfg.run)
@@ -76,7 +76,7 @@ def build_daemon_node(cfg: NodeConfig) -> NodeSetup:
                           f"{sorted(expected)}.")
     own_file = bool(cfg.node.data_file)
     if own_file:
-        data = local_data(cfg.node.data_file, cfg.node.test_file, cfg.node.label_column,
+        data = local_data(cfg.node.data_file, cfg.node.test_file, cfg.node.data_label_column,
                           cfg.run.seed, cap=cfg.run.examples_per_node, private=cfg.run.private,
                           classes=cfg.run.classes, standardise=cfg.run.standardise)
     else:

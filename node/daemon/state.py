@@ -5,7 +5,7 @@ A checkpoint holds the algorithm state (model and duals), the round it completed
 data-order RNG state and a checksum. It is written to a temp file in the same directory, fsynced,
 renamed over the old one and the directory fsynced, so a crash at any instant leaves either the
 old or the new checkpoint, never a torn one. The private noise generator is deliberately *not*
-saved: a restarted node draws fresh OS entropy (DESIGN.md §2), and the privacy ledger — not the
+saved: a restarted node draws fresh OS entropy (docs/DESIGN.md §2), and the privacy ledger — not the
 checkpoint — decides which rounds were already released.
 """
 
@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from node.core.mechanism import Mechanism
-from node.core.privacy_plan import restart_noise_seed
 from node.core.runner import NodeRunner
+from node.core.seeds import restart_noise_seed
 from node.daemon.settings import NodeConfig
 from node.outputs.files import CHECKPOINT, FINAL, write_json_atomic
 from privacy.ledger import Ledger
