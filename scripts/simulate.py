@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     progress = None if args.quiet else console_progress()
     summary = guarded(lambda: simulate(cfg, args.out, progress=progress))
     brief = {k: summary[k] for k in ("rounds", "mean_accuracy", "max_epsilon", "wall_seconds")}
+    if "epsilon_scope" in summary["config"]:
+        brief["epsilon_scope"] = summary["config"]["epsilon_scope"]
+        sys.stderr.write(f"note: {summary['config']['epsilon_scope']}.\n")
     print(json.dumps(brief))
     return 0 if all(v["exit"] in ("finished", "budget") for v in summary["nodes"].values()) else 1
 

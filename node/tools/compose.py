@@ -133,6 +133,8 @@ def _valid_host(host: str) -> bool:
 def lan_configs(plan: LanPlan) -> dict[int, tuple[NodeConfig, str]]:
     """Every node's validated config and TOML text, with container paths."""
     cfg = plan.cfg.replace(data_dir=DATA_PATH)
+    if cfg.user_file:  # the file itself is mounted under DATA_PATH (compose_document)
+        cfg = cfg.replace(dataset=f"{DATA_PATH}/{Path(cfg.dataset).name}")
     source = "generated from the seed" if cfg.dataset == "synthetic" else f"read from {DATA_PATH}"
     result: dict[int, tuple[NodeConfig, str]] = {}
     for loaded in node_configs(cfg, plan.options, plan.place, plan.endpoint):
@@ -155,6 +157,16 @@ def _bind(source: str, target: str, read_only: bool) -> dict[str, Any]:
     return {"type": "bind", "source": source, "target": target, "read_only": read_only}
 
 
+def _data_volumes(cfg: RunConfig) -> list[dict[str, Any]]:
+    """The data a node reads from the host: a user's `dataset` file, or the data directory."""
+    if cfg.user_file:
+        name = Path(cfg.dataset).name
+        return [_bind(str(Path(cfg.dataset).absolute()), f"{DATA_PATH}/{name}", True)]
+    if cfg.dataset == "synthetic":
+        return []
+    return [_bind(str(Path(cfg.data_dir).absolute()), DATA_PATH, True)]
+
+
 def compose_document(plan: LanPlan, configs: Mapping[int, tuple[NodeConfig, str]],
                      user: str, network: str = "dpnorm") -> dict[str, Any]:
     """The docker-compose file as plain data (see `to_yaml`)."""
@@ -163,8 +175,8 @@ def compose_document(plan: LanPlan, configs: Mapping[int, tuple[NodeConfig, str]
     for i, (node_cfg, _) in sorted(configs.items()):
         volumes = [_bind(f"./configs/{i}.toml", CONFIG_PATH, True),
                    _bind(f"./out/{i}", OUT_PATH, False)]
-        if cfg.dataset != "synthetic" and not node_cfg.node.data_file:
-            volumes.append(_bind(str(Path(cfg.data_dir).absolute()), DATA_PATH, True))
+        if not node_cfg.node.data_file:
+            volumes += _data_volumes(cfg)
         if plan.curve:
             volumes += [_bind(f"./keys/{name}", f"{KEYS_PATH}/{name}", True)
                         for name in key_files(i, list(node_cfg.neighbours))]
