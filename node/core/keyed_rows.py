@@ -20,6 +20,7 @@ mean and std would move every row's features when one row is added.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from node.core.dataset import Dataset
 from node.core.tables import note_as_given, read_file
 from node.errors import DataError
 
-__all__ = ["HELD_OUT", "row_keys", "shared_shard", "shared_sites"]
+__all__ = ["HELD_OUT", "row_keys", "shared_shard", "shared_shards", "shared_sites"]
 
 # A row is held out for testing when its 64-bit key is below this: a fifth of all keys.
 HELD_OUT = np.uint64(2**64 // 5)
@@ -68,6 +69,11 @@ def shared_shard(cfg: RunConfig, node: int) -> Dataset:
     declared class count: what a daemon trains on when the federation shares one file under a
     privacy claim. Refused with one sentence: no declared `classes`, a label outside them, no
     held-out row, no training row for this node."""
+    return shared_shards(cfg, [node])[0]
+
+
+def shared_shards(cfg: RunConfig, nodes: Sequence[int]) -> list[Dataset]:
+    """`shared_shard` of each of these nodes, from one reading of the file (a launch's check)."""
     x, y, _ = read_file(cfg.dataset, label_column=cfg.label_column, hint="--label-column")
     if cfg.classes is None:
         raise DataError(f"the number of classes of {cfg.dataset} would be read from its labels, "
@@ -76,17 +82,23 @@ def shared_shard(cfg: RunConfig, node: int) -> Dataset:
         raise DataError(f"{cfg.dataset} has a label {int(y.max())}, outside the declared classes "
                         f"0..{cfg.classes - 1}.")
     sites = shared_sites(row_keys(x, y, cfg.seed), cfg.nodes)
-    train, test = np.flatnonzero(sites == node), np.flatnonzero(sites < 0)
+    test = np.flatnonzero(sites < 0)
     if len(test) == 0:
         raise DataError(f"{cfg.dataset} has too few rows ({len(y)}) to hold out a test split; "
                         "add more rows.")
-    if len(train) == 0:
-        raise DataError(f"{cfg.dataset} gives node {node} no training row (each row's site is a "
-                        f"keyed hash of the row); add rows or use fewer nodes than {cfg.nodes}.")
     if cfg.test_examples is not None:
         test = test[:cfg.test_examples]
     if x.ndim == 2 and cfg.standardise == "auto":
         note_as_given(cfg.dataset)
     t = torch.from_numpy
-    return Dataset(t(np.ascontiguousarray(x[train])), t(y[train]), t(np.ascontiguousarray(x[test])),
-                   t(y[test]), cfg.classes, tuple(x.shape[1:]), Path(cfg.dataset).name)
+    x_test, y_test = t(np.ascontiguousarray(x[test])), t(y[test])
+    out = []
+    for node in nodes:
+        train = np.flatnonzero(sites == node)
+        if len(train) == 0:
+            raise DataError(f"{cfg.dataset} gives node {node} no training row (each row's site "
+                            f"is a keyed hash of the row); add rows or use fewer than "
+                            f"{cfg.nodes} nodes.")
+        out.append(Dataset(t(np.ascontiguousarray(x[train])), t(y[train]), x_test, y_test,
+                           cfg.classes, tuple(x.shape[1:]), Path(cfg.dataset).name))
+    return out

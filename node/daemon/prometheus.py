@@ -95,10 +95,13 @@ class Releases:
     @classmethod
     def of(cls, cfg: NodeConfig) -> Releases:
         """A node's test rows are public when they are a named public dataset's test split, or
-        its own test file declared public (`node.test_file_public`); a node's own held-out rows
-        and the held-out rows of a user's `dataset` file are private, with or without ε."""
+        its own test file declared public (`node.test_file_public`); a node's own held-out rows,
+        the held-out rows of a user's `dataset` file and rows held out of the shards for
+        validation are private, with or without ε."""
         own = bool(cfg.node.data_file)
         public_test = (cfg.node.test_file_public if own else not cfg.run.user_file)
+        # validation_fraction evaluates on rows held out of the nodes' own shards instead.
+        public_test = public_test and not cfg.run.validation_fraction
         return cls(evaluation=public_test, timing=not cfg.run.private)
 
 

@@ -22,7 +22,7 @@ from gossip.faults import FaultConfig
 from node.config import RunConfig
 from node.core.assemble import build_graph, load_data, shard_size
 from node.core.dataset import Dataset
-from node.core.keyed_rows import shared_shard
+from node.core.keyed_rows import shared_shards
 from node.core.mechanism import Mechanism
 from node.core.models import build_model
 from node.core.privacy_plan import privacy_plan, sample_rate
@@ -99,11 +99,11 @@ def preflight(cfg: RunConfig) -> None:
     """Read the data's headers and labels, check a user's model and δ against every shard's
     size, as each daemon will at start-up, so that such mistakes stop the launch before any
     process starts. One user file shared under a privacy claim is cut as the daemons cut it
-    (`shared_shard`: declared classes and q or n̂, each row's site a keyed hash of the row).
+    (`shared_shards`: declared classes and q or n̂, each row's site a keyed hash of the row).
     (Noise calibration is left to the daemons: it takes seconds per node.)"""
     if shares_file(cfg):
         shared_file_rules(cfg)
-        sites = [shared_shard(cfg, i) for i in range(cfg.nodes)]
+        sites = shared_shards(cfg, range(cfg.nodes))
         check_model(cfg, sites[0])
         for i in range(cfg.nodes):
             check_delta(cfg.delta, math.ceil(sample_rate(cfg, None, i)[1]))

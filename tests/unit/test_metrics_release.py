@@ -23,8 +23,10 @@ from node.errors import ConfigError
 PRIVATE = "dpnorm_accuracy", "dpnorm_round_seconds"
 
 
-def config(*, epsilon: float = 2.0, dataset: str = "synthetic", **node: Any) -> NodeConfig:
-    run = RunConfig(nodes=2, epsilon=epsilon, dataset=dataset, classes=3, public_examples=100)
+def config(*, epsilon: float = 2.0, dataset: str = "synthetic", validation: float = 0.0,
+           **node: Any) -> NodeConfig:
+    run = RunConfig(nodes=2, epsilon=epsilon, dataset=dataset, classes=3, public_examples=100,
+                    validation_fraction=validation)
     return NodeConfig(NodeSettings(id=0, **node), {1: "tcp://127.0.0.1:7001"}, run)
 
 
@@ -76,6 +78,12 @@ def test_accuracy_on_a_public_test_split_is_served(dataset: str) -> None:
     got = served(Releases.of(config(dataset=dataset)))
     assert got["dpnorm_accuracy"] == 0.5435  # the last evaluation; a round without one keeps it
     assert got["dpnorm_epsilon_spent"] == 0.7
+
+
+def test_rows_held_out_of_the_shards_for_validation_are_private() -> None:
+    assert not Releases.of(config(validation=0.2)).evaluation
+    assert not any(name.startswith("dpnorm_accuracy")
+                   for name in served(Releases.of(config(validation=0.2))))
 
 
 def test_a_test_file_declared_public_is_served_and_needs_a_test_file() -> None:
