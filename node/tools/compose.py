@@ -32,12 +32,12 @@ from typing import Any
 
 from gossip.keys import generate_topology_keys
 from node.config import RunConfig
-from node.daemon.settings import NodeConfig
+from node.daemon.settings import NodeConfig, shared_file_rules
 from node.errors import ConfigError
 from node.tools.monitoring import Monitoring, grafana_files, prometheus_config
 from node.tools.monitoring import services as monitoring_services
 from node.tools.monitoring import targets as metrics_targets
-from node.tools.plan import DaemonOptions, config_text, node_configs
+from node.tools.plan import DaemonOptions, config_text, node_configs, shares_file
 
 __all__ = [
     "CONFIG_PATH",
@@ -134,6 +134,10 @@ def lan_configs(plan: LanPlan) -> dict[int, tuple[NodeConfig, str]]:
     """Every node's validated config and TOML text, with container paths."""
     cfg = plan.cfg.replace(data_dir=DATA_PATH)
     if cfg.user_file:  # the file itself is mounted under DATA_PATH (compose_document)
+        if not Path(cfg.dataset).is_file():  # Docker would mount an empty directory instead
+            raise ConfigError(f"data file {cfg.dataset} does not exist.")
+        if shares_file(cfg):  # named as the user gave it, before it becomes a container path
+            shared_file_rules(cfg)
         cfg = cfg.replace(dataset=f"{DATA_PATH}/{Path(cfg.dataset).name}")
     source = "generated from the seed" if cfg.dataset == "synthetic" else f"read from {DATA_PATH}"
     result: dict[int, tuple[NodeConfig, str]] = {}

@@ -312,7 +312,11 @@ def test_a_shared_file_under_dp_is_declared_and_mounted_or_refused(tmp_path: Pat
     base = ["--topology", "ring", "--nodes", "3", "--dataset", str(data), "--model", "logreg",
             "--epsilon", "2", "--rounds", "3"]
     proc = make_compose(*base, "--out", str(tmp_path / "no"))
-    one_sentence_error(proc, "declare classes = K")
+    one_sentence_error(proc, f"the number of classes of {data} would be read from its labels")
+    assert not (tmp_path / "no").exists()
+    proc = make_compose(*base[:5], str(tmp_path / "missing.npz"), *base[6:], "--out",
+                        str(tmp_path / "no"))
+    one_sentence_error(proc, "missing.npz does not exist")
     assert not (tmp_path / "no").exists()
     proc = make_compose(*base, "--classes", "3", "--public-examples", "16", "--out",
                         str(tmp_path / "lan"))
