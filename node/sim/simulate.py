@@ -183,10 +183,12 @@ def simulate(cfg: RunConfig, out: str | Path | None, *, progress: ProgressFn | N
                                      epsilon=r.epsilon(), bytes_sent=bytes_sent,
                                      rounds_completed=r.round, exit=reason)
              for r, reason, bytes_sent in zip(runners, exits, sent, strict=True)}
-    scope = pooled_file_scope(cfg)
+    scope: dict[str, Any] = {}
+    if (note := pooled_file_scope(cfg)) is not None:
+        scope["epsilon_scope"] = note
     report = summary(cfg, nodes, time.time() - started,
                      [r.setup.plan.record() for r in runners], metric=leads_with(runners),
-                     **({"epsilon_scope": scope} if scope else {}))
+                     **scope)
     if run_dir:
         write_json_atomic(run_dir.summary, report)
     return report

@@ -55,7 +55,8 @@ def test_a_private_simulation_of_one_file_says_its_epsilon_is_per_site(tmp_path:
     of it moves rows of every site; its ε is each site's own, and its outputs say so."""
     data, out = write_csv(tmp_path / "sites.csv"), tmp_path / "run"
     proc = run_cli("--dataset", str(data), "--model", "logreg", "--nodes", "3", "--rounds", "1",
-                   "--epsilon", "4", "--out", str(out), "--quiet", timeout=60)
+                   "--epsilon", "4", "--batch-size", "16", "--out", str(out), "--quiet",
+                   timeout=60)
     assert proc.returncode == 0, proc.stderr
     scope = json.loads((out / "summary.json").read_text())["config"]["epsilon_scope"]
     assert "does not cover one row of the pooled file" in scope and str(data) in scope
