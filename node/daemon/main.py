@@ -22,6 +22,7 @@ from node.errors import USER_ERRORS, ConfigError
 
 if TYPE_CHECKING:
     from node.core.assemble import NodeSetup
+    from node.core.dataset import Dataset
     from node.daemon.prometheus import Exporter
 
 # torch, uvloop and the data are imported only after the config has been read: a bad config is
@@ -60,10 +61,29 @@ def read_config(argv: list[str] | None) -> NodeConfig:
     return cfg
 
 
+def daemon_data(cfg: NodeConfig) -> tuple[Dataset, bool]:
+    """What this daemon trains and evaluates on, and whether its size is public (may fix q):
+    its own file (`node.data_file`); its share of one user file given as `dataset` under a
+    privacy claim, each row's side and site a keyed hash of the row (node.core.keyed_rows);
+    else its shard of the dataset, as the simulator cuts it."""
+    from node.core.assemble import load_data, local_data, shard
+    from node.core.keyed_rows import shared_shard
+
+    if cfg.node.data_file:
+        return local_data(cfg.node.data_file, cfg.node.test_file, cfg.node.data_label_column,
+                          cfg.run.seed, cap=cfg.run.examples_per_node, private=cfg.run.private,
+                          classes=cfg.run.classes, standardise=cfg.run.standardise), False
+    if cfg.shared_file:
+        return shared_shard(cfg.run, cfg.node.id), False
+    # Not resident: only this node's rows (and its test rows) are ever read and converted.
+    return shard(cfg.run, load_data(cfg.run, resident=False), cfg.node.id), True
+
+
 def build_daemon_node(cfg: NodeConfig) -> NodeSetup:
     """The daemon's node: the graph from the run's topology (checked against the configured
-    neighbours), only this node's shard, and noise from OS entropy unless a seed was given."""
-    from node.core.assemble import build_graph, build_node, load_data, local_data, shard
+    neighbours), only this node's data (`daemon_data`), and noise from OS entropy unless a
+    seed was given."""
+    from node.core.assemble import build_graph, build_node
     from node.core.seeds import noise_seed
     from topologies import neighbours
 
@@ -74,16 +94,9 @@ def build_daemon_node(cfg: NodeConfig) -> NodeSetup:
         raise ConfigError(f"node {me}'s neighbours {sorted(cfg.neighbours)} do not match "
                           f"topology {cfg.run.topology} with {cfg.run.nodes} nodes, which gives "
                           f"{sorted(expected)}.")
-    own_file = bool(cfg.node.data_file)
-    if own_file:
-        data = local_data(cfg.node.data_file, cfg.node.test_file, cfg.node.data_label_column,
-                          cfg.run.seed, cap=cfg.run.examples_per_node, private=cfg.run.private,
-                          classes=cfg.run.classes, standardise=cfg.run.standardise)
-    else:
-        # Not resident: only this node's rows (and its test rows) are ever read and converted.
-        data = shard(cfg.run, load_data(cfg.run, resident=False), me)
+    data, size_is_public = daemon_data(cfg)
     return build_node(cfg.run, graph, me, data, noise_seed=noise_seed(cfg.run.noise_seed, me),
-                      size_is_public=not own_file, released=True)
+                      size_is_public=size_is_public, released=True)
 
 
 def main(argv: list[str] | None = None) -> int:

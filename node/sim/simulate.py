@@ -183,11 +183,28 @@ def simulate(cfg: RunConfig, out: str | Path | None, *, progress: ProgressFn | N
                                      epsilon=r.epsilon(), bytes_sent=bytes_sent,
                                      rounds_completed=r.round, exit=reason)
              for r, reason, bytes_sent in zip(runners, exits, sent, strict=True)}
+    scope: dict[str, Any] = {}
+    if (note := pooled_file_scope(cfg)) is not None:
+        scope["epsilon_scope"] = note
     report = summary(cfg, nodes, time.time() - started,
-                     [r.setup.plan.record() for r in runners], metric=leads_with(runners))
+                     [r.setup.plan.record() for r in runners], metric=leads_with(runners),
+                     **scope)
     if run_dir:
         write_json_atomic(run_dir.summary, report)
     return report
+
+
+def pooled_file_scope(cfg: RunConfig) -> str | None:
+    """What the printed ε covers when the simulator cuts one user file into sites (None for a
+    named dataset or no privacy claim). The cut is a convenience: the held-out split and the
+    sites are permutations of the whole file's rows, so one added row of the file moves rows of
+    every site, which no site's ε covers (a daemon cuts such a file by a keyed hash of each row
+    instead, node.core.keyed_rows)."""
+    if not (cfg.private and cfg.user_file):
+        return None
+    return (f"ε is what each site would spend on rows of its own; it does not cover one row of "
+            f"the pooled file {cfg.dataset}, whose split into sites here is a permutation of "
+            "all its rows")
 
 
 def leads_with(runners: list[NodeRunner]) -> LeadMetric:
