@@ -302,10 +302,11 @@ class LocalLaunch:
         if nodes is None:
             self.close_fork_server()
 
-    def results(self) -> dict[str, dict[str, Any]]:
-        """summary.json's per-node entries: final.json where the node wrote one, else metrics."""
+    def results(self, notes: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+        """summary.json's per-node entries: final.json where the node wrote one, else metrics
+        (and, in `notes`, why a node's ε is null where its files prove no bound)."""
         formal = formal_guarantee(self.cfg, released=True)
-        return {str(n.id): node_result(n.out, formal=formal) for n in self.nodes}
+        return {str(n.id): node_result(n.out, formal=formal, notes=notes) for n in self.nodes}
 
     def succeeded(self) -> bool:
         results = self.results()
@@ -325,8 +326,10 @@ class LocalLaunch:
             privacy.update({i: plan.record()
                             for i, plan in privacy_plans(self.cfg, missing).items()})
         ordered = [privacy[i] for i in sorted(privacy)] if len(privacy) == len(self.nodes) else []
-        return summary(self.cfg, self.results(), wall, ordered,
-                       startup_seconds=self.startup_seconds)
+        notes: dict[str, str] = {}
+        results = self.results(notes)
+        return summary(self.cfg, results, wall, ordered, startup_seconds=self.startup_seconds,
+                       notes=notes)
 
 
 def read_final(out: Path) -> dict[str, Any] | None:
