@@ -33,6 +33,7 @@ from node.core.assemble import NodeSetup
 from node.core.tables import load_local
 from node.daemon.settings import NodeConfig
 from node.daemon.state import check_resumable
+from node.errors import ConfigError
 from node.outputs.files import LEDGER
 from privacy.accountant import Accountant, Release
 from privacy.errors import PrivacyError
@@ -106,7 +107,8 @@ def open_spend(cfg: NodeConfig, setup: NodeSetup) -> tuple[Ledger | None, Lifeti
     plan = setup.plan
     run_path = Path(cfg.node.out) / LEDGER
     identity = ledger_identity(cfg, setup)
-    rounds = recorded(run_path, identity) if plan.claims_privacy else None
+    # A private node keeps a run ledger: a missing one records no rounds (None: keeps none).
+    rounds = (recorded(run_path, identity) or {}) if plan.claims_privacy else None
     check_resumable(cfg, run_path, None if rounds is None else sorted(rounds))
     name = fingerprint(cfg)
     path = lifetime_path(cfg, name)
@@ -116,12 +118,16 @@ def open_spend(cfg: NodeConfig, setup: NodeSetup) -> tuple[Ledger | None, Lifeti
         for z, q, count in events:
             done.spend(z, q, count)
     _check_cap(cfg, path, history, plan.planned_releases(done.steps))
-    ledger = Ledger.open(run_path, identity) if plan.claims_privacy else None
     try:
         lifetime = Lifetime.open(path, name)
+    except OSError as exc:
+        raise ConfigError(f"cannot keep the lifetime privacy ledger of node {cfg.node.id}'s data "
+                          f"in {path.parent} ({exc.strerror}); set node.state_dir to a writable "
+                          "directory on persistent storage.") from None
+    try:
+        ledger = Ledger.open(run_path, identity) if plan.claims_privacy else None
     except BaseException:
-        if ledger is not None:
-            ledger.discard()
+        lifetime.discard()
         raise
     logger.info("lifetime ledger of this node's data: %s", path)
     return ledger, lifetime

@@ -192,6 +192,19 @@ def node_result(node_dir: Path, *, formal: bool = True,
             "exit": str(ExitReason.CRASHED)}
 
 
+def kept_result(previous: Mapping[str, Any] | None,
+                entry: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The entry a node's earlier final.json gave, where this launch left it crashed without
+    having changed anything (the same rounds, the same ε its ledger proves) and the earlier one
+    finished: a finished node stopped or killed while its neighbours were refused keeps its
+    results instead of being rewritten as crashed or stopped."""
+    if previous is None or entry.get("exit") != ExitReason.CRASHED or \
+            previous.get("exit") not in GOOD_EXITS:
+        return None
+    same = all(previous.get(k) == entry.get(k) for k in ("rounds_completed", "epsilon"))
+    return {k: previous.get(k) for k in NODE_KEYS} if same else None
+
+
 def proven_spend(node_dir: Path, records: Sequence[Mapping[str, Any]]) -> tuple[float | None,
                                                                             str | None]:
     """(ε, why it is null) of a node that wrote no final.json: its ledger's ε, unless the
