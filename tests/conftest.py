@@ -3,7 +3,9 @@ fixtures several test files share."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -16,7 +18,8 @@ torch.set_num_threads(1)
 # directory: a test must never spend from (or be refused by) the user's own. Set at import, so
 # that environments copied when a test module is imported carry it too; each test then gets
 # its own (below).
-os.environ["XDG_STATE_HOME"] = tempfile.mkdtemp(prefix="dpnorm-test-state-")
+os.environ["XDG_STATE_HOME"] = _SESSION_STATE = tempfile.mkdtemp(prefix="dpnorm-test-state-")
+atexit.register(shutil.rmtree, _SESSION_STATE, True)
 
 
 @pytest.fixture(autouse=True)
