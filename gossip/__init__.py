@@ -3,5 +3,5 @@ and the ZeroMQ transport that carries them.
 
 Only `gossip.transport` and `gossip.faults` touch zmq sockets/asyncio (`gossip.keys` uses zmq's
 CURVE key functions, no sockets); everything else is pure and takes time as an input.
-May import `topologies` and `privacy`, never `node`.
+Imports nothing of ours (not `node`, `privacy` or `topologies`: tests/unit/test_layering.py).
 """

@@ -13,9 +13,10 @@ Pure and synchronous; `now` is only used to rate-limit log lines. Checks, in ord
    sending huge values is dropped like any other bad message: it is not a sign of life and its
    missing round messages count as missed deadlines.
 
-Rejections never raise: each is counted per peer and error kind, and logged at WARNING at most
-once per `log_interval` seconds per (peer, kind) with the number suppressed meanwhile. Messages
-from non-neighbours are counted under the peer `None`, so strangers cannot grow our tables.
+Rejections never raise: each is counted per peer and `Rejection` (the error's `kind`), and
+logged at WARNING at most once per `log_interval` seconds per (peer, kind) with the number
+suppressed meanwhile. Messages from non-neighbours are counted under the peer `None`, so
+strangers cannot grow our tables.
 """
 
 from __future__ import annotations
@@ -27,14 +28,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from gossip.codec import Frame, decode_with_sum_sq
-from gossip.errors import NormError, PeerError, ProtocolError, ReplayError
-from gossip.messages import Dual, Message, PeerId, Primal
+from gossip.errors import NormError, PeerError, ProtocolError, Rejection, ReplayError
+from gossip.messages import Dual, Message, PeerId, Primal, parse_peer_id
 
 __all__ = ["Inbox", "ReplayWindow"]
 
 logger = logging.getLogger(__name__)
-
-_MAX_ID_DIGITS = 10
 
 
 @dataclass(slots=True)
@@ -84,18 +83,18 @@ class Inbox:
         self.neighbours = frozenset(neighbours)
         self.expected_dim = expected_dim
         self.accepted: Counter[PeerId] = Counter()
-        # peer (None = not a neighbour) -> error class name -> count
-        self.rejected: dict[PeerId | None, Counter[str]] = {}
+        # peer (None = not a neighbour) -> why -> count
+        self.rejected: dict[PeerId | None, Counter[Rejection]] = {}
         self._windows = {p: ReplayWindow(replay_window) for p in self.neighbours}
         self._log_interval = log_interval
         self._max_sq = max_rms * max_rms
         self._bounded = math.isfinite(self._max_sq)
-        self._last_log: dict[tuple[PeerId | None, str], float] = {}
-        self._suppressed: Counter[tuple[PeerId | None, str]] = Counter()
+        self._last_log: dict[tuple[PeerId | None, Rejection], float] = {}
+        self._suppressed: Counter[tuple[PeerId | None, Rejection]] = Counter()
 
     def accept(self, identity: bytes, frames: Sequence[Frame], now: float) -> Message | None:
         """Return the message if it passes every check, else count and log it and return None."""
-        peer = _parse_identity(identity)
+        peer = parse_peer_id(identity)
         if peer is None or peer not in self.neighbours:
             self._reject(None, PeerError(f"identity {identity[:16]!r} is not a neighbour."), now)
             return None
@@ -122,9 +121,13 @@ class Inbox:
         """Total messages rejected from `peer` (None: from non-neighbours)."""
         return sum(self.rejected.get(peer, Counter()).values())
 
-    def _reject(self, peer: PeerId | None, exc: ProtocolError, now: float) -> None:
-        kind = type(exc).__name__
+    def count(self, peer: PeerId | None, kind: Rejection) -> None:
+        """Count one dropped message; the protocol counts the round book's drops here too."""
         self.rejected.setdefault(peer, Counter())[kind] += 1
+
+    def _reject(self, peer: PeerId | None, exc: ProtocolError, now: float) -> None:
+        kind = exc.kind
+        self.count(peer, kind)
         key = (peer, kind)
         last = self._last_log.get(key)
         if last is not None and now - last < self._log_interval:
@@ -137,10 +140,3 @@ class Inbox:
             "dropped a message from %s: %s (%d similar suppressed)", who, exc, suppressed
         )
 
-
-def _parse_identity(identity: bytes) -> PeerId | None:
-    # Identities are decimal node ids; anything else (including ZeroMQ's generated 5-byte ids
-    # for peers that set none) is not one of our neighbours.
-    if not identity or len(identity) > _MAX_ID_DIGITS or not identity.isdigit():
-        return None
-    return int(identity)

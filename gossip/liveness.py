@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from gossip.messages import PeerId
 
 __all__ = [
+    "DownReason",
     "Liveness",
     "LivenessConfig",
     "LivenessEffect",
@@ -79,12 +80,20 @@ class SendHeartbeat:
     peer: PeerId
 
 
+class DownReason(enum.StrEnum):
+    """Why a peer went DOWN (logged, and compared by tests and the simulated network)."""
+
+    SILENT = "silent"        # not heard from for `down_after` seconds
+    DEADLINES = "deadlines"  # missed `max_missed_deadlines` round deadlines in a row
+    BYE = "bye"              # said Bye
+
+
 @dataclass(frozen=True, slots=True)
 class PeerDown:
-    """Effect: `peer` is now DOWN; `reason` is "silent", "deadlines" or "bye"."""
+    """Effect: `peer` is now DOWN, for `reason`."""
 
     peer: PeerId
-    reason: str
+    reason: DownReason
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,12 +154,12 @@ class Liveness:
         p = self._peers[peer]
         p.missed += 1
         if p.missed >= self.cfg.max_missed_deadlines:
-            return self._down(peer, "deadlines")
+            return self._down(peer, DownReason.DEADLINES)
         return []
 
     def said_bye(self, peer: PeerId) -> list[PeerDown]:
         """Record a Bye from `peer`: it is DOWN until heard from again."""
-        return self._down(peer, "bye")
+        return self._down(peer, DownReason.BYE)
 
     def tick(self, now: float) -> list[LivenessEffect]:
         """Advance time: returns heartbeats due and peers that just went DOWN."""
@@ -159,7 +168,7 @@ class Liveness:
         for peer, p in self._peers.items():
             silence = now - p.last_heard
             if silence >= cfg.down_after:
-                effects += self._down(peer, "silent")
+                effects += self._down(peer, DownReason.SILENT)
             elif silence >= cfg.suspect_after and p.state is PeerState.UP:
                 p.state = PeerState.SUSPECT
                 logger.info("peer %d is suspect: silent for %.1f s", peer, silence)
@@ -183,7 +192,7 @@ class Liveness:
         """Peers that are not DOWN (UP or SUSPECT): those a round waits for."""
         return frozenset(p for p, s in self._peers.items() if s.state is not PeerState.DOWN)
 
-    def _down(self, peer: PeerId, reason: str) -> list[PeerDown]:
+    def _down(self, peer: PeerId, reason: DownReason) -> list[PeerDown]:
         p = self._peers[peer]
         if p.state is PeerState.DOWN:
             return []

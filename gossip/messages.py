@@ -6,7 +6,9 @@ When each is sent (the contract; the wire format is in `gossip.codec` and `PROTO
               the round I am about to run. A neighbour with another `dim` is refused by the codec.
 - `Dual`      once per round per neighbour j: the (noisy) dual y_{i|j} addressed to j alone.
 - `Primal`    optionally once per round to every neighbour: w_i, for monitoring consensus.
-- `Heartbeat` only to a neighbour we sent nothing else to for one heartbeat interval.
+- `Heartbeat` only to a neighbour we sent nothing else to for one heartbeat interval, and in
+              answer to its `Hello`; an answer also tells the neighbour how far its rounds went
+              before that Hello (`high_water`), which a node restored from a backup does not know.
 - `Bye`       at shutdown, with a reason; the receiver marks us down at once.
 
 Every message carries `sender` (node id), `round` and `seq`: a per-sender sequence number that
@@ -21,17 +23,22 @@ it exactly. `Primal` is always dense.
 Tensors are 1-D float32 numpy arrays on our side. They are shared with the transport without a
 copy, so an array handed to `Dual`/`Primal` must not be modified afterwards. Equality compares
 payloads element-wise, so `decode(encode(m)) == m` is meaningful.
+
+A node's id travels twice: in every header (`sender`) and, outside the message, as the identity
+the transport reports (the DEALER's routing identity, or with CURVE the id bound to the
+authenticated key). `parse_peer_id` is the one reading of the latter.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, TypeAlias
+from typing import Final, Literal, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "MAX_PEER_ID",
     "Bye",
     "Dual",
     "DualPayload",
@@ -47,11 +54,31 @@ __all__ = [
     "Tensor",
     "TensorMessage",
     "ValueDtype",
+    "parse_peer_id",
 ]
 
 PeerId: TypeAlias = int
 Tensor: TypeAlias = npt.NDArray[np.float32]
 ValueDtype: TypeAlias = Literal["float32", "float16", "bfloat16"]
+
+# The largest node id a header may carry (msgpack's signed 32-bit range).
+MAX_PEER_ID: Final = 2**31 - 1
+
+
+def parse_peer_id(identity: bytes) -> PeerId | None:
+    """The node id a transport identity names, or None if it names none.
+
+    A node sets its identity to its id in canonical decimal (`str(id)`), and CURVE reports the
+    id bound to the peer's key the same way. Anything else names no node: ZeroMQ's generated
+    5-byte ids of peers that set none, an empty User-Id, signs, spaces, leading zeros (so that
+    two different identities never count as the same peer) and ids out of a header's range.
+    """
+    if not identity or len(identity) > len(str(MAX_PEER_ID)) or not identity.isdigit():
+        return None  # bytes.isdigit is ASCII-only: no other script's digits get through
+    if identity[:1] == b"0" and len(identity) > 1:
+        return None
+    peer = int(identity)
+    return peer if peer <= MAX_PEER_ID else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,11 +93,18 @@ class Hello:
 
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
-    """Says "still here" when nothing else was sent for a heartbeat interval."""
+    """Says "still here" when nothing else was sent for a heartbeat interval.
+
+    `high_water` is set only in an answer to the receiver's Hello (None otherwise): 1 + the
+    highest round of the *receiver's* whose dual or primal the sender had received before the
+    receiver's latest Hello (0: none). A node sends Hellos only before its first round, so the
+    number never counts a round of the receiver's present run: it tells a node restored from a
+    backup which rounds it released before (gossip/PROTOCOL.md)."""
 
     sender: PeerId
     round: int
     seq: int
+    high_water: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,12 @@ its first round, and a neighbour waiting for it waits no more than one of its ro
 neighbour more than `future_window` rounds behind is not waited for (rounds.py). When a
 neighbour seen two or more rounds behind is back in step, `PeerRejoined` says so.
 
+Restored from a backup, a node resumes at rounds it released before without knowing it. The
+Heartbeat answering its Hello carries the highest round of its that the neighbour heard before
+that Hello, which (Hellos go out before a node's first round) never counts a round of its
+present run: the node waits for that answer, or a Hello, from each neighbour (`unanswered`)
+before its first round, and its runtime charges and skips the rounds up to `heard_of_us`.
+
 Sequence numbers must keep increasing across restarts, or neighbours drop a restarted node's
 messages as replays until its counter passes the old one. Starting the counter at the wall clock
 in microseconds (as above) does that without persisting it, as long as the clock does not step
@@ -46,11 +52,11 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from gossip.codec import Frame
+from gossip.errors import STRANGER, Rejection
 from gossip.inbox import Inbox
 from gossip.liveness import Liveness, LivenessConfig, PeerDown, PeerUp, SendHeartbeat
 from gossip.messages import (
@@ -111,13 +117,12 @@ class PeerRejoined:
 
 Effect = Send | PeerDown | PeerUp | PeerStarted | PeerRejoined
 
-# Tensor messages the round book drops, by the name their per-peer rejection count gets: a
-# message for a round already closed (late, or an old round re-sent), a second one for the same
-# round, one too far ahead to buffer.
+# Tensor messages the round book drops, and why: a message for a round already closed (late, or
+# an old round re-sent), a second one for the same round, one too far ahead to buffer.
 _DROPPED = {
-    Verdict.STALE: "StaleRound",
-    Verdict.DUPLICATE: "DuplicateRound",
-    Verdict.TOO_FAR: "TooFarAhead",
+    Verdict.STALE: Rejection.STALE_ROUND,
+    Verdict.DUPLICATE: Rejection.DUPLICATE_ROUND,
+    Verdict.TOO_FAR: Rejection.TOO_FAR_AHEAD,
 }
 
 
@@ -152,6 +157,10 @@ class GossipProtocol:
         self.book = RoundBook(self.neighbours, cfg.rounds, first_round=first_round)
         self._seq = seq_start
         self._lagging: set[PeerId] = set()  # seen two or more rounds behind, not yet back
+        self._answered: set[PeerId] = set()  # answered our Hello, or said its own
+        # The highest round of ours any neighbour heard before our Hello: released by an
+        # earlier run of this node (-1: none heard).
+        self.heard_of_us = -1
 
     # ---- outputs -------------------------------------------------------------------------
 
@@ -177,9 +186,12 @@ class GossipProtocol:
             for p in sorted(self.neighbours)
         ]
 
-    def heartbeat(self, peer: PeerId, now: float) -> Send:
-        """A heartbeat for `peer`: a sign of life that also tells it our round."""
-        return self._send(peer, Heartbeat(self.me, self._round, self._next_seq()), now)
+    def heartbeat(self, peer: PeerId, now: float, *, answer: bool = False) -> Send:
+        """A heartbeat for `peer`: a sign of life that also tells it our round; as the `answer`
+        to its Hello, also how far its rounds went before that Hello."""
+        high_water = self.book.released_before_hello.get(peer, -1) + 1 if answer else None
+        return self._send(peer, Heartbeat(self.me, self._round, self._next_seq(), high_water),
+                          now)
 
     def bye(self, reason: str, now: float) -> list[Send]:
         """Bye to every neighbour."""
@@ -201,7 +213,7 @@ class GossipProtocol:
             case Dual() | Primal():
                 dropped = _DROPPED.get(self.book.receive(msg, now))
                 if dropped is not None:  # counted per peer, like the inbox's rejections
-                    self.inbox.rejected.setdefault(msg.sender, Counter())[dropped] += 1
+                    self.inbox.count(msg.sender, dropped)
             case Bye():
                 effects += self.liveness.said_bye(msg.sender)
             case Hello():
@@ -210,7 +222,12 @@ class GossipProtocol:
                                 "it will skip ahead", msg.sender, msg.round, self.book.round)
                 # Tell it where we are now, not at our next heartbeat: it must not run a round
                 # we have left behind.
-                effects += [PeerStarted(msg.sender, msg.round), self.heartbeat(msg.sender, now)]
+                effects += [PeerStarted(msg.sender, msg.round),
+                            self.heartbeat(msg.sender, now, answer=True)]
+                self._answered.add(msg.sender)  # restarted itself: it remembers nothing of us
+            case Heartbeat(high_water=int(high_water)):
+                self._answered.add(msg.sender)
+                self.heard_of_us = max(self.heard_of_us, high_water - 1)
             case Heartbeat():
                 pass
         return effects + self._track_step(msg.sender)
@@ -293,15 +310,22 @@ class GossipProtocol:
         """When the open round closes at the latest (on the clock `now` is measured on)."""
         return self.book.deadline
 
+    def unanswered(self) -> list[PeerId]:
+        """Neighbours that have not yet told us what they heard of our earlier runs (neither
+        answered our Hello nor said their own), in id order."""
+        return sorted(self.neighbours - self._answered)
+
     def silent_since(self, t: float) -> list[PeerId]:
         """Neighbours not heard from at or after time `t`, in id order."""
         return [p for p in sorted(self.neighbours) if self.liveness.last_heard(p) <= t]
 
     def rejections(self) -> dict[str, dict[str, int]]:
-        """Rejected messages by peer ("stranger" for non-neighbours) and kind."""
+        """Rejected messages by peer (`STRANGER` for non-neighbours) and `Rejection`, in the
+        plain strings final.json and the exporter write (`Rejection(kind)` reads one back)."""
         out: dict[str, dict[str, int]] = {}
         for peer, kinds in self.inbox.rejected.items():
-            out.setdefault("stranger" if peer is None else str(peer), {}).update(kinds)
+            row = out.setdefault(STRANGER if peer is None else str(peer), {})
+            row.update({str(kind): n for kind, n in kinds.items()})
         return out
 
     # ---- internals -----------------------------------------------------------------------

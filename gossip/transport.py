@@ -45,7 +45,7 @@ from zmq.utils import z85
 from gossip.codec import MAX_HEADER_BYTES, Frame
 from gossip.errors import EndpointError, KeyFileError
 from gossip.keys import CurveKeys
-from gossip.messages import PeerId
+from gossip.messages import PeerId, parse_peer_id
 
 __all__ = ["LinkStats", "Transport", "TransportConfig", "TransportStats", "ZmqTransport"]
 
@@ -321,7 +321,9 @@ class ZmqTransport:
             view = p.buffer  # zero-copy
             nbytes += view.nbytes
             frames.append(view)
-        link = self.stats.links.get(_peer_id(identity), self.stats.strangers)
+        peer = parse_peer_id(identity)
+        link = self.stats.strangers if peer is None else \
+            self.stats.links.get(peer, self.stats.strangers)
         link.messages_received += 1
         link.bytes_received += nbytes
         return identity, frames
@@ -414,7 +416,3 @@ def _set_common(sock: zmq.Socket[Any], cfg: TransportConfig) -> None:
     sock.setsockopt(zmq.HEARTBEAT_IVL, cfg.heartbeat_ivl_ms)
     sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, cfg.heartbeat_timeout_ms)
     sock.setsockopt(zmq.HEARTBEAT_TTL, cfg.heartbeat_ttl_ms)
-
-
-def _peer_id(identity: bytes) -> PeerId:
-    return int(identity) if identity.isdigit() and len(identity) <= 10 else -1

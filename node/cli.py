@@ -77,7 +77,7 @@ def add_run_options(parser: argparse.ArgumentParser, skip: Sequence[str] = ()) -
     hints = typing.get_type_hints(RunConfig)
     defaults = RunConfig()
     for f in dataclasses.fields(RunConfig):
-        if f.name in ("extra", *skip):
+        if f.name in skip:
             continue
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)

@@ -13,7 +13,7 @@ import re
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from node.errors import ConfigError
@@ -28,7 +28,7 @@ DATASETS: tuple[str, ...] = ("fashion-mnist", "synthetic", "breast-cancer", "kdd
 USER_MODEL = re.compile(
     r"(?P<source>.+\.py|[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):(?P<func>[A-Za-z_]\w*)")
 ROBUST_MODES: tuple[str, ...] = ("off", "clip", "clip+screen")  # node.core.robust
-DEFAULT_GAMMA = 0.1  # DP-Norm's default denoising strength γ = α·η (DESIGN.md §1)
+DEFAULT_GAMMA = 0.1  # DP-Norm's default denoising strength γ = α·η (docs/DESIGN.md §1)
 PrivacyMode = Literal["gradient", "message"]  # node.core.mechanism.MECHANISMS
 # The privacy modes each algorithm can run, its default first: D-PSGD sends its model, not
 # duals, so only gradient noise protects it.
@@ -65,6 +65,8 @@ class RunConfig:
     width: int | None = None
     # A named dataset (DATASETS) or one CSV/NPZ file split into the simulated sites.
     dataset: str = "fashion-mnist"
+    # The label column of a CSV `dataset` (a daemon's own file names its own:
+    # node.data_label_column).
     label_column: str = "label"
     # How a table's features are scaled (node.core.tables): site = on the node's own training
     # rows (no privacy claim only), public = a named table's published constants (a --dataset
@@ -107,7 +109,6 @@ class RunConfig:
     # lower median of the round's distances to the node's own reference.
     robust_radius: float | None = None
     robust_scale: float = 1.0
-    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -220,14 +221,14 @@ class RunConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["epsilon"] = None if math.isinf(self.epsilon) else self.epsilon
         return out
 
 
 def run_config_from_mapping(values: Mapping[str, Any], base: RunConfig | None = None) -> RunConfig:
     """Build a RunConfig from TOML/CLI values, rejecting unknown keys with one sentence."""
-    known = {f.name for f in dataclasses.fields(RunConfig)} - {"extra"}
+    known = {f.name for f in dataclasses.fields(RunConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"unknown setting {unknown[0]!r}; valid settings are "
@@ -287,8 +288,6 @@ def _coerce_to(tp: Any, name: str, value: Any) -> Any:
 def _check_types(cfg: Any) -> None:
     hints = typing.get_type_hints(type(cfg))
     for f in dataclasses.fields(cfg):
-        if f.name == "extra":
-            continue
         value = getattr(cfg, f.name)
         checked = _coerce_to(hints[f.name], f.name, value)
         if checked != value and not (isinstance(value, float) and math.isnan(value)):

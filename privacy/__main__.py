@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
         ("gradient", "--noise-multiplier", "noise multiplier z on the clipped gradient sum"),
         ("message", "--sigma", "noise std σ added to every outgoing dual"),
     ):
-        p = sub.add_parser(mode, help=f"{mode} mode (DESIGN.md §2)")
+        p = sub.add_parser(mode, help=f"{mode} mode (docs/DESIGN.md §2)")
         target = p.add_mutually_exclusive_group(required=True)
         target.add_argument("--epsilon", type=float, help="target ε; prints the noise needed")
         target.add_argument(noise_flag, type=float, dest="noise", help=noise_help)

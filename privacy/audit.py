@@ -1,4 +1,5 @@
-"""Empirical lower bounds on ε from a distinguishing experiment (dp_accounting.md §4).
+"""Empirical lower bounds on ε from a distinguishing experiment (docs/PRIVACY.md, "How it is
+tested").
 
 An auditor scores every release of a mechanism run on two neighbouring datasets (D without the
 canary, D' with it). A threshold chosen on one half of the trials is applied to the other half;

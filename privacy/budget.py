@@ -70,15 +70,16 @@ class Budget:
         # exactly on its target and is not stopped early.
         return self.accountant.epsilon_after(self.delta, releases) > self.target
 
-    def commit(self, *, round: int, releases: Sequence[Release],
+    def commit(self, *, round: int, releases: Sequence[Release], again: bool = False,
                lifetime: Sequence[Release] | None = None) -> None:
         """Record round `round`'s releases: durably first (the ledger, which refuses a round
-        it already holds, then the lifetime ledger, charged `lifetime` where given: what the
-        round costs the data even where the run claims nothing), then in memory. Call it
-        before anything of the round is sent."""
+        it already holds unless `again`: a repeat that happened; then the lifetime ledger,
+        charged `lifetime` where given: what the round costs the data even where the run
+        claims nothing), then in memory. Call it before anything of the round is sent."""
         if self.ledger is not None:
-            self.ledger.record(round, releases)
+            self.ledger.record(round, releases, again=again)
         if self.lifetime is not None:
+            # Every release counts once more over the data's lifetime, a repeat included.
             self.lifetime.record(releases if lifetime is None else lifetime)
         for z, q, count in releases:
             self.accountant.spend(z, q, count)

@@ -1,6 +1,6 @@
 """The privatised gradient: Poisson sampling, per-sample clipping, Gaussian noise.
 
-One local step of gradient mode (DESIGN.md §2) is the subsampled Gaussian mechanism
+One local step of gradient mode (docs/DESIGN.md §2) is the subsampled Gaussian mechanism
 
     B ~ Poisson(q)  (each of the n examples joins independently with probability q)
     S = Σ_{k∈B} clip_C(g_k),      clip_C(g) = g · min(1, C/‖g‖₂)   (joint norm over all parameters)
@@ -8,7 +8,7 @@ One local step of gradient mode (DESIGN.md §2) is the subsampled Gaussian mecha
 
 Adding or removing one example changes S by at most C in L2 norm, so z = σ/C is the noise
 multiplier the accountant composes. We divide by the *expected* batch size q·n, never by |B|:
-the realised batch size is data-dependent and would leak (dp_accounting.md §1.1).
+the realised batch size is data-dependent and would leak (docs/DESIGN.md §2).
 
 A per-sample gradient whose norm is not finite (an inf or NaN anywhere in it, e.g. from an
 input of 1e20 that overflows float32 inside the model) contributes the zero vector: scaling it

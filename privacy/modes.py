@@ -1,4 +1,4 @@
-"""The two privacy modes of DESIGN.md §2 and what each may claim.
+"""The two privacy modes of docs/DESIGN.md §2 and what each may claim.
 
 gradient mode: noise N(0, (zC)²I) on the clipped gradient sum at every local step; all messages
 are post-processing, so the transcript is T = R·K subsampled Gaussians with multiplier z.
@@ -62,7 +62,7 @@ def message_mode_sigma(noise_multiplier: float, *, lr: float, beta: float, eta: 
 
 
 def dpnorm_beta(alpha: float, eta: float) -> float:
-    """β = 1/(1 + γ) with γ = α·η (DESIGN.md §1)."""
+    """β = 1/(1 + γ) with γ = α·η (docs/DESIGN.md §1)."""
     if not (alpha >= 0.0 and eta > 0.0):
         raise PrivacyError(f"DP-Norm needs α ≥ 0 and η > 0, got α={alpha}, η={eta}.")
     return 1.0 / (1.0 + alpha * eta)
@@ -71,7 +71,7 @@ def dpnorm_beta(alpha: float, eta: float) -> float:
 def joint_noise_multiplier(*noise_multipliers: float) -> float:
     """One multiplier for several Gaussian releases computed from the same batch.
 
-    Releases sharing a Poisson sample must be accounted as one event (dp_accounting.md §1.9 #2):
+    Releases sharing a Poisson sample must be accounted as one event (docs/DESIGN.md §2):
     with each release m having its own multiplier z_m (std / its sensitivity),
     1/z² = Σ_m 1/z_m². Any z_m = 0 gives 0 (no privacy).
     """

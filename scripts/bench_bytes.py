@@ -27,13 +27,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from node.cli import guarded  # noqa: E402
-from node.config import RunConfig  # noqa: E402
-from node.outputs.files import read_metrics  # noqa: E402
-from node.sim.simulate import simulate  # noqa: E402
+from node.cli import guarded
+from node.config import RunConfig
+from node.outputs.files import read_metrics
+from node.sim.simulate import simulate
 
 FAMILIES = {"dpnorm/ecl": ("ecl", "dpnorm"), "dpsgd": ("dpsgd", "dpsgd")}  # (no DP, DP)
 QUICK = ["none", "int8", "int4", "topk:0.05:float16", "topk:0.02:float16", "randk:0.1:float16"]

@@ -20,8 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from node.config import RunConfig
 from node.outputs.files import read_metrics
 from node.tools.local import LocalLaunch

@@ -28,8 +28,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from node.config import RunConfig
 from node.core.data import FASHION_MNIST_DIR
 from node.outputs.files import read_json, read_metrics

@@ -19,8 +19,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from node.core.attacks import ATTACKS
 from node.tools.chaos import SCENARIOS, Outcome, fmt, run_scenario
 

@@ -13,11 +13,8 @@ synthetic data instead.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from node.cli import fail, guarded
 from node.config import RunConfig

@@ -17,13 +17,13 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "unit")]
+from gossip.codec import decode
+from gossip.errors import DecodeError
 
-from test_gossip_codec import mutate  # noqa: E402
-
-from gossip.codec import decode  # noqa: E402
-from gossip.errors import DecodeError  # noqa: E402
+# The mutator is the unit test's own, and tests are not part of the installed package: this is
+# the one path a script adds, and it names no package of ours.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "unit"))
+from test_gossip_codec import mutate
 
 
 def main() -> None:

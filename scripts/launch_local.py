@@ -16,8 +16,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from gossip.faults import Cut, FaultConfig
 from node.cli import (
     OneSentenceParser,

@@ -17,10 +17,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,10 +15,7 @@ the clipped control, and the compute/communication/waiting split of a launch_loc
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,10 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from node.cli import add_run_options, guarded, run_config_from_args
 
@@ -27,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from node.outputs.records import GOOD_EXITS
     from node.sim.simulate import console_progress, simulate
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -34,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = guarded(lambda: simulate(cfg, args.out, progress=progress))
     brief = {k: summary[k] for k in ("rounds", "mean_accuracy", "max_epsilon", "wall_seconds")}
     print(json.dumps(brief))
-    return 0 if all(v["exit"] in ("finished", "budget") for v in summary["nodes"].values()) else 1
+    return 0 if all(v["exit"] in GOOD_EXITS for v in summary["nodes"].values()) else 1
 
 
 if __name__ == "__main__":

@@ -29,11 +29,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from node.cli import fail
 from node.config import RunConfig
 from node.outputs.files import RunDir, read_metrics
+from node.outputs.records import ExitReason
 from node.tools.local import LocalLaunch, read_final
 from node.tools.plan import DaemonOptions
 
@@ -146,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         heard = sum(1 for r in records if r["neighbours_heard"] > 0)
         final = read_final(run.node(i)) or {}
         share = heard / len(records) if records else 0.0
-        finished = final.get("exit") == "finished" and final.get("rounds_completed") == rounds
+        finished = final.get("exit") == ExitReason.FINISHED and \
+            final.get("rounds_completed") == rounds
         ok = ok and finished and share >= HEARD_SHARE
         nodes[str(i)] = {
             "rounds_run": len(records), "rounds_skipped": final.get("rounds_skipped"),

@@ -1,11 +1,12 @@
 """DP-Norm and its baselines as pure, synchronous per-node state machines.
 
-One round of a node is `step(received, oracle, active)`: absorb the neighbours' messages of the
-previous round, take K local steps with gradients from `oracle`, and return the messages to send
-this round. No sockets, no clock, no global RNG: the simulator and the daemon drive the same code.
+One round of a node is `absorb(received)` (the neighbours' messages of the previous round),
+`local_steps(oracle, active)` (K steps with gradients from `oracle`) and `messages(active,
+noise)` (what to send this round); `node.core.runner.NodeRunner` drives them. No sockets, no
+clock, no global RNG: the simulator and the daemon drive the same code.
 
-Primal-dual family (DESIGN.md §1; Fukami et al., IEEE TIFS 2024, on top of ECL/PDMM). Per node i
-with duals z_{i|j}, edge signs A_{i|j} = ±1, μ = 1/lr, γ = αη, β = 1/(1+γ), κ = (1−γ)/(1+γ):
+Primal-dual family (docs/DESIGN.md §1; Fukami et al., IEEE TIFS 2024, on top of ECL/PDMM). Per
+node i with duals z_{i|j}, edge signs A_{i|j} = ±1, μ = 1/lr, γ = αη, β = 1/(1+γ), κ = (1−γ)/(1+γ):
 
     local step:  w ← (μ·w − g + β·η·Σ_j A_{i|j}·z_{i|j}) / (μ + β·η·E_i)
     message:     y_{i|j} = κ·z_{i|j} − 2·β·A_{i|j}·w + ξ_{ij}
@@ -15,7 +16,7 @@ with duals z_{i|j}, edge signs A_{i|j} = ±1, μ = 1/lr, γ = αη, β = 1/(1+γ
 α = 0 and ξ = 0 is exactly ECL (PDMM for θ = 1); α > 0 is DP-Norm's dual regulariser −α‖Λ‖², which
 turns the noise random walk of the duals into a bounded AR(1) process. The continuation makes the
 node's hidden state a function of what its neighbours can jointly reconstruct from the messages,
-which is what the message-mode privacy proof needs (DESIGN.md §2).
+which is what the message-mode privacy proof needs (docs/DESIGN.md §2).
 
 Gossip family: D-PSGD (Lian et al., NeurIPS 2017) with Metropolis–Hastings weights; the weight of
 a neighbour whose message did not arrive goes back to self so the weights still sum to one.
@@ -158,7 +159,8 @@ def alpha_for_gamma(gamma: float, eta: float) -> float:
 
 
 class RoundAlgorithm(ABC):
-    """What every algorithm of a node does in a round; `step` is the one entry point."""
+    """What every algorithm of a node does in a round, in the order `NodeRunner` calls it:
+    `local_steps`, `messages` (its `step`), then `absorb` when the round closes."""
 
     # --robust (node.core.robust), set by assemble: None leaves every update as it is, bit for bit.
     robust: RobustRule | None = None
@@ -185,18 +187,6 @@ class RoundAlgorithm(ABC):
 
     @abstractmethod
     def messages(self, active: Collection[int], noise: DualNoise) -> Mapping[int, Outgoing]: ...
-
-    def step(
-        self,
-        received: Mapping[int, Outgoing],
-        oracle: GradientOracle,
-        active: Collection[int],
-        noise: DualNoise | None = None,
-    ) -> tuple[Mapping[int, Outgoing], float]:
-        """One round: absorb, K local steps, messages. Returns (messages, mean loss)."""
-        self.absorb(received)
-        loss = self.local_steps(oracle, active)
-        return self.messages(active, noise or NoNoise()), loss
 
 
 class PrimalDual(RoundAlgorithm):
@@ -277,7 +267,7 @@ class PrimalDual(RoundAlgorithm):
             self._remember(out)
         if released_noise is not None and edges:
             # Continue from what the neighbours can reconstruct jointly, so that the hidden state
-            # never holds more private information than was released (DESIGN.md §2).
+            # never holds more private information than was released (docs/DESIGN.md §2).
             self.w = self.w - released_noise / (2.0 * p.beta * len(edges))
         return out
 

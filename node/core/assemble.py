@@ -26,6 +26,7 @@ from node.core.metrics import auroc_kind
 from node.core.models import FlatParams, build_model
 from node.core.privacy_plan import privacy_plan
 from node.core.robust import RobustRule
+from node.core.seeds import data_order_seed
 from node.core.tables import fit_scale, note_as_given, standardise
 from node.core.trainer import LocalTrainer
 from node.errors import DataError
@@ -204,9 +205,10 @@ def build_node(
     params = None if cfg.algorithm == "dpsgd" else \
         PrimalDualParams.from_config(cfg, federation.max_degree)
     plan = privacy_plan(cfg, graph, node, size if size_is_public or not cfg.private else None,
-                        released=released, max_degree=federation.max_degree, params=params)
+                        released=released, max_degree=federation.max_degree, params=params,
+                        rows=size)
     # Data order is a public, reproducible choice; the noise is not (OS entropy by default).
-    data_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + node)
+    data_gen = torch.Generator().manual_seed(data_order_seed(cfg.seed, node))
     device = resolve_device(cfg.device)
     noise_gen = make_generator(noise_seed, device)
     trainer = LocalTrainer(model, data.x_train, data.y_train, data.x_test, data.y_test,

@@ -49,6 +49,7 @@ from torch import Tensor
 from gossip.messages import Packed
 from node.core.algorithm import DualNoise, Gossip, Outgoing, PrimalDual, PrimalDualParams
 from node.core.compression import Compressor, Exchange, Quantize, RandK, TopK
+from node.core.seeds import compression_seed
 
 
 def consensus_step(compressor: Compressor) -> float:
@@ -137,7 +138,7 @@ def with_compression(algorithm: PrimalDual | Gossip, compressor: Compressor | No
     only what is released anyway."""
     if compressor is None:
         return algorithm
-    gen = torch.Generator().manual_seed((seed * 1_000_003 + algorithm.node) * 2 + 1)
+    gen = torch.Generator().manual_seed(compression_seed(seed, algorithm.node))
     if isinstance(algorithm, PrimalDual):
         return CompressedPrimalDual(algorithm.node, algorithm.neighbours, algorithm.w,
                                     algorithm.params, compressor, gen)

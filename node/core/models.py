@@ -3,8 +3,8 @@
 Four classifiers: `logreg`, `mlp`, `cnn` (two conv blocks) and `resnet10` (one BasicBlock per
 stage, widths w, 2w, 4w, 8w), or a user's own `FILE.py:FUNC` (node.core.user_model), held to
 the same rules. All normalise with GroupNorm, never BatchNorm: batch statistics
-mix examples, which leaks data across a batch and breaks per-sample gradient clipping (DESIGN.md
-§1). None has buffers, so a model's whole state is its parameters and
+mix examples, which leaks data across a batch and breaks per-sample gradient clipping
+(docs/DESIGN.md §1). None has buffers, so a model's whole state is its parameters and
 `torch.func.functional_call(model, params, x)` needs nothing else.
 
 Messages carry one flat float32 vector per model. `FlatParams` fixes its layout: the

@@ -1,5 +1,4 @@
-"""The calibration of a node's privacy mechanism (DESIGN.md §2), and the noise seeds of
-experiments.
+"""The calibration of a node's privacy mechanism (docs/DESIGN.md §2).
 
 The mechanism (node.core.mechanism) is fixed before training from public quantities (target ε,
 δ, rounds, K, the sampling rate, the clip, the degree): every noisy mechanism's releases are
@@ -49,7 +48,7 @@ def sample_rate(cfg: RunConfig, public_examples: int | None, node: int) -> tuple
 
 def formal_guarantee(cfg: RunConfig, *, released: bool) -> bool:
     """Whether a proof covers what this run prints: the mechanism's own condition (message mode
-    needs K = 1, DESIGN.md §2), and no fixed noise seed in a run whose messages are really sent
+    needs K = 1, docs/DESIGN.md §2), and no fixed noise seed in a run whose messages are really sent
     (`released`: the daemon), which would let every peer — they all hold the same config —
     regenerate the noise and the batches; the simulator releases nothing, so its seeded noise
     stands for the OS-entropy noise."""
@@ -59,13 +58,14 @@ def formal_guarantee(cfg: RunConfig, *, released: bool) -> bool:
 def privacy_plan(cfg: RunConfig, graph: nx.Graph, node: int,
                  public_examples: int | None, *, released: bool = False,
                  max_degree: int | None = None,
-                 params: PrimalDualParams | None = None) -> Mechanism:
+                 params: PrimalDualParams | None = None, rows: int | None = None) -> Mechanism:
     """This node's mechanism, calibrated for its public dataset size and degree (always on the
     safe side). `public_examples` is the node's dataset size where that is public (a shard of
     a public dataset, or any run without a privacy claim), None where it is not (a node's own
     file in a private run). `max_degree` is the graph's, when the caller already has it (the
     simulator, for N nodes of one graph); `params` the primal-dual algorithm's, when the caller
-    runs one (`build_node`): a mechanism that noises the duals sizes its noise from them."""
+    runs one (`build_node`): a mechanism that noises the duals sizes its noise from them;
+    `rows` the number of examples the node really trains on, where the caller knows it."""
     q, n = sample_rate(cfg, public_examples, node)
     kind = mechanism_type(cfg)
     if not kind.claims_privacy:
@@ -73,6 +73,11 @@ def privacy_plan(cfg: RunConfig, graph: nx.Graph, node: int,
                                degree=graph.degree(node), params=params)
     try:
         check_delta(cfg.delta, math.ceil(n))
+        if rows is not None and rows > n:
+            # δ bounds the chance that the guarantee fails for the data the node holds: with
+            # δ ≥ 1/n a mechanism that publishes one random row of n would pass, however
+            # small the n̂ it declared.
+            check_delta(cfg.delta, rows)
         if params is None and kind.noises_duals:
             if max_degree is None:
                 max_degree = graph_max_degree(graph)
@@ -84,16 +89,3 @@ def privacy_plan(cfg: RunConfig, graph: nx.Graph, node: int,
     except PrivacyError as exc:
         raise ConfigError(str(exc)) from None
 
-
-def noise_seed(base: int | None, node: int) -> int | None:
-    """Node `node`'s fixed noise seed from an experiment's seed `base`; None = OS entropy.
-
-    Every fixed seed is derived here: with the same seed on two nodes their noise would be
-    the same draws, and with a seed from public values anyone could subtract the noise."""
-    return None if base is None else base * 1_000_003 + node
-
-
-def restart_noise_seed(base: int, node: int, round: int) -> int:
-    """The seed a fixed-seed node reseeds with when it resumes at `round`: replaying round 0's
-    draws after a restart would release two messages with the same noise."""
-    return base * 1_000_003 * 1_000_033 + node * 1_000_033 + round

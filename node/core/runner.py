@@ -4,6 +4,7 @@
     (caller sends out.duals / out.primal)
     runner.absorb(received)          # when the round closes: what the neighbours sent
     runner.skip_to(r)                # rejoin in step at round r (nothing run or charged before)
+    runner.charge_earlier_run(h)     # neighbours heard rounds up to h from an earlier run
     runner.consensus_distance(...)   # and the numbers its metrics record reports
 
 `step` commits the round's spend to the budget (privacy.budget) before it returns: in the
@@ -53,10 +54,12 @@ class NodeRunner:
     round: int = 0
     last_loss: float = math.nan
     last_accuracy: float | None = None
-    last_test_loss: float | None = None
     last_auroc: float | None = None
     last_balanced_accuracy: float | None = None
     budget: Budget = field(init=False)
+    # Rounds before this one are charged for every earlier run of this node (by its ledger,
+    # which `resume` continues, or by `charge_earlier_run`).
+    accounted_before: int = 0
 
     def __post_init__(self, ledger: Ledger | None, lifetime: Lifetime | None) -> None:
         self.budget = self.setup.plan.budget(ledger, lifetime)
@@ -115,6 +118,26 @@ class NodeRunner:
         self.round = round
         self.setup.algorithm.resync()
 
+    def charge_earlier_run(self, heard: int) -> range:
+        """Neighbours heard rounds up to `heard` from an earlier run of this node that its
+        ledger does not hold (restored from a backup, or lost). Each round from
+        `accounted_before` to `heard` (within the run) is charged once more, durably, before
+        anything else is sent — a round this run released as well went out twice, and the
+        others may have gone out once — and none of them is run again. Returns the rounds
+        charged (none without a privacy claim)."""
+        rounds = range(self.accounted_before, min(heard, self.cfg.rounds - 1) + 1)
+        if not rounds or not self.setup.plan.claims_privacy:
+            return range(0)
+        ledger, releases = self.budget.ledger, self.next_releases()
+        for r in rounds:
+            again = ledger is not None and ledger.released(r)
+            self.budget.commit(round=r, releases=releases, again=again,
+                               lifetime=self.setup.plan.lifetime_releases(self.cfg.local_steps))
+        self.accounted_before = rounds[-1] + 1
+        if self.round <= rounds[-1]:
+            self.skip_to(rounds[-1] + 1)
+        return rounds
+
     def peer_rejoined(self, peer: int) -> None:
         """Neighbour `peer` skipped rounds and is back in step: resynchronise its edge."""
         self.setup.algorithm.resync([peer])
@@ -139,7 +162,7 @@ class NodeRunner:
 
     def evaluate(self) -> Evaluation:
         result = self.setup.trainer.evaluate(self.setup.algorithm.w)
-        self.last_accuracy, self.last_test_loss = result.accuracy, result.loss
+        self.last_accuracy = result.accuracy
         self.last_auroc, self.last_balanced_accuracy = result.auroc, result.balanced_accuracy
         return result
 

@@ -66,7 +66,7 @@ def read_file(path: str | Path, *, label_column: str = "label", hint: str = "--l
 
 def load_local(path: str | Path, *, label_column: str = "label") -> tuple[np.ndarray, np.ndarray]:
     """A daemon node's own file (`read_file`, naming the daemon's setting in its sentence)."""
-    x, y, _ = read_file(path, label_column=label_column, hint="node.label_column")
+    x, y, _ = read_file(path, label_column=label_column, hint="node.data_label_column")
     return x, y
 
 

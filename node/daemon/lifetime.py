@@ -32,7 +32,7 @@ import numpy as np
 from node.core.assemble import NodeSetup
 from node.core.tables import load_local
 from node.daemon.settings import NodeConfig
-from node.daemon.state import check_resumable
+from node.daemon.state import check_resumable, ledger_identity
 from node.errors import ConfigError
 from node.outputs.files import LEDGER
 from privacy.accountant import Accountant, Release
@@ -54,7 +54,7 @@ def state_dir(setting: str) -> Path:
 def fingerprint(cfg: NodeConfig) -> str:
     """A hex name for the data this node trains on (see the module docstring)."""
     if cfg.node.data_file:
-        return "rows-" + rows_digest(cfg.node.data_file, cfg.node.label_column)
+        return "rows-" + rows_digest(cfg.node.data_file, cfg.node.data_label_column)
     run = cfg.run
     description = {"dataset": run.dataset, "nodes": run.nodes, "partition": run.partition,
                    "seed": run.seed, "examples_per_node": run.examples_per_node,
@@ -89,12 +89,6 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def ledger_identity(cfg: NodeConfig, setup: NodeSetup) -> dict[str, object]:
-    """What the run ledger must say it belongs to (a mismatch is refused)."""
-    return {"node": cfg.node.id, "epsilon": cfg.run.epsilon, "delta": cfg.run.delta,
-            "mode": setup.plan.mode}
-
-
 def lifetime_path(cfg: NodeConfig, name: str) -> Path:
     return state_dir(cfg.node.state_dir) / "lifetime" / f"{name}.json"
 
@@ -106,7 +100,7 @@ def open_spend(cfg: NodeConfig, setup: NodeSetup) -> tuple[Ledger | None, Lifeti
     and a run whose planned releases would take the lifetime ε past `node.lifetime_epsilon`."""
     plan = setup.plan
     run_path = Path(cfg.node.out) / LEDGER
-    identity = ledger_identity(cfg, setup)
+    identity = ledger_identity(cfg, plan)
     # A private node keeps a run ledger: a missing one records no rounds (None: keeps none).
     rounds = (recorded(run_path, identity) or {}) if plan.claims_privacy else None
     check_resumable(cfg, run_path, None if rounds is None else sorted(rounds))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import secrets
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -63,7 +64,7 @@ def build_daemon_node(cfg: NodeConfig) -> NodeSetup:
     """The daemon's node: the graph from the run's topology (checked against the configured
     neighbours), only this node's shard, and noise from OS entropy unless a seed was given."""
     from node.core.assemble import build_graph, build_node, load_data, local_data, shard
-    from node.core.privacy_plan import noise_seed
+    from node.core.seeds import noise_seed
     from topologies import neighbours
 
     graph = build_graph(cfg.run)
@@ -75,7 +76,7 @@ def build_daemon_node(cfg: NodeConfig) -> NodeSetup:
                           f"{sorted(expected)}.")
     own_file = bool(cfg.node.data_file)
     if own_file:
-        data = local_data(cfg.node.data_file, cfg.node.test_file, cfg.node.label_column,
+        data = local_data(cfg.node.data_file, cfg.node.test_file, cfg.node.data_label_column,
                           cfg.run.seed, cap=cfg.run.examples_per_node, private=cfg.run.private,
                           classes=cfg.run.classes, standardise=cfg.run.standardise)
     else:
@@ -101,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     from node.daemon.state import CheckpointError, resume, write_final
 
     torch.set_num_threads(cfg.run.threads)
+    # torch's global generator starts from one fixed seed in every process (and a fork server's
+    # children share the template's): no DP draw uses it, but none ever shares a stream.
+    torch.manual_seed(secrets.randbits(64))
     expected: tuple[type[Exception], ...] = (SetupError, CheckpointError, *USER_ERRORS)
     log = logging.getLogger("node")
     ledger = lifetime = None

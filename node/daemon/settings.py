@@ -57,9 +57,11 @@ class NodeSettings:
     curve_keys: str = ""
     # Dual/primal messages whose RMS per coordinate exceeds this are refused on receipt.
     max_message_rms: float = math.inf
+    # This node's own rows (CSV or NPZ) instead of a shard of the run's `dataset`; a CSV's label
+    # column is `data_label_column` (the run's `label_column` names the `dataset` file's).
     data_file: str = ""
     test_file: str = ""
-    label_column: str = "label"
+    data_label_column: str = "label"
     log_level: str = "INFO"
     # Prometheus text format at http://<metrics_host>:<metrics_port>/metrics; 0 = off. The host
     # defaults to the one `listen` names.
@@ -151,7 +153,9 @@ def load_node_config(path: str | Path, overrides: Mapping[str, str] = {}) -> Nod
 
 
 # Earlier spellings of [node] settings, still read so that existing configs keep working.
-RENAMED = {"max_message_norm": "max_message_rms"}
+# node.label_column became data_label_column: the top-level label_column is the run's
+# `dataset` file's, and one name meant both.
+RENAMED = {"max_message_norm": "max_message_rms", "label_column": "data_label_column"}
 
 
 def node_config_from_mapping(raw: Mapping[str, Any],

@@ -5,7 +5,7 @@ A checkpoint holds the algorithm state (model and duals), the round it completed
 data-order RNG state and a checksum. It is written to a temp file in the same directory, fsynced,
 renamed over the old one and the directory fsynced, so a crash at any instant leaves either the
 old or the new checkpoint, never a torn one. The private noise generator is deliberately *not*
-saved: a restarted node draws fresh OS entropy (DESIGN.md §2), and the privacy ledger — not the
+saved: a restarted node draws fresh OS entropy (docs/DESIGN.md §2), and the privacy ledger — not the
 checkpoint — decides which rounds were already released.
 """
 
@@ -25,8 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from node.core.privacy_plan import restart_noise_seed
+from node.core.mechanism import Mechanism
 from node.core.runner import NodeRunner
+from node.core.seeds import restart_noise_seed
 from node.daemon.settings import NodeConfig
 from node.outputs.files import CHECKPOINT, FINAL, LEDGER, write_json_atomic
 from privacy.ledger import Ledger
@@ -124,6 +125,17 @@ def checkpoint_identity(cfg: NodeConfig) -> dict[str, Any]:
     return {"node": cfg.node.id, "run": run}
 
 
+def ledger_identity(cfg: NodeConfig, plan: Mechanism) -> dict[str, Any]:
+    """What must match for a privacy ledger to be continued: the node, its target and mechanism,
+    and the schedule its noise multiplier z* was calibrated from (ε, δ, q and the releases,
+    R·K or R). A restart with other rounds would re-calibrate z after outputs were seen:
+    noise chosen adaptively from released outputs, which the accountant's composition of a
+    fixed schedule does not cover."""
+    return {"node": cfg.node.id, "epsilon": cfg.run.epsilon, "delta": cfg.run.delta,
+            "mode": plan.mode, "rounds": cfg.run.rounds, "local_steps": cfg.run.local_steps,
+            "sample_rate": plan.sample_rate}
+
+
 def save_state(runner: NodeRunner, cfg: NodeConfig, completed_round: int) -> None:
     setup = runner.setup
     save_checkpoint(Path(cfg.node.out) / CHECKPOINT, Checkpoint(
@@ -169,6 +181,9 @@ def resume(runner: NodeRunner, cfg: NodeConfig, ledger: Ledger | None) -> None:
             # Rounds after the checkpoint were released already; re-running them would send a
             # second, differently noised release of the same round.
             runner.round = max(runner.round, ledger.rounds[-1] + 1)
+    # Every round before this one is in the ledger or was never released by this node — as
+    # far as the ledger knows: a restored one does not (NodeRunner.charge_earlier_run).
+    runner.accounted_before = runner.round
     if ckpt is not None or (ledger is not None and ledger.rounds):
         logger.info("resuming at round %d", runner.round)
         seed = cfg.run.noise_seed

@@ -4,7 +4,7 @@ written atomically.
 
     DIR/summary.json            the run (launcher or simulator)
     DIR/endpoints.json          a local launch's READY endpoints, for the nodes to read
-    DIR/<id>/metrics.jsonl      one record per round (CONTRACTS.md)
+    DIR/<id>/metrics.jsonl      one record per round (docs/CONTRACTS.md)
     DIR/<id>/final.json         what a daemon reports when it exits
     DIR/<id>/privacy_ledger.json   its privacy spend, written before each round is sent
     DIR/<id>/checkpoint.npz     its last checkpoint (node.daemon.state)

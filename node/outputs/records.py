@@ -3,7 +3,7 @@ and summary.json), final.json itself (with the mechanism's record, the privacy n
 make ε recomputable), and summary.json.
 
 The simulator, the server-based references, the daemon and the launcher all build their
-outputs here, so the keys CONTRACTS.md fixes cannot drift between them.
+outputs here, so the keys docs/CONTRACTS.md fixes cannot drift between them.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def summary(cfg: RunConfig, nodes: Mapping[str, Mapping[str, Any]], wall: float,
             privacy: Sequence[Mapping[str, Any]], *, startup_seconds: float | None = None,
             metric: LeadMetric | None = None, notes: Mapping[str, str] | None = None,
             **extra_config: Any) -> dict[str, Any]:
-    """summary.json as CONTRACTS.md fixes it, plus per-node noise so anyone can recompute ε.
+    """summary.json as docs/CONTRACTS.md fixes it, plus per-node noise so anyone can recompute ε.
     `privacy` holds one mechanism's `record()` per node in id order (empty when not all are known);
     `startup_seconds` is a launch's time from starting the first node to every node READY
     (null for a run that starts no processes, or whose start failed); `metric` the one the

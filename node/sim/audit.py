@@ -26,8 +26,8 @@ from node.config import RunConfig
 from node.core.assemble import build_graph, build_node
 from node.core.data import Dataset
 from node.core.mechanism import GaussianDualNoise
-from node.core.privacy_plan import noise_seed
 from node.core.runner import NodeRunner
+from node.core.seeds import noise_seed
 from privacy.audit import epsilon_lower_bound
 
 FEATURES, CLASSES = 6, 2

@@ -6,8 +6,8 @@ the daemon. To make them comparable with the decentralised runs they reuse the s
 same `LocalTrainer`, same data order and the same gradient privacy policy and calibration), and the
 same metrics files (`<out>/<node>/metrics.jsonl`, `<out>/summary.json`).
 
-Privacy: a reference run with a finite ε uses gradient mode (DESIGN.md §2): every local step is a
-Poisson-subsampled Gaussian on the clipped gradient sum, so everything a client sends to the
+Privacy: a reference run with a finite ε uses gradient mode (docs/DESIGN.md §2): every local step
+is a Poisson-subsampled Gaussian on the clipped gradient sum, so everything a client sends to the
 server is post-processing and the transcript is R·K compositions, exactly as for DP-D-PSGD.
 Pooled training is run without privacy only (its threat model — one site holds everything — is
 different). One round is K local steps on every node followed (FedAvg, SCAFFOLD) by one

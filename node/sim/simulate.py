@@ -34,8 +34,8 @@ from node.core.algorithm import Outgoing
 from node.core.assemble import Federation, build_graph, build_node, load_data, shards
 from node.core.data import Dataset
 from node.core.metrics import LeadMetric, lead_metric
-from node.core.privacy_plan import noise_seed
 from node.core.runner import NodeRunner, RoundOutput
+from node.core.seeds import noise_seed
 from node.outputs.files import MetricsWriter, RunDir, write_json_atomic
 from node.outputs.records import ExitReason, metrics_record, node_entry, summary
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.containers.rootfs import RootfsError, rootfs_tarball
+from tests.containers.rootfs import RootfsError, rootfs_tarball, unmount_all
 
 # The engine's data root and the base tarball. DPNORM_TEST_CACHE points elsewhere, e.g. at an
 # empty directory to build everything from nothing as a fresh machine does.
@@ -91,7 +91,7 @@ class Engine:
         its networks and its containers' links exist only there (it then has no way out, so
         builds need an engine without one)."""
         run_dir.mkdir(parents=True, exist_ok=True)
-        root = CACHE / "engine"
+        root = data_root()
         root.mkdir(parents=True, exist_ok=True)
         tag = f"dpnorm-test-{os.getpid()}"
         log = (run_dir / "dockerd.log").open("wb")
@@ -157,18 +157,22 @@ class Engine:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
-        # Mounts under the exec-root (netns files, shm) would keep rm -rf from finishing.
+        # Mounts under the exec-root (netns files, shm) would keep rm -rf from finishing; a
+        # dockerd that had to be killed leaves its data root mounted on itself.
         exec_root = self.run_dir / "exec"
-        if exec_root.exists():
-            mounts = [ln.split()[1] for ln in Path("/proc/mounts").read_text().splitlines()
-                      if ln.split()[1].startswith(str(exec_root))]
-            for mount in sorted(mounts, reverse=True):
-                subprocess.run(["umount", "-l", mount], capture_output=True, check=False)
-            shutil.rmtree(exec_root, ignore_errors=True)
+        left = unmount_all(exec_root) + unmount_all(data_root())
+        shutil.rmtree(exec_root, ignore_errors=True)
         with contextlib.suppress(FileNotFoundError):
             self.socket.unlink()
         if self.netns:
             subprocess.run(["ip", "netns", "del", self.netns], capture_output=True, check=False)
+        if left:
+            raise RootfsError(f"the engine left {', '.join(map(str, left))} mounted")
+
+
+def data_root() -> Path:
+    """Where every engine of the tests keeps its images (one at a time: build, then run)."""
+    return CACHE / "engine"
 
 
 NETNS_PREFIX = "dpnorm-engine-"

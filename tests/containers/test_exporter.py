@@ -52,7 +52,7 @@ def test_a_scrape_shows_the_last_record(exporter: Exporter) -> None:
                             bytes_received=90, peers_alive=2, round_seconds=0.3), 1, {})
     exporter.observe(record(round=1, epsilon=0.9, bytes_sent=250, bytes_received=200,
                             peers_alive=1, round_seconds=7.0), 2,
-                     {"3": {"DecodeError": 2}, "stranger": {"NotNeighbour": 1}})
+                     {"3": {"DecodeError": 2}, "stranger": {"PeerError": 1}})
     got = scrape(exporter)
     assert got["dpnorm_rounds_completed"] == [({}, 2.0)]
     assert got["dpnorm_accuracy"] == [({}, 0.5)]  # a round without evaluation keeps the last
@@ -62,7 +62,7 @@ def test_a_scrape_shows_the_last_record(exporter: Exporter) -> None:
     assert got["dpnorm_peers_alive"] == [({}, 1.0)]
     assert sorted(got["dpnorm_rejected_messages_total"], key=str) == sorted(
         [({"peer": "3", "reason": "DecodeError"}, 2.0),
-         ({"peer": "stranger", "reason": "NotNeighbour"}, 1.0)], key=str)
+         ({"peer": "stranger", "reason": "PeerError"}, 1.0)], key=str)
     assert got["dpnorm_round_seconds_count"] == [({}, 2.0)]
     assert got["dpnorm_round_seconds_sum"] == [({}, 7.3)]
     buckets = {labels["le"]: value for labels, value in got["dpnorm_round_seconds_bucket"]}

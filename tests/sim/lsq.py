@@ -87,8 +87,10 @@ def run_rounds(
     for r in range(rounds):
         outboxes = []
         for i, node in enumerate(nodes):
-            msgs, _ = node.step(inbox[i], oracle_for(i), set(node.neighbours), dual_noise)  # type: ignore[arg-type]
-            outboxes.append(msgs)
+            # The round as NodeRunner drives it: what arrived, K local steps, the messages.
+            node.absorb(inbox[i])  # type: ignore[arg-type]
+            node.local_steps(oracle_for(i), set(node.neighbours))
+            outboxes.append(node.messages(set(node.neighbours), dual_noise))  # type: ignore[arg-type]
         inbox = [{} for _ in nodes]
         for i, msgs in enumerate(outboxes):
             for j, y in msgs.items():

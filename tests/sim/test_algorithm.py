@@ -84,7 +84,7 @@ def dual_rms_tail(nodes: list[PrimalDual], rounds: int, **kwargs: object) -> flo
 
 
 def test_denoising_bounds_the_dual_norm_under_message_noise() -> None:
-    """DESIGN.md §1: per-edge dual noise with α = 0 inflates the duals; γ = 0.1 does not."""
+    """docs/DESIGN.md §1: per-edge dual noise with α = 0 inflates the duals; γ = 0.1 does not."""
     ring = nx.cycle_graph(6)
     problem = LeastSquares.random(6, seed=3)
     rounds, sigma, lr = 3000, 0.02, 0.05

@@ -199,7 +199,7 @@ def test_load_local_npz_and_csv(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "content", "match"),
     [
-        ("a.csv", "f1,f2\n1,2\n", r"has no 'label' column; name it with node.label_column"),
+        ("a.csv", "f1,f2\n1,2\n", r"has no 'label' column; name it with node.data_label_column"),
         ("a.csv", "f1,label\n1,x\n", r"a.csv: column 'label' holds 'x' in data row 1, not a"),
         ("a.csv", "f1,label\n1,0\n2\n", r"column 'label' has a missing, NaN or infinite value "
                                           r"in data row 2"),

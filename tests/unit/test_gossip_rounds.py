@@ -122,12 +122,12 @@ def test_stale_and_duplicate_messages() -> None:
     assert book.receive(dual(1, 5), 0.0) is Verdict.STALE  # the round is closed
 
 
-def test_require_primal_waits_for_primals() -> None:
-    book = RoundBook([1], RoundConfig(require_primal=True))
+def test_a_round_waits_for_duals_not_primals() -> None:
+    book = RoundBook([1], RoundConfig())
     book.start_round(0, 0.0)
-    book.receive(dual(1, 0), 0.0)
-    assert not book.complete()
     book.receive(Primal(1, 0, 7, np.zeros(2, np.float32)), 0.0)
+    assert not book.complete()
+    book.receive(dual(1, 0), 0.0)
     assert book.complete()
 
 

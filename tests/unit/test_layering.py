@@ -1,4 +1,4 @@
-"""DESIGN.md §5 and node/__init__.py: the import rule between packages and between node's
+"""docs/DESIGN.md §5 and node/__init__.py: the import rule between packages and between node's
 rooms, keyed by directory (the style gates, ruff and mypy, are `make lint`), and the test tiers.
 
     config, errors, cli  <-  core  <-  outputs  <-  sim, daemon  <-  tools, experiments

@@ -50,7 +50,8 @@ def test_epsilon_agrees_with_dp_accountings_own_pld_and_rdp(z: float, q: float, 
 
 
 def test_frozen_reference_values() -> None:
-    # dp_accounting.md §1.6 (dp-acc PLD at its default grid); ours may only be slightly higher.
+    # dp-accounting's own PLD at its default grid (1e-4), measured when the accountant was
+    # chosen; ours (grid 1e-3, docs/PRIVACY.md, "Accounting") may only be slightly higher.
     for z, q, steps, expected in [
         (1.0, 0.01, 1000, 1.828),
         (1.0, 0.01, 10_000, 6.188),
@@ -185,7 +186,8 @@ def _dpnorm_round(
     q: float,
     n: int,
 ) -> list[list[float]]:
-    """One noiseless message-mode round of DESIGN.md §1 on a d-vector; returns the E messages."""
+    """One noiseless message-mode round of docs/DESIGN.md §1 on a d-vector; returns the E
+    messages."""
     mu, kappa, degree = 1 / lr, (2 * beta - 1), len(signs)
     pull = [beta * eta * sum(a * z[i] for a, z in zip(signs, duals, strict=True))
             for i in range(len(w))]

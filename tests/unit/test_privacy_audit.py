@@ -1,4 +1,4 @@
-"""White-box canary audit with positive controls (dp_accounting.md §4, layer E).
+"""White-box canary audit with positive controls (docs/PRIVACY.md, "How it is tested").
 
 Two worlds: the batch D, or D plus a canary whose gradient is 10C along a known direction u.
 The auditor knows D and scores each release by s = ⟨release·(q·n) − clipped_sum(D), u⟩. A

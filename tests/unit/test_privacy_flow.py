@@ -1,7 +1,8 @@
 """Privacy of the node's real code path: data flow, clipping, noise scale, gradient inversion.
 
-dp_accounting.md §4 layers B, C, D and F, run through what the daemon runs (assemble.build_node,
-NodeRunner, LocalTrainer, PrimalDual/Gossip) rather than through privacy/ alone:
+Four of the checks of docs/PRIVACY.md, "How it is tested", run through what the daemon runs
+(assemble.build_node, NodeRunner, LocalTrainer, PrimalDual/Gossip) rather than through privacy/
+alone:
 
 - D: with clipping forced to C = 0 (which also zeroes the gradient noise z·C), the encoded
   outgoing messages are byte-identical for two unrelated private datasets; with C > 0 they differ;
@@ -275,7 +276,7 @@ def test_message_mode_dual_noise_has_std_sigma_per_edge_and_is_independent() -> 
     a, b = (xi[j].double() for j in sorted(active))
     corr = float((a - a.mean()) @ (b - b.mean()) / (a.std() * b.std() * (d - 1)))
     assert abs(corr) < 4 / math.sqrt(d), corr
-    # The node continues from what its neighbours can reconstruct jointly (DESIGN.md §2).
+    # The node continues from what its neighbours can reconstruct jointly (docs/DESIGN.md §2).
     p = algorithm.params
     shift = sum(algorithm.signs[j] * xi[j] for j in active) / (2 * p.beta * len(active))
     torch.testing.assert_close(noisy.w, clean.w - shift, rtol=0, atol=1e-5)

@@ -1,4 +1,5 @@
-"""Clipping, sampling and noise of the privatised gradient (dp_accounting.md §4, layers B, C, F)."""
+"""Clipping, sampling and noise of the privatised gradient (docs/PRIVACY.md, "How it is
+tested")."""
 
 from __future__ import annotations
 

@@ -121,7 +121,7 @@ def test_bad_files_through_the_daemon_reader(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"data file .*nope.csv does not exist"):
         load_local(tmp_path / "nope.csv")
     (tmp_path / "a.csv").write_text("f1,f2\n1,2\n")
-    with pytest.raises(DataError, match=r"no 'label' column; name it with node.label_column$"):
+    with pytest.raises(DataError, match=r"no 'label' column; name it with node.data_label_column$"):
         load_local(tmp_path / "a.csv")
     (tmp_path / "bytes.csv").write_bytes(b"f1,label\n\xff\xfe,1\n")
     with pytest.raises(DataError, match=r"cannot read .*bytes.csv as a UTF-8 CSV file"):

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gossip.errors import Rejection
 from node.tools.chaos.harness import (
     HOSTILE_PEER,
     NODE,
@@ -52,7 +53,7 @@ LOSS_RATIO = 1.3
 LAST_ROUNDS = 10
 # A real daemon on a loaded machine sometimes sends after the receiver closed the round, as
 # honest nodes do to each other: a verdict on timing, not on content.
-LATE = "StaleRound"
+LATE = Rejection.STALE_ROUND
 # The chaos scenarios' pace. Unpaced (0), the D-PSGD scenarios hold as well and run in half the
 # time; DP-Norm's defended accuracy then depends on arrival order: 72.6 and 72.7 % against a
 # fault-free 78.1 in 2 of 8 unpaced runs (5.4 points), within 3.4 at this pace (issue 31).

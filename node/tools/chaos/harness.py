@@ -19,6 +19,7 @@ from typing import Any
 
 from node.config import RunConfig
 from node.outputs.files import RunDir, read_metrics
+from node.outputs.records import ExitReason
 from node.tools.local import LocalLaunch, read_final
 from node.tools.plan import DaemonOptions
 
@@ -124,7 +125,7 @@ def finish(launch: LocalLaunch, outcome: Outcome, timeout: float,
         rc = None if proc is None else proc.returncode
         outcome.check(rc == 0, f"node {i} exited with status {rc}")
         info = results[str(i)]
-        outcome.check(info["exit"] == "finished" and
+        outcome.check(info["exit"] == ExitReason.FINISHED and
                       info["rounds_completed"] == launch.cfg.rounds,
                       f"node {i} ended '{info['exit']}' after {info['rounds_completed']} rounds")
 

@@ -24,8 +24,10 @@ what it heard: the neighbours' models (gossip), or the models it reconstructs fr
 CURVE (`node.curve_keys`) it authenticates with its own key pair: a neighbour the honest nodes
 admit, and Byzantine all the same.
 
-What it sent, by the error kind the honest receiver should count, goes to
-`<out>/hostile.json` after every burst: {"sent": {target: {kind: count}}}.
+What it sent, by the `gossip.errors.Rejection` the honest receiver should count it under
+(`STRANGER_SENT`: a `PeerError` counted under the peer "stranger"; `NORM_SENT`: a `NormError`
+when the receiver has an RMS bound), goes to `<out>/hostile.json` after every burst:
+{"sent": {target: {kind: count}}}.
 Every wait is bounded: `--lifetime` seconds at most, or until every neighbour said Bye.
 """
 
@@ -46,9 +48,9 @@ import torch
 import zmq
 
 from gossip.codec import decode, encode
-from gossip.errors import DecodeError
+from gossip.errors import DecodeError, Rejection
 from gossip.keys import load_curve_keys
-from gossip.messages import Bye, Dual, Heartbeat, Hello, Primal
+from gossip.messages import Bye, Dual, Heartbeat, Hello, Primal, parse_peer_id
 from node.cli import parse_set_overrides
 from node.core.attacks import ATTACKS, View, attack_message, fake_model
 from node.daemon.settings import NodeConfig, load_node_config
@@ -56,6 +58,13 @@ from topologies import edge_sign
 
 SCALE = 1e6
 BURST_ROUNDS = (2, 20, 40)
+# What was sent that the receiver counts other than under this peer and a Rejection: forged
+# identities (a PeerError under "stranger") and the x1e6 duals (a NormError only if bounded).
+STRANGER_SENT = "stranger"
+NORM_SENT = "norm"
+# Sent to be accepted, not counted by the receiver: a greeting (not recorded) and an attack.
+GREETING = "ok"
+ATTACK_SENT = "byzantine"
 
 
 def model_size(cfg: NodeConfig) -> int:
@@ -164,7 +173,7 @@ class Hostile:
             self.scaled[peer].add(r)
             base = self.last_dual.get(peer, np.full(self.dim, 0.05, np.float32))
             big = (base * np.float32(SCALE)).astype(np.float32)
-            self.valid(peer, encode(Dual(self.me, r, self.next_seq(), big)), "norm")
+            self.valid(peer, encode(Dual(self.me, r, self.next_seq(), big)), NORM_SENT)
         due = [b for b in BURST_ROUNDS if b <= r and b not in self.bursts.setdefault(peer, set())]
         if due:
             self.bursts[peer].update(due)
@@ -178,10 +187,10 @@ class Hostile:
         for bad in (np.nan, np.inf):
             x = ones.copy()
             x[self.rng.randrange(dim)] = bad
-            self.send(j, encode(Dual(me, r, self.next_seq(), x)), "DecodeError")
+            self.send(j, encode(Dual(me, r, self.next_seq(), x)), Rejection.DECODE)
         # (b) wrong shapes and dtypes.
         self.send(j, encode(Dual(me, r, self.next_seq(), np.ones(dim + 7, np.float32))),
-                  "DecodeError")
+                  Rejection.DECODE)
         # (The frame stays within the receiver's MAXMSGSIZE, 4 x dim + header: libzmq would
         # drop the connection for a bigger one before any of our code sees it.)
         for manifest, nbytes in ((["float64", [dim // 2]], 8 * (dim // 2)),
@@ -189,27 +198,27 @@ class Hostile:
             frames = encode(Dual(me, r, self.next_seq(), ones))
             header = msgpack.unpackb(frames[0])
             header["f"] = [manifest]
-            self.send(j, [msgpack.packb(header), bytes(nbytes)], "DecodeError")
+            self.send(j, [msgpack.packb(header), bytes(nbytes)], Rejection.DECODE)
         # (d) byte-exact replays of messages the target accepted, and an old round re-sent
         # with a fresh sequence number.
         for old in self.accepted.get(j, [])[:2]:
-            self.send(j, old, "ReplayError")
-        self.send(j, encode(Dual(me, r - 2, self.next_seq(), ones * 0)), "StaleRound")
+            self.send(j, old, Rejection.REPLAY)
+        self.send(j, encode(Dual(me, r - 2, self.next_seq(), ones * 0)), Rejection.STALE_ROUND)
         # (e) random bytes, one and three frames.
         for count in (1, 3):
             frames = [self.rng.randbytes(self.rng.randint(1, 600)) for _ in range(count)]
-            self.send(j, frames, "DecodeError")
+            self.send(j, frames, Rejection.DECODE)
         # (f) a message claiming to come from another node, over our own connection ...
         other = next(k for k in range(self.cfg.run.nodes) if k not in (me, j))
-        self.send(j, encode(Dual(other, r, self.next_seq(), ones * 0)), "PeerError")
+        self.send(j, encode(Dual(other, r, self.next_seq(), ones * 0)), Rejection.PEER)
         # ... and from sockets whose identity claims to be a node the target does not know.
         for s in self.strangers[j]:
-            self.send(j, encode(Heartbeat(other, r, self.next_seq())), "stranger", socket=s)
+            self.send(j, encode(Heartbeat(other, r, self.next_seq())), STRANGER_SENT, socket=s)
 
     def record(self) -> None:
         out = Path(self.cfg.node.out)
         tmp = out / f".hostile.json.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps({"sent": {t: {k: v for k, v in kinds.items() if k != "ok"}
+        tmp.write_text(json.dumps({"sent": {t: {k: v for k, v in kinds.items() if k != GREETING}
                                             for t, kinds in self.sent.items()}}))
         os.replace(tmp, out / "hostile.json")
 
@@ -227,16 +236,16 @@ class Hostile:
             try:
                 msg = decode(frames)
                 # Under CURVE the routing id is random; the (authenticated) header names it.
-                peer = msg.sender if self.curve is not None else int(identity)
             except (ValueError, DecodeError):
                 continue
+            peer = msg.sender if self.curve is not None else parse_peer_id(identity)
             if peer not in neighbours:
                 continue
             if peer not in self.said_hello:
                 # The neighbour's own Hello may have left before our connection was up
                 # (its DEALERs send only on live connections): greet on whatever comes first.
                 self.said_hello.add(peer)
-                self.valid(peer, encode(Hello(self.me, 0, self.next_seq(), self.dim)), "ok")
+                self.valid(peer, encode(Hello(self.me, 0, self.next_seq(), self.dim)), GREETING)
             match msg:
                 case Bye():
                     self.byes.add(peer)
@@ -244,7 +253,7 @@ class Hostile:
                     if isinstance(payload, np.ndarray):
                         y = self.byzantine.answer(peer, r, payload)
                         self.valid(peer, encode(Dual(self.me, r, self.next_seq(), y)),
-                                   "byzantine")
+                                   ATTACK_SENT)
                 case Dual(round=r, payload=payload):
                     self.on_message(peer, r, payload if isinstance(payload, np.ndarray) else None)
                 case Heartbeat() | Primal() if self.byzantine is not None:

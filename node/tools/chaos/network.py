@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from gossip.errors import STRANGER, Rejection
 from gossip.faults import Cut, FaultConfig
 from node.config import RunConfig
 from node.tools.chaos.harness import (
@@ -35,6 +36,7 @@ from node.tools.chaos.harness import (
     records,
     timed,
 )
+from node.tools.chaos.hostile_peer import NORM_SENT, STRANGER_SENT
 from node.tools.local import read_final
 from node.tools.plan import DaemonOptions
 
@@ -207,14 +209,14 @@ def run_hostile(out: Path, seed: int, quick: bool, node: Mapping[str, Any],
         mine = counted.get(str(HOSTILE), {})
         for kind, n in kinds.items():
             totals[kind] = totals.get(kind, 0) + n
-            if kind == "stranger":
-                got = counted.get("stranger", {}).get("PeerError", 0)
-            elif kind == "norm":
-                got = mine.get("NormError", 0)
+            if kind == STRANGER_SENT:
+                got = counted.get(STRANGER, {}).get(Rejection.PEER, 0)
+            elif kind == NORM_SENT:
+                got = mine.get(Rejection.NORM, 0)
                 if not bounded:
                     continue
             else:
-                got = mine.get(kind, 0)
+                got = mine.get(Rejection(kind), 0)
             ok = got == n
             outcome.check(ok, f"node {target} counted {got} {kind} from the hostile peer, "
                               f"it sent {n}")

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from node.outputs.files import RunDir
+from node.outputs.records import ExitReason
 from node.tools.chaos.harness import (
     NODE,
     ROUND_TIMEOUT,
@@ -261,7 +262,7 @@ def shutdown(out: Path, seed: int = 0, quick: bool = True) -> Outcome:
                     outcome.check(proc.returncode == 0,
                                   f"trial {t}: node {i} exited with {proc.returncode}")
                     exit_reason = (read_final(run_out / str(i)) or {}).get("exit")
-                    outcome.check(exit_reason == "stopped",
+                    outcome.check(exit_reason == ExitReason.STOPPED,
                                   f"trial {t}: node {i}'s final.json says {exit_reason!r}")
                     problem = valid_jsonl(RunDir(run_out).metrics(i))
                     outcome.check(problem is None, f"trial {t}: {problem}")
