@@ -46,7 +46,7 @@ from gossip.rounds import RoundConfig
 from gossip.transport import Transport, TransportConfig, ZmqTransport
 from node.core.runner import NodeRunner, RoundOutput
 from node.daemon.settings import NodeConfig
-from node.daemon.state import save_state
+from node.daemon.state import carry_results, save_state
 from node.outputs.files import MetricsWriter, read_metrics
 from node.outputs.records import ExitReason, final_record, metrics_record, node_entry, peak_rss
 
@@ -116,6 +116,7 @@ class Daemon:
         # Rounds this node ran and recorded, over all its restarts: the others up to the last
         # round were skipped to rejoin or lost with a crash (final.json `rounds_skipped`).
         self.rounds_recorded = {int(r["round"]) for r in previous}
+        carry_results(runner, previous)
         # Bound in run(): the socket layer, and what sends go through (the fault layer or it).
         self.zmq: ZmqTransport | None = None
         self.transport: Transport | None = None
@@ -390,6 +391,7 @@ class Daemon:
             round=r, node=self.me, time=time.time(), loss=loss, evaluation=scored,
             dual_norm=runner.setup.algorithm.dual_norm(),
             consensus_distance=runner.consensus_distance(primals), epsilon=runner.epsilon(),
+            lifetime_epsilon=runner.lifetime_epsilon(),
             bytes_sent=sent, bytes_received=received, peers_alive=len(self.proto.alive()),
             neighbours_heard=heard,
             round_seconds=time.monotonic() - started, compute_seconds=compute,
@@ -407,13 +409,21 @@ class Daemon:
         received = (stats.bytes_received if stats else 0) + self.bytes_offset[1]
         return sent, received
 
+    def _exit(self) -> ExitReason:
+        """Why the node stopped; a node that has run every round is finished, also when it was
+        stopped after a restart that found nothing left to do."""
+        if self.exit_reason == ExitReason.STOPPED and self.runner.round >= self.cfg.run.rounds:
+            return ExitReason.FINISHED
+        return self.exit_reason
+
     def final(self) -> dict[str, Any]:
         runner = self.runner
         entry = node_entry(accuracy=runner.last_accuracy, auroc=runner.last_auroc,
                            balanced_accuracy=runner.last_balanced_accuracy,
                            loss=runner.last_loss, epsilon=runner.epsilon(),
+                           lifetime_epsilon=runner.lifetime_epsilon(),
                            bytes_sent=self._bytes()[0],
-                           rounds_completed=runner.round, exit=self.exit_reason)
+                           rounds_completed=runner.round, exit=self._exit())
         return final_record(entry, runner.setup.plan, self.proto.rejections(),
                             peak_rss_bytes=peak_rss(), suspects=runner.suspects(),
                             rounds_skipped=runner.round - len(self.rounds_recorded))
@@ -432,4 +442,5 @@ def compute_round(runner: NodeRunner, active: set[int]) -> RoundOutput | None:
         return None
     out = runner.step(active)
     runner.epsilon()
+    runner.lifetime_epsilon()
     return out

@@ -110,10 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     import uvloop
 
     from node.core.runner import NodeRunner
+    from node.daemon.lifetime import open_spend
     from node.daemon.loop import Daemon
-    from node.daemon.state import CheckpointError, ledger_identity, resume, write_final
-    from node.outputs.files import LEDGER
-    from privacy.ledger import Ledger
+    from node.daemon.state import CheckpointError, resume, write_final
 
     torch.set_num_threads(cfg.run.threads)
     # torch's global generator starts from one fixed seed in every process (and a fork server's
@@ -121,13 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(secrets.randbits(64))
     expected: tuple[type[Exception], ...] = (SetupError, CheckpointError, *USER_ERRORS)
     log = logging.getLogger("node")
-    ledger = None
+    ledger = lifetime = None
     try:
         setup = build_daemon_node(cfg)
-        if setup.plan.claims_privacy:
-            ledger = Ledger.open(Path(cfg.node.out) / LEDGER, ledger_identity(cfg, setup.plan))
-        # Each round's spend goes to the ledger before anything of it is sent (NodeRunner.step).
-        runner = NodeRunner(cfg.run, setup, ledger)
+        # Every check that can refuse the start reads only; then both ledgers are opened.
+        ledger, lifetime = open_spend(cfg, setup)
+        # Each round's spend goes to the ledgers before anything of it is sent (NodeRunner.step).
+        runner = NodeRunner(cfg.run, setup, ledger, lifetime)
         resume(runner, cfg, ledger)
         if exporter is not None:
             exporter.resume(runner.round, runner.epsilon(), runner.last_accuracy)
@@ -143,13 +142,27 @@ def main(argv: list[str] | None = None) -> int:
                          f"{Path(cfg.node.out) / 'node.log'}.\n")
         return 1
     finally:
-        if ledger is not None:
-            ledger.close()
+        for kept in (ledger, lifetime):
+            if kept is not None:
+                kept.close()
         if exporter is not None:
             exporter.close()
-    write_final(cfg, daemon.final())
+    final = daemon.final()
+    write_final(cfg, final)
     log.info("exit: %s after %d rounds", daemon.exit_reason, runner.round)
+    if setup.plan.claims_privacy:
+        sys.stderr.write(spend_line(cfg.node.id, final["epsilon"], final["lifetime_epsilon"],
+                                    cfg.run.delta))
     return 0
+
+
+def spend_line(node: int, run: float | None, lifetime: float | None, delta: float) -> str:
+    """The sentence a private node ends with: this run's ε and its data's lifetime ε."""
+    def shown(value: float | None) -> str:
+        return "null (no formal guarantee)" if value is None else f"{value:.4g}"
+
+    return (f"node {node}: ε = {shown(run)} this run, {shown(lifetime)} over the lifetime of "
+            f"its data (δ = {delta:g}).\n")
 
 
 def _exporter(cfg: NodeConfig) -> Exporter:

@@ -6,6 +6,8 @@ where this node listens, who its neighbours are, timing, wire and fault settings
     id = 0
     listen = "tcp://127.0.0.1:0"     # port 0: pick a free port; READY prints the real one
     out = "runs/demo/0"              # metrics.jsonl, node.log, checkpoint, privacy ledger
+    state_dir = "/var/lib/dpnorm-state"  # the data's lifetime ledger (default: XDG state dir)
+    lifetime_epsilon = 8.0           # refuse a run that would take the data's lifetime ε past 8
     round_timeout = 30.0
     metrics_port = 9100              # optional: Prometheus metrics at 127.0.0.1:9100/metrics
     [neighbours]
@@ -69,6 +71,11 @@ class NodeSettings:
     # so (docs/PRIVACY.md lists what the endpoint releases).
     metrics_port: int = 0
     metrics_host: str = ""
+    # Where the lifetime ledgers of this node's data live, outside any run directory ("":
+    # $XDG_STATE_HOME/dpnorm, else ~/.local/state/dpnorm); dpnorm never deletes anything there.
+    state_dir: str = ""
+    # Refuse a run whose planned releases would take the data's lifetime ε past this (inf: none).
+    lifetime_epsilon: float = math.inf
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,9 @@ class NodeConfig:
                      "max_message_rms"):
             if not getattr(n, name) > 0:
                 raise ConfigError(f"node.{name} must be positive, got {getattr(n, name)}.")
+        if not n.lifetime_epsilon > 0:
+            raise ConfigError(f"node.lifetime_epsilon must be positive (inf: no cap), got "
+                              f"{n.lifetime_epsilon}.")
         if n.heartbeat_interval * 2 > n.down_after:
             raise ConfigError("node.down_after must be at least twice node.heartbeat_interval.")
         if n.min_round_seconds < 0:
