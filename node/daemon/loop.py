@@ -50,7 +50,8 @@ from node.daemon.wiring import (
     own_copy,
 )
 from node.outputs.files import MetricsWriter, read_metrics
-from node.outputs.records import ExitReason, final_record, metrics_record, node_entry, peak_rss
+from node.outputs.records import ExitReason, final_record, peak_rss
+from node.outputs.runner_records import Timing, Traffic, round_record, runner_entry
 
 if TYPE_CHECKING:  # prometheus_client is imported only when node.metrics_port is set
     from node.daemon.prometheus import Exporter
@@ -321,15 +322,10 @@ class Daemon:
             scored = await in_daemon_thread(runner.evaluate)
         sent, received = self._bytes()
         self.rounds_recorded.add(r)
-        self.metrics.write(record := metrics_record(
-            round=r, node=self.me, time=time.time(), loss=loss, evaluation=scored,
-            dual_norm=runner.setup.algorithm.dual_norm(),
-            consensus_distance=runner.consensus_distance(primals), epsilon=runner.epsilon(),
-            lifetime_epsilon=runner.lifetime_epsilon(),
-            bytes_sent=sent, bytes_received=received, peers_alive=len(self.proto.alive()),
-            neighbours_heard=heard,
-            round_seconds=time.monotonic() - started, compute_seconds=compute,
-            wait_seconds=wait, suspects=runner.suspects()))
+        self.metrics.write(record := round_record(
+            runner, r, time=time.time(), loss=loss, evaluation=scored, primals=primals,
+            traffic=Traffic(sent, received, len(self.proto.alive()), heard),
+            timing=Timing(time.monotonic() - started, compute, wait)))
         if self.exporter is not None:
             self.exporter.observe(record, runner.round, self.proto.rejections())
         if (r + 1) % self.cfg.node.checkpoint_every == 0 or r + 1 == self.cfg.run.rounds:
@@ -352,12 +348,7 @@ class Daemon:
 
     def final(self) -> dict[str, Any]:
         runner = self.runner
-        entry = node_entry(accuracy=runner.last_accuracy, auroc=runner.last_auroc,
-                           balanced_accuracy=runner.last_balanced_accuracy,
-                           loss=runner.last_loss, epsilon=runner.epsilon(),
-                           lifetime_epsilon=runner.lifetime_epsilon(),
-                           bytes_sent=self._bytes()[0],
-                           rounds_completed=runner.round, exit=self._exit())
+        entry = runner_entry(runner, bytes_sent=self._bytes()[0], exit=self._exit())
         return final_record(entry, runner.setup.plan, self.proto.rejections(),
                             peak_rss_bytes=peak_rss(), suspects=runner.suspects(),
                             rounds_skipped=runner.round - len(self.rounds_recorded))
