@@ -17,8 +17,8 @@ have already seen (see `gossip.inbox`). Any message counts as a sign of life.
 
 A `Dual` carries either a dense tensor or one of three compressed forms (`Sparse`, `Seeded`,
 `Quantized`); what a compressed dual means to its receiver (a delta to add, values to put in
-place, or a reset) is the algorithm's business (`node.core.compression`), the wire only carries
-it exactly. `Primal` is always dense.
+place, or a reset) is the algorithm's business (`node.core.algorithm.compression`), the wire only
+carries it exactly. `Primal` is always dense.
 
 Tensors are 1-D float32 numpy arrays on our side. They are shared with the transport without a
 copy, so an array handed to `Dual`/`Primal` must not be modified afterwards. Equality compares
@@ -151,7 +151,7 @@ class Sparse:
 @dataclass(frozen=True, slots=True, eq=False)
 class Seeded:
     """Random-k: `len(values)` values at positions both ends derive from `seed` (the rule is the
-    algorithm's: `node.core.compression.random_indices`), so no indices travel."""
+    algorithm's: `node.core.algorithm.compression.random_indices`), so no indices travel."""
 
     dim: int
     seed: int

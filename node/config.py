@@ -20,14 +20,14 @@ from node.errors import ConfigError
 from privacy.modes import has_formal_guarantee
 
 ModelName = Literal["logreg", "mlp", "cnn", "resnet10"]
-MODELS: tuple[str, ...] = typing.get_args(ModelName)  # the built-in models (node.core.models)
+MODELS: tuple[str, ...] = typing.get_args(ModelName)  # the built-in models (node.core.model.models)
 # Named datasets (node.core.data); any other `dataset` is the path of one CSV or NPZ file that
 # a simulated federation splits into its sites.
 DATASETS: tuple[str, ...] = ("fashion-mnist", "synthetic", "breast-cancer", "kdd-attacks")
-# A user's model: FILE.py:FUNC or package.module:FUNC (node.core.user_model).
+# A user's model: FILE.py:FUNC or package.module:FUNC (node.core.model.user_model).
 USER_MODEL = re.compile(
     r"(?P<source>.+\.py|[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):(?P<func>[A-Za-z_]\w*)")
-ROBUST_MODES: tuple[str, ...] = ("off", "clip", "clip+screen")  # node.core.robust
+ROBUST_MODES: tuple[str, ...] = ("off", "clip", "clip+screen")  # node.core.algorithm.robust
 DEFAULT_GAMMA = 0.1  # DP-Norm's default denoising strength γ = α·η (docs/DESIGN.md §1)
 PrivacyMode = Literal["gradient", "message"]  # node.core.mechanism.MECHANISMS
 # The privacy modes each algorithm can run, its default first: D-PSGD sends its model, not
@@ -68,7 +68,7 @@ class RunConfig:
     # The label column of a CSV `dataset` (a daemon's own file names its own:
     # node.data_label_column).
     label_column: str = "label"
-    # How a table's features are scaled (node.core.tables): site = on the node's own training
+    # How a table's features are scaled (node.core.data.tables): site = on the node's own training
     # rows (no privacy claim only), public = a named table's published constants (a --dataset
     # file's own statistics, standing for its schema's), none = as given; auto = site without
     # DP, public with it (a user's file: as given).
@@ -85,7 +85,7 @@ class RunConfig:
     # from its labels, one added row could change the model's size and so every message).
     classes: int | None = None
     test_examples: int | None = 2000
-    # Experiments' tuning only (node.experiments.tuning): hold out this fraction of every
+    # Experiments' tuning only (node.experiments.grid.tuning): hold out this fraction of every
     # node's shard (seeded) and evaluate on all nodes' held-out rows instead of the test split.
     validation_fraction: float = 0.0
     eval_every: int = 1
@@ -99,9 +99,9 @@ class RunConfig:
     # multi-class task is the macro one-vs-rest AUROC.
     metric: Literal["auto", "accuracy", "auroc"] = "auto"
     # Messages on the wire: none, topk:F, randk:F (optionally :float16), int8 or int4, applied
-    # after the DP noise (node.core.compression).
+    # after the DP noise (node.core.algorithm.compression).
     compress: str = "none"
-    # Byzantine-robust aggregation of what neighbours send (node.core.robust): off, clip
+    # Byzantine-robust aggregation of what neighbours send (node.core.algorithm.robust): off, clip
     # (self-centred clipping), clip+screen (clipping, scoring that shrinks a suspect's radius,
     # reporting).
     robust: str = "off"

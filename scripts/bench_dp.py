@@ -3,7 +3,7 @@
 
     python scripts/bench_dp.py [--models cnn resnet10] [--batch 64] [--repeats 15] [--threads 1]
 
-Both steps are `node.core.trainer.LocalTrainer.gradient`, the oracle the algorithms call:
+Both steps are `node.core.model.trainer.LocalTrainer.gradient`, the oracle the algorithms call:
 - plain: a mini-batch of `--batch` examples, one mean-loss backward pass;
 - dp: the `noisy` policy — Poisson sampling, per-sample gradients (torch.func vmap(grad)),
   clipping each to C, N(0, (zC)²) noise on the sum, division by the expected batch size.
@@ -25,8 +25,7 @@ from typing import Any
 
 import torch
 
-from node.core.models import DEFAULT_WIDTH, build_model
-from node.core.trainer import GradientPolicy, LocalTrainer
+from node.core.model import DEFAULT_WIDTH, GradientPolicy, LocalTrainer, build_model
 from privacy.mechanisms import (
     clipped_grad_sum,
     per_sample_gradients,

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from node.core.attacks import ATTACKS
+from node.adversary import ATTACKS
 from node.tools.chaos import SCENARIOS, Outcome, fmt, run_scenario
 
 

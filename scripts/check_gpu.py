@@ -72,7 +72,7 @@ def gradient_agreement(args: argparse.Namespace) -> float:
     from torch.func import functional_call
 
     from node.core.data import synthetic
-    from node.core.models import FlatParams, build_model
+    from node.core.model import FlatParams, build_model
     from privacy.mechanisms import clipped_grad_sum
 
     data = synthetic(args.batch_size, 1, image=True, seed=0)

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = guarded(lambda: RunConfig(**DEMO, rounds=args.rounds, dataset=dataset,  # type: ignore[arg-type]
                                     data_dir=args.data_dir))
 
-    from node.experiments.plots import plot_run
+    from node.experiments.grid import plot_run
     from node.tools.live import format_table, launch
     from node.tools.plan import DaemonOptions
 

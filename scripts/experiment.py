@@ -13,10 +13,10 @@ Re-running the same command skips every run that finished (its directory has DON
 the rest. Then `python scripts/report.py runs/quick` writes the figures and tables.
 
 `--tune B` first runs B tuning candidates per line on a validation split of the nodes' own
-training data (node.experiments.tuning; under `<out>/tuning`), then the final runs with the chosen
-settings (under `<out>/final`). Tuning on private data costs privacy that the printed ε does not
-include; `--tune-on control` tunes on the noise-free clipped control instead, which trains on
-the same private rows without noise and is not covered by ε either (docs/PRIVACY.md).
+training data (node.experiments.grid.tuning; under `<out>/tuning`), then the final runs with the
+chosen settings (under `<out>/final`). Tuning on private data costs privacy that the printed ε
+does not include; `--tune-on control` tunes on the noise-free clipped control instead, which
+trains on the same private rows without noise and is not covered by ε either (docs/PRIVACY.md).
 
 `--executor ray` (needs `pip install -e '.[ray]'`) runs each run as a Ray task: on a local Ray of
 `--jobs` CPUs, or with `--ray-address` on a running Ray cluster, whose CPUs then set the
@@ -32,9 +32,17 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    from node.experiments.grid import PRESETS, build_grid, is_done, preset, run_grid
-    from node.experiments.heterogeneity import estimate_seconds, select_regimes
-    from node.experiments.tuning import Protocol, tuned_specs, tuning_specs
+    from node.experiments.grid import (
+        PRESETS,
+        Protocol,
+        build_grid,
+        is_done,
+        preset,
+        run_grid,
+        tuned_specs,
+        tuning_specs,
+    )
+    from node.experiments.studies.heterogeneity import estimate_seconds, select_regimes
 
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -148,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(tuning)} tuning runs + {len(specs)} runs; about {span(cost)} of one core by "
               f"the measured per-step costs (docs/RESULTS.md), {span(cost / 2)} with --jobs 2")
         return 0
-    from node.experiments.executors import ExecutorError, LocalExecutor, RayExecutor
+    from node.experiments.grid import ExecutorError, LocalExecutor, RayExecutor
 
     executor = (RayExecutor(address=args.ray_address, cpus=args.jobs,
                             connect_timeout=args.ray_timeout)

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     if any(not (e > 0) for e in args.epsilon) or any(math.isinf(e) for e in args.epsilon):
         fail("every --epsilon must be a positive finite number (ε = ∞ runs anyway).")
 
-    from node.experiments.prevalidate import Question, check, plan, write_prevalidation
+    from node.experiments.studies.prevalidate import Question, check, plan, write_prevalidation
 
     question = Question(data=args.data, sites=args.sites, partition=args.partition,
                         model=args.model, epsilons=tuple(args.epsilon), quick=args.quick,

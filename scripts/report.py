@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(d).is_dir():
             parser.error(f"{d} is not a directory")
 
-    from node.experiments.report import write_report
+    from node.experiments.studies.report import write_report
 
     path = write_report(args.dir, args.out, args.daemon_run)
     print(path)

@@ -4,7 +4,7 @@
     python scripts/robustness.py --out DIR                          # 80 rounds
 
 A 6-node ring with 1 Byzantine node and a 16-node torus with 2, with and without DP (ε = 8),
-logistic regression on Fashion-MNIST shards (node/experiments/robustness.py). Writes
+logistic regression on Fashion-MNIST shards (node/experiments/studies/robustness.py). Writes
 DIR/robustness.json (one row per run), DIR/robustness.md (the table) and DIR/robustness.png.
 """
 
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def run() -> int:
-        from node.experiments.robustness import grid, plot, table
+        from node.experiments.studies.robustness import grid, plot, table
 
         if args.jobs < 1:
             parser.error(f"--jobs must be at least 1, got {args.jobs}")

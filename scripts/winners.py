@@ -26,8 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def run() -> int:
-        from node.experiments.results import load_runs
-        from node.experiments.winners import (
+        from node.experiments.grid import load_runs
+        from node.experiments.studies.winners import (
             contrasts_table,
             save,
             summary_table,

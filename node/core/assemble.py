@@ -15,20 +15,33 @@ import torch
 from torch import nn
 
 from node.config import RunConfig
-from node.core.algorithm import Algorithm, DualNoise, Gossip, PrimalDual, PrimalDualParams
-from node.core.compressed import with_compression
-from node.core.compression import make_compressor
-from node.core.data import Dataset, LazyDataset, load_dataset, load_local, partition_of, shard_rows
-from node.core.device import resolve_device
-from node.core.keyed_rows import HELD_OUT, row_keys
+from node.core.algorithm import (
+    Algorithm,
+    DualNoise,
+    Gossip,
+    PrimalDual,
+    PrimalDualParams,
+    RobustRule,
+    make_compressor,
+    with_compression,
+)
+from node.core.data import (
+    HELD_OUT,
+    Dataset,
+    LazyDataset,
+    fit_scale,
+    load_dataset,
+    load_local,
+    note_as_given,
+    partition_of,
+    row_keys,
+    shard_rows,
+    standardise,
+)
 from node.core.mechanism import Mechanism
-from node.core.metrics import auroc_kind
-from node.core.models import FlatParams, build_model
+from node.core.model import FlatParams, LocalTrainer, auroc_kind, build_model, resolve_device
 from node.core.privacy_plan import privacy_plan
-from node.core.robust import RobustRule
 from node.core.seeds import data_order_seed
-from node.core.tables import fit_scale, note_as_given, standardise
-from node.core.trainer import LocalTrainer
 from node.errors import DataError
 from privacy.mechanisms import make_generator
 from topologies import build, max_degree, metropolis_hastings, neighbours
@@ -77,8 +90,8 @@ def build_graph(cfg: RunConfig) -> nx.Graph:
 def load_data(cfg: RunConfig, *, resident: bool = True) -> LazyDataset:
     """The run's dataset with its labels read and its inputs left as stored until `shard`
     selects a node's rows. `resident` False: each shard re-reads the files, so that a daemon,
-    which needs one shard, never holds the whole split (see node.core.data.FashionImages).
-    A CSV/NPZ file is split into a train part and a held-out test split (node.core.tables)."""
+    which needs one shard, never holds the whole split (see node.core.data.sources.FashionImages).
+    A CSV/NPZ file is split into a train part and a held-out test split (node.core.data.tables)."""
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, seed=cfg.seed, resident=resident,
                         label_column=cfg.label_column, sites=cfg.nodes)
     if (cfg.private and cfg.standardise == "auto" and data.table is not None
@@ -95,7 +108,7 @@ def shard_size(cfg: RunConfig, data: Dataset, node: int) -> int:
 def shard(cfg: RunConfig, data: Dataset, node: int, *, standardised: bool = True) -> Dataset:
     """The node's own training shard (optionally capped) and the shared test split (capped);
     only those rows of a LazyDataset are converted to float32. A table's shard is standardised
-    by the node alone (node.core.tables.standardise) unless `standardised` is False."""
+    by the node alone (node.core.data.tables.standardise) unless `standardised` is False."""
     lazy = LazyDataset.of(data)
     if cfg.validation_fraction:
         part = _with_validation(cfg, lazy, _capped_parts(cfg, data), node)
@@ -255,7 +268,7 @@ def local_data(data_file: str, test_file: str, label_column: str, seed: int, *,
     A table (2-D features) is standardised per feature with the mean and std of the node's own
     training rows, after the split and the cap, when the run makes no privacy claim; a private
     run uses the features as given, since fitted statistics would move every row's features
-    when one row is added (node.core.tables).
+    when one row is added (node.core.data.tables).
     """
     x, y = load_local(data_file, label_column=label_column)
     if cap is not None and private:

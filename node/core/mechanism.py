@@ -28,7 +28,7 @@ import torch
 
 from node.config import RunConfig
 from node.core.algorithm import DualNoise, NoNoise, PrimalDualParams
-from node.core.trainer import GradientPolicy
+from node.core.model import GradientPolicy
 from privacy.accountant import Release
 from privacy.budget import Budget
 from privacy.ledger import Ledger
@@ -88,7 +88,7 @@ class Mechanism:
         return self.sample_rate * self.n
 
     def gradient_policy(self) -> GradientPolicy:
-        """How each local step touches the data (node.core.trainer)."""
+        """How each local step touches the data (node.core.model.trainer)."""
         return GradientPolicy("plain")
 
     def dual_noise(self, generator: torch.Generator) -> DualNoise:

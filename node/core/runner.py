@@ -23,7 +23,7 @@ from torch import Tensor
 from node.config import RunConfig
 from node.core.algorithm import Gossip, Outgoing
 from node.core.assemble import NodeSetup
-from node.core.metrics import Evaluation
+from node.core.model import Evaluation
 from privacy.accountant import Accountant, Release
 from privacy.budget import Budget
 from privacy.ledger import Ledger

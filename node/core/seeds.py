@@ -17,9 +17,9 @@ is why a real run draws it from OS entropy). Streams are not kept apart from eac
 seed 0 the simulator's noise_seed and data_order_seed of node i are both i. The values are kept
 as they are so that recorded runs reproduce bit for bit.
 
-The model's initialisation is `seed` itself (node.core.models); the numpy draws of partitions,
+The model's initialisation is `seed` itself (node.core.model.models); the numpy draws of partitions,
 splits and hold-outs take `seed` with a stream constant of their own (node.core.data,
-node.core.tables, node.core.assemble).
+node.core.data.tables, node.core.assemble).
 """
 
 from __future__ import annotations

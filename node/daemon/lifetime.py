@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from node.core.assemble import NodeSetup
-from node.core.tables import load_local
+from node.core.data import load_local
 from node.daemon.settings import NodeConfig
 from node.daemon.state import check_resumable, ledger_identity
 from node.errors import ConfigError

@@ -22,7 +22,7 @@ from node.errors import USER_ERRORS, ConfigError
 
 if TYPE_CHECKING:
     from node.core.assemble import NodeSetup
-    from node.core.dataset import Dataset
+    from node.core.data import Dataset
     from node.daemon.prometheus import Exporter
 
 # torch, uvloop and the data are imported only after the config has been read: a bad config is
@@ -64,10 +64,10 @@ def read_config(argv: list[str] | None) -> NodeConfig:
 def daemon_data(cfg: NodeConfig) -> tuple[Dataset, bool]:
     """What this daemon trains and evaluates on, and whether its size is public (may fix q):
     its own file (`node.data_file`); its share of one user file given as `dataset` under a
-    privacy claim, each row's side and site a keyed hash of the row (node.core.keyed_rows);
+    privacy claim, each row's side and site a keyed hash of the row (node.core.data.keyed_rows);
     else its shard of the dataset, as the simulator cuts it."""
     from node.core.assemble import load_data, local_data, shard
-    from node.core.keyed_rows import shared_shard
+    from node.core.data import shared_shard
 
     if cfg.node.data_file:
         return local_data(cfg.node.data_file, cfg.node.test_file, cfg.node.data_label_column,

@@ -139,7 +139,8 @@ class NodeConfig:
     @property
     def shared_file(self) -> bool:
         """Whether this daemon trains on its share of one user file given as `dataset` under a
-        privacy claim, each row's side and site a keyed hash of the row (node.core.keyed_rows)."""
+        privacy claim, each row's side and site a keyed hash of the row
+        (node.core.data.keyed_rows)."""
         return self.run.private and self.run.user_file and not self.node.data_file
 
 

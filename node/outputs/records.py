@@ -20,7 +20,7 @@ import numpy as np
 
 from node.config import RunConfig
 from node.core.mechanism import Mechanism, claims_privacy
-from node.core.metrics import Evaluation, LeadMetric, auroc_kind, lead_metric
+from node.core.model import Evaluation, LeadMetric, auroc_kind, lead_metric
 from node.outputs.files import FINAL, LEDGER, METRICS, read_json, read_metrics
 from privacy.ledger import read_spend
 
@@ -49,8 +49,8 @@ def metrics_record(*, round: int, node: int, time: float, loss: float,
                    lifetime_epsilon: float | None = None) -> dict[str, Any]:
     """One line of metrics.jsonl with exactly the contract's keys, in its order. `accuracy`,
     `auroc` and `balanced_accuracy` are null on rounds without an `evaluation`, and the last two
-    also where the task computes no AUROC (node.core.metrics) or it is undefined. `suspects`:
-    the neighbours `--robust clip+screen` marks suspicious (node.core.robust).
+    also where the task computes no AUROC (node.core.model.metrics) or it is undefined. `suspects`:
+    the neighbours `--robust clip+screen` marks suspicious (node.core.algorithm.robust).
     `neighbours_heard`: how many neighbours' messages for this round arrived in time and were
     used (`peers_alive` counts those believed up, who may still have sent nothing).
     `lifetime_epsilon`: ε of every release ever made from the node's data, over all its runs

@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import Tensor
 
-from node.core.metrics import Evaluation
+from node.core.model import Evaluation
 from node.core.runner import NodeRunner
 from node.outputs.records import ExitReason, metrics_record, node_entry
 

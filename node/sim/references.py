@@ -28,9 +28,8 @@ from torch import Tensor
 
 from node.config import RunConfig
 from node.core.assemble import NodeSetup, build_graph, build_node, load_data, shard
-from node.core.data import Dataset, LazyDataset
-from node.core.metrics import Evaluation, lead_metric
-from node.core.tables import standardise
+from node.core.data import Dataset, LazyDataset, standardise
+from node.core.model import Evaluation, lead_metric
 from node.outputs.files import MetricsWriter, RunDir, write_json_atomic
 from node.outputs.records import ExitReason, metrics_record, node_entry, summary
 from node.sim.aggregation import ScaffoldState, fedavg, scaffold

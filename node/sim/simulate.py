@@ -33,7 +33,7 @@ from node.config import RunConfig
 from node.core.algorithm import Outgoing
 from node.core.assemble import Federation, build_graph, build_node, load_data, shards
 from node.core.data import Dataset
-from node.core.metrics import LeadMetric, lead_metric
+from node.core.model import LeadMetric, lead_metric
 from node.core.runner import NodeRunner, RoundOutput
 from node.core.seeds import noise_seed
 from node.outputs.files import MetricsWriter, RunDir, write_json_atomic
@@ -42,7 +42,7 @@ from node.outputs.runner_records import Timing, Traffic, round_record, runner_en
 
 ProgressFn = Callable[[int, list[NodeRunner], float], None]
 # Rewrites a round's outputs in place before delivery: simulated Byzantine nodes
-# (node.experiments.robustness). Called with the round, the outputs and the runners.
+# (node.experiments.studies.robustness). Called with the round, the outputs and the runners.
 TamperFn = Callable[[int, list["RoundOutput | None"], list[NodeRunner]], None]
 
 
@@ -192,7 +192,7 @@ def pooled_file_scope(cfg: RunConfig) -> str | None:
     named dataset or no privacy claim). The cut is a convenience: the held-out split and the
     sites are permutations of the whole file's rows, so one added row of the file moves rows of
     every site, which no site's ε covers (a daemon cuts such a file by a keyed hash of each row
-    instead, node.core.keyed_rows)."""
+    instead, node.core.data.keyed_rows)."""
     if not (cfg.private and cfg.user_file):
         return None
     return (f"ε is what each site would spend on rows of its own; it does not cover one row of "
@@ -201,7 +201,7 @@ def pooled_file_scope(cfg: RunConfig) -> str | None:
 
 
 def leads_with(runners: list[NodeRunner]) -> LeadMetric:
-    """The metric the federation's task leads with (node.core.metrics.lead_metric)."""
+    """The metric the federation's task leads with (node.core.model.metrics.lead_metric)."""
     return lead_metric(runners[0].cfg.metric, runners[0].setup.trainer.auroc)
 
 

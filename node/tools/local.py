@@ -32,8 +32,8 @@ from typing import IO, Any
 
 from gossip.keys import generate_topology_keys
 from node.config import RunConfig
+from node.core.model import is_package_model
 from node.core.privacy_plan import formal_guarantee
-from node.core.user_model import is_package_model
 from node.outputs.files import FINAL, RunDir, read_json, write_json_atomic
 from node.outputs.records import GOOD_EXITS, kept_result, node_result, summary
 from node.tools.forkserver import ForkServer, ForkServerError, NodeHandle

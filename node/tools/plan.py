@@ -21,12 +21,10 @@ from typing import Any
 from gossip.faults import FaultConfig
 from node.config import RunConfig
 from node.core.assemble import build_graph, load_data, shard_size
-from node.core.dataset import Dataset
-from node.core.keyed_rows import shared_shards
+from node.core.data import Dataset, shared_shards
 from node.core.mechanism import Mechanism
-from node.core.models import build_model
+from node.core.model import absolute_spec, build_model, is_user_model, load_user_model
 from node.core.privacy_plan import privacy_plan, sample_rate
-from node.core.user_model import absolute_spec, is_user_model, load_user_model
 from node.daemon.settings import (
     NodeConfig,
     NodeSettings,
@@ -123,7 +121,7 @@ def shares_file(cfg: RunConfig) -> bool:
 
 
 def check_model(cfg: RunConfig, data: Dataset | None) -> None:
-    """A user's model is built and checked as every daemon will build it (node.core.models);
+    """A user's model is built and checked as every daemon will build it (node.core.model.models);
     without the data (nodes with their own files) it is at least imported."""
     if not is_user_model(cfg.model):
         return

@@ -57,7 +57,7 @@ SKLEARN_PROBE = """
 import sys, torch
 from torch import nn
 from node.core.data import synthetic
-from node.core.trainer import GradientPolicy, LocalTrainer
+from node.core.model.trainer import GradientPolicy, LocalTrainer
 for classes, kind in ((10, "none"), (2, "binary")):
     data = synthetic(20, 30, num_classes=classes, dim=4)
     t = LocalTrainer(nn.Linear(4, classes), data.x_train, data.y_train, data.x_test, data.y_test,

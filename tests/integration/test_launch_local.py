@@ -20,7 +20,7 @@ from types import ModuleType
 
 import pytest
 
-from node.experiments.plots import plot_run
+from node.experiments.grid import plot_run
 from node.outputs.files import read_metrics
 from node.tools.live import MetricsTail
 

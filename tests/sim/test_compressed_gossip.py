@@ -21,7 +21,7 @@ import torch
 from gossip.codec import encode
 from gossip.messages import Dual, Primal
 from node.config import RunConfig
-from node.core.compressed import ChocoGossip, CompressedPrimalDual
+from node.core.algorithm.compressed import ChocoGossip, CompressedPrimalDual
 from node.core.runner import NodeRunner
 from node.outputs.files import read_metrics
 from node.sim.simulate import build_runners, simulate, wire_bytes

@@ -14,7 +14,7 @@ import pytest
 
 from node.config import RunConfig
 from node.experiments.grid import Preset, build_grid, is_done, run_grid
-from node.experiments.report import load_runs, write_report
+from node.experiments.studies.report import load_runs, write_report
 from node.sim.references import run_reference
 
 ROOT = Path(__file__).resolve().parents[2]

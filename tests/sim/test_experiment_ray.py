@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from node.experiments.executors import DONE, deliver, run_in_scratch
 from node.experiments.grid import build_grid, is_done, preset
+from node.experiments.grid.executors import DONE, deliver, run_in_scratch
 
 ROOT = Path(__file__).resolve().parents[2]
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
@@ -188,7 +188,7 @@ def test_shipped_files_land_with_done_last(tmp_path: Path) -> None:
         real_replace(src, dst)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("node.experiments.executors.os.replace", spy)
+        mp.setattr("node.experiments.grid.executors.os.replace", spy)
         deliver(target, files)
     assert order == ["metrics.jsonl", DONE]
     assert _files(target) == {"0/metrics.jsonl", DONE}  # wiped first

@@ -14,14 +14,23 @@ import torch
 
 from node.config import RunConfig
 from node.core.assemble import load_data, shard, shards
-from node.core.dataset import LazyDataset, TensorRows
+from node.core.data import LazyDataset
+from node.core.data.dataset import TensorRows
 from node.errors import ConfigError
-from node.experiments.grid import Preset, build_grid, preset, run_grid
-from node.experiments.heterogeneity import select_regimes
-from node.experiments.prevalidation_answers import measured_recommendation
-from node.experiments.results import load_runs
-from node.experiments.tuning import Protocol, candidates, tuned_specs, tuning_specs
-from node.experiments.winners import (
+from node.experiments.grid import (
+    Preset,
+    Protocol,
+    build_grid,
+    load_runs,
+    preset,
+    run_grid,
+    tuned_specs,
+    tuning_specs,
+)
+from node.experiments.grid.tuning import candidates
+from node.experiments.studies.answers import measured_recommendation
+from node.experiments.studies.heterogeneity import select_regimes
+from node.experiments.studies.winners import (
     contrasts_table,
     load,
     recommend,

@@ -1,4 +1,4 @@
-"""Compressors, public copies and the --compress setting (node.core.compression)."""
+"""Compressors, public copies and the --compress setting (node.core.algorithm.compression)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import torch
 from gossip.codec import decode, encode
 from gossip.messages import Dual, Quantized, Seeded, Sparse
 from node.config import RunConfig, compress_spec
-from node.core.compression import (
+from node.core.algorithm import make_compressor
+from node.core.algorithm.compression import (
     RESET_EVERY,
     Exchange,
     Quantize,
@@ -20,7 +21,6 @@ from node.core.compression import (
     TopK,
     apply,
     kept,
-    make_compressor,
     random_indices,
 )
 from node.errors import ConfigError

@@ -18,11 +18,10 @@ from node.core.data import (
     load_dataset,
     load_fashion_mnist,
     load_local,
-    node_dataset,
-    partition,
-    read_idx,
     synthetic,
 )
+from node.core.data.idx import read_idx
+from node.core.data.sources import node_dataset, partition
 from node.errors import DataError
 
 

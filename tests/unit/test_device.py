@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from node.config import RunConfig
-from node.core.device import resolve_device
+from node.core.model import resolve_device
 from node.errors import ConfigError
 from node.sim.simulate import build_runners
 

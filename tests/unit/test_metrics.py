@@ -1,4 +1,4 @@
-"""AUROC and balanced accuracy (node.core.metrics): scikit-learn's numbers on the same scores,
+"""AUROC and balanced accuracy (node.core.model.metrics): scikit-learn's numbers on the same scores,
 None where undefined, macro one-vs-rest only when asked, loss and accuracy as before; and end to
 end, what a simulated two-class federation records equals AUROC recomputed from its final model.
 """
@@ -21,8 +21,8 @@ from torch.func import functional_call
 
 from node.config import RunConfig
 from node.core.data import synthetic
-from node.core.metrics import Evaluation, auroc_kind, evaluation, lead_metric
-from node.core.trainer import GradientPolicy, LocalTrainer
+from node.core.model import Evaluation, GradientPolicy, LocalTrainer, auroc_kind, lead_metric
+from node.core.model.metrics import evaluation
 from node.outputs.files import read_metrics
 from node.outputs.records import ExitReason, metrics_record, node_entry, node_result, summary
 from node.sim.simulate import build_runners, simulate

@@ -7,15 +7,9 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from node.core.models import (
-    MODELS,
-    FlatParams,
-    build_model,
-    flatten,
-    num_params,
-    param_spec,
-    unflatten,
-)
+from node.core.model import FlatParams, build_model, num_params
+from node.core.model.models import flatten, param_spec, unflatten
+from node.core.model.user_model import MODELS
 
 IMAGE = (1, 28, 28)
 # Small widths keep every test here fast; the architecture is the same at any width.

@@ -32,9 +32,9 @@ from node.core import privacy_plan
 from node.core.algorithm import NoNoise, PrimalDual
 from node.core.assemble import NodeSetup, build_graph, build_node
 from node.core.data import Dataset, synthetic
-from node.core.models import build_model, flatten
+from node.core.model import GradientPolicy, LocalTrainer, build_model
+from node.core.model.models import flatten
 from node.core.runner import NodeRunner
-from node.core.trainer import GradientPolicy, LocalTrainer
 from privacy.accountant import calibrate_noise_multiplier
 from privacy.mechanisms import poisson_sample
 

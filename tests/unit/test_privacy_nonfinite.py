@@ -16,8 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call
 
-from node.core.models import build_model
-from node.core.trainer import GradientPolicy, LocalTrainer
+from node.core.model import GradientPolicy, LocalTrainer, build_model
 from privacy.mechanisms import clip_per_sample, clipped_grad_sum, make_generator
 
 CLIP = 1.0

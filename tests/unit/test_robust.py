@@ -1,7 +1,7 @@
-"""The robust aggregation rules (node.core.robust) on hand-made inputs: an honest neighbour within
-the radius is untouched, a far one is clipped exactly to τ, the adaptive radius follows the lower
-median, screening reports (never drops), extreme but finite values neither crash nor poison,
-and the configuration refuses bad modes and radii in one sentence."""
+"""The robust aggregation rules (node.core.algorithm.robust) on hand-made inputs: an honest
+neighbour within the radius is untouched, a far one is clipped exactly to τ, the adaptive
+radius follows the lower median, screening reports (never drops), extreme but finite values
+neither crash nor poison, and the configuration refuses bad modes and radii in one sentence."""
 
 from __future__ import annotations
 
@@ -12,11 +12,10 @@ import pytest
 import torch
 
 from node.config import RunConfig
-from node.core.algorithm import Gossip, NoNoise, PrimalDual, PrimalDualParams
-from node.core.robust import (
+from node.core.algorithm import Gossip, NoNoise, PrimalDual, PrimalDualParams, RobustRule
+from node.core.algorithm.robust import (
     SCREEN_AFTER,
     TRUST_FLOOR,
-    RobustRule,
     clip_towards,
     distance,
     dual_reference,

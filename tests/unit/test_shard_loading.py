@@ -19,11 +19,12 @@ import numpy as np
 import pytest
 import torch
 
-import node.core.data as data_module
+import node.core.data.sources as data_module
 from node.config import RunConfig
 from node.core.assemble import build_graph, build_node, load_data, shard, shard_size, shards
-from node.core.data import FASHION_MNIST_DIR, Dataset, partition, read_idx, synthetic
-from node.core.idx import IdxFile
+from node.core.data import FASHION_MNIST_DIR, Dataset, synthetic
+from node.core.data.idx import IdxFile, read_idx
+from node.core.data.sources import partition
 from node.core.runner import NodeRunner
 from node.daemon.main import build_daemon_node
 from node.errors import DataError

@@ -17,19 +17,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.config import RunConfig
-from node.core import tables
 from node.core.assemble import load_data, local_data, shard, shards
-from node.core.data import load_dataset, partition, partition_of
-from node.core.dataset import Dataset, Table
-from node.core.tables import (
+from node.core.data import (
+    Dataset,
     fit_scale,
-    kdd_attacks,
+    load_dataset,
     load_local,
-    open_table,
-    read_file,
-    split_rows,
+    partition_of,
     standardise,
+    tables,
 )
+from node.core.data.dataset import Table
+from node.core.data.sources import partition
+from node.core.data.tables import kdd_attacks, open_table, read_file, split_rows
 from node.errors import ConfigError, DataError
 
 FEATURES = 4

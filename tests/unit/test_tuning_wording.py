@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-TEXTS = ["README.md", "docs/PRIVACY.md", "docs/RESULTS.md", "node/experiments/tuning.py",
+TEXTS = ["README.md", "docs/PRIVACY.md", "docs/RESULTS.md", "node/experiments/grid/tuning.py",
          "scripts/experiment.py"]
 
 

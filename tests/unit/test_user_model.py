@@ -1,4 +1,4 @@
-"""Users' models (node.core.user_model via build_model): loading FILE.py:FUNC and
+"""Users' models (node.core.model.user_model via build_model): loading FILE.py:FUNC and
 package.module:FUNC, and the one-sentence refusals of models DP training cannot run as claimed."""
 
 from __future__ import annotations
@@ -10,8 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from node.core.models import FlatParams, build_model, flatten, num_params
-from node.core.user_model import absolute_spec, is_package_model, is_user_model
+from node.core.model import (
+    FlatParams,
+    absolute_spec,
+    build_model,
+    is_package_model,
+    is_user_model,
+    num_params,
+)
+from node.core.model.models import flatten
 from node.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,6 +1,6 @@
 """Byzantine scenarios: a hostile daemon that speaks the real protocol, inside the RMS bound.
 
-Node 3 of the 4-node ring is `hostile_peer --attack MODE` (node.core.attacks): every message it
+Node 3 of the 4-node ring is `hostile_peer --attack MODE` (node.adversary.attacks): every message it
 sends is well formed, for the right round, below `max_message_rms`, and — with CURVE on — from
 an authenticated neighbour, so today's validation accepts all of it. Three federations with the
 same seed: no attacker, the attack with `robust = off`, the attack with `robust = clip+screen`.

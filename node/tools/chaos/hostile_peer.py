@@ -16,7 +16,7 @@ speaks the real codec (`gossip.codec.encode`) and:
   an old round, (e) random bytes, (f) a valid Dual whose header claims another node's id, and
   messages from DEALERs whose identity claims to be a node that is not a neighbour.
 
-With `--attack MODE` (node.core.attacks: sign_flip, scaled, alie, ipm, dissensus, sleeper) it
+With `--attack MODE` (node.adversary.attacks: sign_flip, scaled, alie, ipm, dissensus, sleeper) it
 is Byzantine instead: it sends only well-formed, in-bound messages of the real protocol — a Dual
 of round r to each neighbour whenever that neighbour shows round r — written by the attack from
 what it heard: the neighbours' models (gossip), or the models it reconstructs from their duals
@@ -51,8 +51,8 @@ from gossip.codec import decode, encode
 from gossip.errors import DecodeError, Rejection
 from gossip.keys import load_curve_keys
 from gossip.messages import Bye, Dual, Heartbeat, Hello, Primal, parse_peer_id
+from node.adversary import ATTACKS, View, attack_message, fake_model
 from node.cli import parse_set_overrides
-from node.core.attacks import ATTACKS, View, attack_message, fake_model
 from node.daemon.settings import NodeConfig, load_node_config
 from topologies import edge_sign
 
@@ -70,7 +70,7 @@ ATTACK_SENT = "byzantine"
 def model_size(cfg: NodeConfig) -> int:
     """The model's parameter count, as the honest nodes compute it (Hello must match it)."""
     from node.core.assemble import load_data
-    from node.core.models import num_params
+    from node.core.model import num_params
 
     data = load_data(cfg.run)
     return num_params(cfg.run.model, in_shape=data.in_shape, num_classes=data.num_classes,

@@ -4,7 +4,7 @@
 runs this for node 3 (any other id simply becomes the real daemon, `python -m node`, exec'd in
 place). For the poisoned id it computes the training shard the daemon would have computed
 from the run (same dataset, partition, seed and cap: `node.core.assemble.shard`), flips its
-labels (`node.core.attacks.flipped_labels`: class k becomes C − 1 − k), writes it and the
+labels (`node.adversary.attacks.flipped_labels`: class k becomes C − 1 − k), writes it and the
 shared test split to NPZ files in the node's out directory, and execs the daemon on a copy of
 its config that reads them as the node's own files (`node.data_file`, `node.test_file`).
 
@@ -38,9 +38,9 @@ TRAIN, TEST, CONFIG = "poisoned-train.npz", "poisoned-test.npz", "poisoned.toml"
 
 def poisoned_config(cfg: NodeConfig) -> NodeConfig:
     """Write the node's flipped shard and true test split; the config that trains on them."""
+    from node.adversary import flipped_labels
     from node.core.assemble import load_data, shard
-    from node.core.attacks import flipped_labels
-    from node.core.keyed_rows import shared_shard
+    from node.core.data import shared_shard
 
     # Exactly the daemon's own call (node.daemon.main.daemon_data), so the rows match.
     data = (shared_shard(cfg.run, cfg.node.id) if cfg.shared_file

@@ -1,6 +1,6 @@
 """Byzantine attacks, as pure functions of what an attacker knows: the robustness grid's
-simulated attackers (node.experiments.robustness) and the hostile daemons of the chaos tooling
-(node.tools.chaos.hostile_peer) write their messages here, so both attack the same way.
+simulated attackers (node.experiments.studies.robustness) and the hostile daemons of the chaos
+tooling (node.tools.chaos.hostile_peer) write their messages here, so both attack the same way.
 
 Every attack picks a fake model w̃ for one target i and sends the message an honest node with
 model w̃ would send: w̃ itself in the gossip family, y = κ·z_{a|i} − 2β·A_{a|i}·w̃ in the

@@ -1,5 +1,5 @@
 """The pre-validation report's answers, tables and figure, from the finished runs
-(`node.experiments.prevalidate` plans the runs and writes REPORT.md from these).
+(`node.experiments.studies.prevalidate` plans the runs and writes REPORT.md from these).
 
 Scores are the task's metric per site (`Run.metric`: AUROC for two classes, else accuracy),
 grouped per (method, ε) and seed, so that methods compare seed by seed.
@@ -14,8 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from node.experiments.figures import _finish, _pyplot
-from node.experiments.results import Run, eps_name, label, metric_name, metric_of
+from node.experiments.grid import Run, _finish, _pyplot, eps_name, label, metric_name, metric_of
 
 INF = math.inf
 # Federated methods compared per ε (the daemon's two families), and what each is measured
@@ -170,7 +169,7 @@ def measured_recommendation(runs: Sequence[Run], path: Path | None = None) -> li
     """One line per private ε from the committed heterogeneity answer (docs/RESULTS.md) when
     the user's setting is near one of its measured cells; nothing when none is, or when no
     answer has been committed."""
-    from node.experiments.winners import COMMITTED, load, recommend
+    from node.experiments.studies.winners import COMMITTED, load, recommend
 
     cells = load(path or COMMITTED)
     if not cells or not runs:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from node.experiments.results import (
+from node.experiments.grid.results import (
     Run,
     eps_name,
     group_runs,

@@ -24,7 +24,7 @@ a neighbour whose message did not arrive goes back to self so the weights still 
 `E_i` is the number of *active* neighbours this round (the runtime decides who is up); a down
 neighbour's edge leaves the primal update and receives no message until it is heard from again.
 
-Compressed messages (error feedback for both families) are `node.core.compressed`; these
+Compressed messages (error feedback for both families) are `node.core.algorithm.compressed`; these
 classes exchange dense tensors and treat a compressed payload as a message that did not arrive.
 
 Rounds a node skips (it restarted from a checkpoint, was frozen or cut off, and rejoins at its
@@ -56,12 +56,13 @@ from torch import Tensor
 
 from gossip.messages import Packed
 from node.config import RunConfig
-from node.core.robust import RobustRule, dual_reference
+from node.core.algorithm.robust import RobustRule, dual_reference
 from node.errors import ConfigError
 from topologies import edge_sign
 
 Outgoing = Tensor | Packed
-"""One message to one neighbour: a dense tensor, or a compressed payload (node.core.compressed)."""
+"""One message to one neighbour: a dense tensor, or a compressed payload
+(node.core.algorithm.compressed)."""
 
 GradientOracle = Callable[[Tensor], tuple[Tensor, float]]
 """Maps the current flat parameters to (gradient estimate, training loss on the batch)."""
@@ -162,7 +163,8 @@ class RoundAlgorithm(ABC):
     """What every algorithm of a node does in a round, in the order `NodeRunner` calls it:
     `local_steps`, `messages` (its `step`), then `absorb` when the round closes."""
 
-    # --robust (node.core.robust), set by assemble: None leaves every update as it is, bit for bit.
+    # --robust (node.core.algorithm.robust), set by assemble: None leaves every update as it
+    # is, bit for bit.
     robust: RobustRule | None = None
 
     def robust_state(self) -> dict[str, Tensor]:
@@ -177,7 +179,7 @@ class RoundAlgorithm(ABC):
     def resync(self, peers: Collection[int] | None = None) -> None:
         """Messages with `peers` (None: every neighbour) were not exchanged for some rounds.
         Dense messages carry their whole value, so there is nothing to repair (module doc)."""
-        return None  # compressed streams override this (node.core.compressed)
+        return None  # compressed streams override this (node.core.algorithm.compressed)
 
     @abstractmethod
     def absorb(self, received: Mapping[int, Outgoing]) -> None: ...
@@ -212,7 +214,8 @@ class PrimalDual(RoundAlgorithm):
     def absorb(self, received: Mapping[int, Outgoing]) -> None:
         """Dual update from the neighbours' messages; a missing neighbour keeps its old z."""
         theta = self.params.theta
-        # A compressed payload is meaningless without the stream's copy (node.core.compressed).
+        # A compressed payload is meaningless without the stream's copy
+        # (node.core.algorithm.compressed).
         dense = {j: y for j, y in received.items() if isinstance(y, Tensor)}
         if self.robust is not None:
             # Only released values and the continued w (itself a function of the releases, see
@@ -279,7 +282,7 @@ class PrimalDual(RoundAlgorithm):
 
     def expected(self, j: int) -> Tensor:
         """The dual message j would send at consensus, from this node's state alone: κ times
-        the last message j's dual holds from us, plus 2β·A_{i|j}·w (node.core.robust)."""
+        the last message j's dual holds from us, plus 2β·A_{i|j}·w (node.core.algorithm.robust)."""
         p = self.params
         held = self._prior if j in self._sent_now else self._sent
         prior = held.get(j)
@@ -361,7 +364,7 @@ class Gossip(RoundAlgorithm):
 
     def own_move(self) -> float:
         """How far the model moved since the last mixing: the node's own voice in the
-        adaptive clipping radius (node.core.robust)."""
+        adaptive clipping radius (node.core.algorithm.robust)."""
         return float(torch.linalg.vector_norm(self.w - self._w_mixed))
 
     def local_steps(self, oracle: GradientOracle, active: Collection[int]) -> float:

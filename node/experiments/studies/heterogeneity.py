@@ -39,7 +39,7 @@ def regime_name(skew: str, graph: str, k: int) -> str:
 
 
 def heterogeneity_fields() -> dict[str, Any]:
-    """The preset's fields (node.experiments.grid.Preset takes them as keywords)."""
+    """The preset's fields (node.experiments.grid.engine.Preset takes them as keywords)."""
     regimes: dict[str, dict[str, Any]] = {}
     axes: dict[str, dict[str, str]] = {}
     for skew in SKEWS:
@@ -58,7 +58,7 @@ def heterogeneity_fields() -> dict[str, Any]:
         base=dict(model="logreg", dataset="fashion-mnist", examples_per_node=1000, lr=0.1,
                   batch_size=32, clip=1.0, delta=1e-5, test_examples=1000, primal_every=0),
         regimes=regimes, methods=methods, epsilons=(math.inf, 4.0, 1.0),
-        # γ is tuned (node.experiments.tuning); 0.1 is the untuned default
+        # γ is tuned (node.experiments.grid.tuning); 0.1 is the untuned default
         gammas=(0.1,), seeds=(0, 1, 2),
         only_regimes={m: k1 for m in MESSAGE_METHODS},
         clipped={"lr": 1.0}, axes=axes)

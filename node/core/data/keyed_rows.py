@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from node.config import RunConfig
-from node.core.dataset import Dataset
-from node.core.tables import note_as_given, read_file
+from node.core.data.dataset import Dataset
+from node.core.data.tables import note_as_given, read_file
 from node.errors import DataError
 
 __all__ = ["HELD_OUT", "row_keys", "shared_shard", "shared_shards", "shared_sites"]

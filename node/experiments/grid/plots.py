@@ -1,6 +1,6 @@
 """PNG plots of a run directory (launch_local, simulate or the demo): one line per node.
 
-    from node.experiments.plots import plot_run
+    from node.experiments.grid.plots import plot_run
     plot_run("runs/demo")        # writes runs/demo/accuracy.png, dual_norm.png, loss.png
 
 Reads only `<dir>/<id>/metrics.jsonl`, so it works on any run, finished or not. Rounds where a

@@ -1,12 +1,12 @@
 """Finished runs of an experiment directory, and the few ways the report groups them.
 
-    from node.experiments.results import load_runs
+    from node.experiments.grid.results import load_runs
     runs = load_runs("runs/paper")             # only runs that wrote DONE
 
 A run's *key* is its method plus its denoising strength where it has one ("dpnorm-msg-g0.1"):
 one row of a table, one line of a plot. A run's *score* is each node's final value of the
 metric its task leads with (summary.json's `metric`): test accuracy, or AUROC for two-class
-tasks (node.core.metrics).
+tasks (node.core.model.metrics).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from node.experiments.grid import METHODS
+from node.experiments.grid.engine import METHODS
 from node.outputs.files import RunDir, read_metrics
 
 

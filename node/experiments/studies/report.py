@@ -1,6 +1,6 @@
 """Figures and tables from an experiment directory written by `node.experiments.grid`.
 
-    from node.experiments.report import write_report
+    from node.experiments.studies.report import write_report
     write_report("runs/quick")                 # → runs/quick/report/REPORT.md + PNGs
 
 Reads only finished runs (`DONE`), so it can be run on a grid that is still going. A score is
@@ -18,9 +18,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from node.experiments.figures import plot_panels, plot_vs_epsilon
-from node.experiments.grid import CONTROLS, METHODS
-from node.experiments.results import (
+from node.experiments.grid import (
+    CONTROLS,
+    METHODS,
     Run,
     cell_score,
     eps_name,
@@ -33,11 +33,13 @@ from node.experiments.results import (
     method_of,
     metric_name,
     metric_of,
+    plot_panels,
+    plot_vs_epsilon,
     pooled_scores,
     row_order,
     score_of,
 )
-from node.experiments.winners import contrasts_table, winners_table
+from node.experiments.studies.winners import contrasts_table, winners_table
 from node.outputs.files import RunDir, read_metrics
 
 
@@ -353,7 +355,7 @@ def write_report(root: str | Path | Sequence[str | Path], out: str | Path | None
                 federation_vs_solo(runs, regime), "", "#### Gap to pooled", "",
                 gap_to_pooled(runs, regime), "", "#### Privacy cost per ε (against the clipped, "
                 "noise-free control)", "", privacy_cost(runs, regime), ""]
-    if any(r.spec.get("tuned") for r in runs):  # a tuned grid (node.experiments.tuning)
+    if any(r.spec.get("tuned") for r in runs):  # a tuned grid (node.experiments.grid.tuning)
         doc += ["## Which algorithm: winners per cell (decentralised methods, tuned on a "
                 "validation split, seed-paired margins)", "", winners_table(runs), "",
                 "Seed-paired contrasts (points; best line of each side):", "",

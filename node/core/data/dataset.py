@@ -1,6 +1,6 @@
 """The shape of a node's data: a `Dataset` of float32 inputs and int64 labels, a
 `LazyDataset` whose inputs are converted only for the rows a node selects (node.core.data
-builds both), and the `Table` facts a tabular dataset carries (node.core.tables).
+builds both), and the `Table` facts a tabular dataset carries (node.core.data.tables).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class Table:
     columns: tuple[str, ...]
     public_scale: tuple[np.ndarray, np.ndarray] | None = None
     # A user's whole --dataset file's mean and std: they stand for constants published with
-    # the data's schema only when the run says so (standardise = public; node.core.tables).
+    # the data's schema only when the run says so (standardise = public; node.core.data.tables).
     file_scale: tuple[np.ndarray, np.ndarray] | None = None
 
 
@@ -79,7 +79,7 @@ class LazyDataset(Dataset):
 
     train: Rows
     test: Rows
-    table: Table | None  # set for tabular data: shards are standardised (node.core.tables)
+    table: Table | None  # set for tabular data: shards are standardised (node.core.data.tables)
     _heads: dict[int, torch.Tensor]  # the first test rows by count, converted once
 
     def __init__(self, train: Rows, y_train: torch.Tensor, test: Rows, y_test: torch.Tensor, *,

@@ -1,7 +1,7 @@
 """Models and their flat parameter vector.
 
 Four classifiers: `logreg`, `mlp`, `cnn` (two conv blocks) and `resnet10` (one BasicBlock per
-stage, widths w, 2w, 4w, 8w), or a user's own `FILE.py:FUNC` (node.core.user_model), held to
+stage, widths w, 2w, 4w, 8w), or a user's own `FILE.py:FUNC` (node.core.model.user_model), held to
 the same rules. All normalise with GroupNorm, never BatchNorm: batch statistics
 mix examples, which leaks data across a batch and breaks per-sample gradient clipping
 (docs/DESIGN.md §1). None has buffers, so a model's whole state is its parameters and
@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from node.config import MODELS
-from node.core.user_model import (
+from node.core.model.user_model import (
     build_user_model,
     check_model_for_dp,
     is_user_model,

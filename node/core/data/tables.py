@@ -3,7 +3,7 @@ for standardising a node's features.
 
 `open_table` turns one file (or "breast-cancer", "kdd-attacks") into a `LazyDataset`: a seeded
 stratified fifth is held out as the test split every node evaluates on, the rest is split into
-sites by `node.core.data.partition`. `read_file` reads a file (pandas for CSV, NPZ without
+sites by `node.core.data.sources.partition`. `read_file` reads a file (pandas for CSV, NPZ without
 pickles) and refuses bad input with one sentence. The named tables are read offline from
 installed packages; docs/DATASETS.md gives their provenance and licences.
 
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from node.core.dataset import Dataset, LazyDataset, Table, TensorRows
+from node.core.data.dataset import Dataset, LazyDataset, Table, TensorRows
 from node.errors import ConfigError, DataError
 
 __all__ = ["KDD_CLASSES", "TEST_FRACTION", "breast_cancer", "fit_scale", "kdd_attacks",

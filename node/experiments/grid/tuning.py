@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from node.core.algorithm import default_eta
-from node.experiments.executors import DONE
-from node.experiments.grid import METHODS, RunSpec
+from node.experiments.grid.engine import METHODS, RunSpec
+from node.experiments.grid.executors import DONE
 from topologies import build, max_degree
 
 __all__ = ["Protocol", "candidates", "select", "space", "tuned_specs", "tuning_specs"]

@@ -1,6 +1,6 @@
 """Pre-validation on your own data: simulate N sites from one file before asking partners in.
 
-    from node.experiments.prevalidate import Question, plan, write_prevalidation
+    from node.experiments.studies.prevalidate import Question, plan, write_prevalidation
     specs = plan(Question(data="table.csv", sites=4, epsilons=(4.0,)))
     run_grid(specs, "runs/pv"); write_prevalidation("runs/pv")   # → runs/pv/REPORT.md
 
@@ -26,15 +26,14 @@ from typing import Any
 from node.config import RunConfig
 from node.core.assemble import Federation, build_graph, load_data, shards
 from node.errors import ConfigError
-from node.experiments.grid import Preset, RunSpec, build_grid
-from node.experiments.prevalidation_answers import (
+from node.experiments.grid import Preset, RunSpec, build_grid, load_runs, metric_name
+from node.experiments.studies.answers import (
     answers,
     deployment,
     measured_recommendation,
     per_site_table,
     plot,
 )
-from node.experiments.results import load_runs, metric_name
 
 INF = math.inf
 

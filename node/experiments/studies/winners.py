@@ -1,7 +1,7 @@
 """Which algorithm wins where: the measured winner of every (cell, ε), seed-paired, and the one
 line a user near a measured cell gets.
 
-    from node.experiments.winners import winners, winners_table, recommend
+    from node.experiments.studies.winners import winners, winners_table, recommend
     cells = winners(load_runs("runs/het/final"))     # one Winner per (regime, ε)
     save(cells, "docs/results/heterogeneity/winners.json")
     recommend(load(...), partition="classes:2", topology="ring", nodes=12, epsilon=4)
@@ -23,8 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from node.experiments.grid import METHODS
-from node.experiments.results import Run, eps_name, label
+from node.experiments.grid import METHODS, Run, eps_name, label
 
 __all__ = ["COMMITTED", "Winner", "contrasts_table", "load", "paired", "recommend", "save",
            "summary_table", "winners", "winners_table"]

@@ -7,7 +7,8 @@ chance for an attack's damage to be read off; gradient mode reaches 72 % at ε =
 
 Attackers are simulated in-process: each runs the honest node code and its outgoing messages
 are rewritten before delivery (`Tamper`, the simulator's `tamper` hook) by the same attack
-functions the hostile daemons use (node.core.attacks); label flipping poisons its shard instead.
+functions the hostile daemons use (node.adversary.attacks); label flipping poisons its shard
+instead.
 Attackers are omniscient (they read the models of the nodes they talk to), which is the strong
 threat model. Each row is one run; `fault_free_accuracy` is the run with the same seed and the
 same defence setting but no attacker, `honest_accuracy` the mean final accuracy of the honest
@@ -29,10 +30,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from node.adversary import ATTACKS, View, attack_message, fake_model, flipped_labels
 from node.config import RunConfig
 from node.core.algorithm import Gossip, PrimalDual
 from node.core.assemble import build_graph, load_data
-from node.core.attacks import ATTACKS, View, attack_message, fake_model, flipped_labels
 from node.core.data import Dataset
 from node.core.runner import NodeRunner, RoundOutput
 from node.sim.simulate import build_runners, simulate

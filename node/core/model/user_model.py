@@ -2,13 +2,13 @@
 checked before any node starts.
 
 FUNC(in_shape, num_classes) returns a `torch.nn.Module` mapping a batch (B, *in_shape) to
-logits (B, num_classes). The system trains it as it trains the built-in models (node.core.models),
-so the same rules hold, and `check_model_for_dp` refuses, with one sentence, a model breaking
-one: no BatchNorm (its batch statistics mix examples, which breaks per-sample clipping), no
-buffers (messages carry only parameters, so a buffer would silently differ between nodes),
-every parameter trainable (every one is trained and sent), logits of the right shape, and
-per-sample gradients (`torch.func.vmap` over `torch.func.grad`, as the private gradient oracles
-take them) that work and are finite.
+logits (B, num_classes). The system trains it as it trains the built-in models
+(node.core.model.models), so the same rules hold, and `check_model_for_dp` refuses, with one
+sentence, a model breaking one: no BatchNorm (its batch statistics mix examples, which breaks
+per-sample clipping), no buffers (messages carry only parameters, so a buffer would silently
+differ between nodes), every parameter trainable (every one is trained and sent), logits of
+the right shape, and per-sample gradients (`torch.func.vmap` over `torch.func.grad`, as the
+private gradient oracles take them) that work and are finite.
 """
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ def _check_logits(model: nn.Module, params: Mapping[str, Tensor], x: Tensor,
 
 def _check_per_sample_gradients(model: nn.Module, params: Mapping[str, Tensor], x: Tensor,
                                 y: Tensor, name: str) -> None:
-    # The same per-sample pattern as the private gradient oracles (node.core.trainer).
+    # The same per-sample pattern as the private gradient oracles (node.core.model.trainer).
     def mean_loss(p: Mapping[str, Tensor], xb: Tensor, yb: Tensor) -> Tensor:
         return F.cross_entropy(functional_call(model, dict(p), (xb,)), yb)
 

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from node.core.metrics import AurocKind, Evaluation, evaluation, preload
-from node.core.models import FlatParams
+from node.core.model.metrics import AurocKind, Evaluation, evaluation, preload
+from node.core.model.models import FlatParams
 from privacy.mechanisms import clipped_grad_sum, poisson_sample, privatize_gradient_sum
 
 GradientKind = Literal["plain", "clipped", "noisy"]
@@ -69,10 +69,10 @@ class LocalTrainer:
             raise ValueError("private gradient policies need a private generator")
         self.model = model
         self.layout = FlatParams.of(model)
-        # Where the gradient oracle runs (node.core.device); parameters come in and gradients
+        # Where the gradient oracle runs (node.core.model.device); parameters come in and gradients
         # go out as CPU tensors, so the algorithm never sees the device. The model module stays
         # where it is: `functional_call` uses the parameters it is given, and models have no
-        # buffers (node.core.models).
+        # buffers (node.core.model.models).
         self.device = torch.device(device)
         self.x, self.y = x.to(self.device), y.to(self.device)
         self.x_test, self.y_test = x_test.to(self.device), y_test.to(self.device)
@@ -80,7 +80,7 @@ class LocalTrainer:
         self.policy = policy
         self.data_generator = data_generator
         self.noise_generator = noise_generator
-        self.auroc = auroc  # which AUROC `evaluate` reports (node.core.metrics.auroc_kind)
+        self.auroc = auroc  # which AUROC `evaluate` reports (node.core.model.metrics.auroc_kind)
         preload(auroc)
         self.steps = 0
         # Sampled examples whose per-sample gradient was not finite and so entered the clipped
@@ -150,7 +150,7 @@ class LocalTrainer:
     @torch.no_grad()
     def evaluate(self, w: Tensor, batch: int = 1000) -> Evaluation:
         """Mean loss and accuracy of flat parameters `w` on the test split, and AUROC and
-        balanced accuracy where `self.auroc` asks (node.core.metrics)."""
+        balanced accuracy where `self.auroc` asks (node.core.model.metrics)."""
         params = self.layout.unflatten(w.detach().to(self.device))
         total_loss, correct = 0.0, 0
         keep = self.auroc != "none"

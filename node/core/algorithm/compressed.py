@@ -2,8 +2,8 @@
 
 Each directed edge i→j carries one stream: a public copy that node i keeps of what it sent and
 node j of what it received, equal bit for bit because both apply the same payloads with the
-same code (`node.core.compression`). Compression acts on the message a node would have sent
-uncompressed — after its DP noise — and on that copy, never on private state directly.
+same code (`node.core.algorithm.compression`). Compression acts on the message a node would
+have sent uncompressed — after its DP noise — and on that copy, never on private state directly.
 
 Primal-dual family (ECL / DP-Norm). Uncompressed, node i sends j the noised dual message
 y_{i|j} = κ·z_{i|j} − 2β·A_{i|j}·w_i + ξ_{ij} and j sets z_{j|i} ← (1−θ)·z_{j|i} + θ·y_{i|j}.
@@ -47,8 +47,14 @@ import torch
 from torch import Tensor
 
 from gossip.messages import Packed
-from node.core.algorithm import DualNoise, Gossip, Outgoing, PrimalDual, PrimalDualParams
-from node.core.compression import Compressor, Exchange, Quantize, RandK, TopK
+from node.core.algorithm.compression import Compressor, Exchange, Quantize, RandK, TopK
+from node.core.algorithm.primal_dual import (
+    DualNoise,
+    Gossip,
+    Outgoing,
+    PrimalDual,
+    PrimalDualParams,
+)
 from node.core.seeds import compression_seed
 
 

@@ -41,7 +41,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from node.experiments.grid import RunSpec
+    from node.experiments.grid.engine import RunSpec
 
 __all__ = ["DONE", "Executor", "ExecutorError", "LocalExecutor", "RayExecutor", "deliver",
            "probe_cluster", "run_in_scratch"]

@@ -7,8 +7,8 @@ Every run gets its own directory `<out>/<regime>/<method>/eps-<ε>/seed-<s>/` ho
 simulator outputs plus `run.json` (what was run) and `DONE` (written last, atomically). A second
 invocation skips every run that has `DONE` and restarts the others from scratch, so an interrupted
 grid resumes where it stopped. Progress is one line per finished run with an ETA. Runs execute in
-a local process pool, or as Ray tasks on a local Ray or a cluster (`node.experiments.executors`);
-the files are the same either way.
+a local process pool, or as Ray tasks on a local Ray or a cluster
+(`node.experiments.grid.executors`); the files are the same either way.
 
 Pairing: every run of a seed uses `seed = noise_seed = s`, so runs that differ only in the
 denoising strength γ see the same data order, the same Poisson batches and the same standard
@@ -22,8 +22,8 @@ clipped noise-free controls: the same decentralised algorithm with Poisson-sampl
 gradients and no noise, the baseline against which privacy's cost is measured.
 
 Presets: `dpnorm-paper`, `quick`, `tables`, and `heterogeneity` (skew × graph × K × ε,
-node.experiments.heterogeneity), meant to run tuned (node.experiments.tuning: a tuning candidate
-is a RunSpec with a `tag`, a final run records its choice in `tuned`).
+node.experiments.studies.heterogeneity), meant to run tuned (node.experiments.grid.tuning: a
+tuning candidate is a RunSpec with a `tag`, a final run records its choice in `tuned`).
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ import torch
 
 import node.sim.simulate
 from node.config import RunConfig
-from node.experiments.executors import DONE, Executor, LocalExecutor
-from node.experiments.heterogeneity import heterogeneity_fields
+from node.experiments.grid.executors import DONE, Executor, LocalExecutor
+from node.experiments.studies.heterogeneity import heterogeneity_fields
 from node.outputs.files import write_json_atomic
 from node.sim.references import run_reference
 
@@ -177,7 +177,7 @@ PRESETS: dict[str, Preset] = {
     # The talk's table on a real offline medical table: single site vs FedAvg vs SCAFFOLD vs
     # DP-Norm, in AUROC (two classes). Breast-cancer (WDBC, 569 rows) cut into 4 sites by
     # feature drift; features scaled by the table's published constants in every run, so that
-    # ε = ∞ and private runs differ by privacy only (node.core.tables: a private run may not
+    # ε = ∞ and private runs differ by privacy only (node.core.data.tables: a private run may not
     # fit statistics on its rows). 100 rounds; FedAvg/SCAFFOLD take 4 local steps per round.
     "tables": Preset(
         name="tables",
@@ -197,7 +197,7 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-# Which algorithm wins where: skew × graph × K × ε (node.experiments.heterogeneity).
+# Which algorithm wins where: skew × graph × K × ε (node.experiments.studies.heterogeneity).
 PRESETS["heterogeneity"] = Preset(**heterogeneity_fields())
 
 
@@ -218,9 +218,10 @@ class RunSpec:
     gamma: float
     seed: int
     config: dict[str, Any]
-    # Where the run sits below the regime: a tuning candidate's "tune-2" (node.experiments.tuning)
+    # Where the run sits below the regime: a tuning candidate's "tune-2"
+    # (node.experiments.grid.tuning)
     tag: str = ""
-    # The tuning that chose this run's settings (node.experiments.tuning), recorded in run.json
+    # The tuning that chose this run's settings (node.experiments.grid.tuning), recorded in run.json
     tuned: dict[str, Any] | None = None
 
     @property
@@ -327,7 +328,7 @@ def run_grid(specs: Sequence[RunSpec], out: str | Path, *, jobs: int = 1,
              stream: TextIO = sys.stderr, executor: Executor | None = None) -> dict[str, Any]:
     """Run every spec not yet DONE under `out`; returns counts and failures.
 
-    `executor` decides where the runs execute (`node.experiments.executors`): by default this
+    `executor` decides where the runs execute (`node.experiments.grid.executors`): by default this
     machine's process pool of `jobs` workers; a `RayExecutor` for a local Ray or a cluster. It
     is entered before the first run, so one that cannot start (`ExecutorError`) touches nothing.
     """

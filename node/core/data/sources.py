@@ -1,5 +1,5 @@
 """Datasets and partitions: Fashion-MNIST from IDX files, synthetic tasks, and (through
-node.core.tables) the named public tables and users' own CSV/NPZ files.
+node.core.data.tables) the named public tables and users' own CSV/NPZ files.
 
 A `Dataset` holds a train split and the test split every node shares. `partition` is a pure
 function of (labels, nodes, spec, seed, and for drift:FEATURE the features) returning disjoint
@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from node.core.dataset import Dataset, LazyDataset
-from node.core.idx import IdxFile, read_idx
-from node.core.tables import load_local, open_table
+from node.core.data.dataset import Dataset, LazyDataset
+from node.core.data.idx import IdxFile, read_idx
+from node.core.data.tables import load_local, open_table
 from node.errors import DataError
 
 __all__ = [
@@ -164,7 +164,7 @@ def load_dataset(name: str, *, data_dir: str | Path = FASHION_MNIST_DIR, seed: i
                  resident: bool = True, label_column: str = "label",
                  sites: int = 1) -> LazyDataset:
     """The CLI's `--dataset`: "fashion-mnist" from IDX files, "synthetic" 28×28 images, a named
-    public table, or one CSV/NPZ file (`node.core.tables.open_table`, with a held-out fifth and
+    public table, or one CSV/NPZ file (`node.core.data.tables.open_table`, with a held-out fifth and
     at least two rows per site). `resident` False: Fashion-MNIST is re-read for each `select`
     (a daemon selects once)."""
     if name == "fashion-mnist":
