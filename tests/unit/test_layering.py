@@ -2,10 +2,14 @@
 rooms, keyed by directory (the style gates, ruff and mypy, are `make lint`), and the test tiers.
 
     config, errors, cli  <-  core  <-  outputs  <-  sim, daemon  <-  tools, experiments
+                             core  <-  adversary  <-  tools, experiments
 
 A module may import its own room and the rooms its row of `ROOMS` names; `tools` may also read
 the daemon's file formats (`SHARED`). Some rooms may not import some outside modules at all
-(`FORBIDDEN`). `test_a_planted_violation_is_reported` shows the checker failing.
+(`FORBIDDEN`). Inside a room, a sub-room (`SUBROOMS`) is entered by its door, its `__init__`:
+a module outside it (another sub-room, the room's own top level, another room, a script) may
+import `node.core.data` but never `node.core.data.tables`. `test_a_planted_violation_is_reported`
+shows the checker failing.
 """
 
 from __future__ import annotations
@@ -28,10 +32,15 @@ ROOMS: dict[str, set[str]] = {
     "outputs": {"base", "core"},
     "daemon": {"base", "core", "outputs"},
     "sim": {"base", "core", "outputs"},
-    "tools": {"base", "core", "outputs"},
-    "experiments": {"base", "core", "outputs", "sim"},
+    "adversary": {"base", "core"},  # no honest room may import it
+    "tools": {"base", "core", "outputs", "adversary"},
+    "experiments": {"base", "core", "outputs", "sim", "adversary"},
     "main": {"daemon"},  # node/__main__.py
 }
+# Sub-rooms: packages inside a room whose `__init__` is the only way in from outside them.
+SUBROOMS = ("node.core.algorithm", "node.core.data", "node.core.model", "node.experiments.grid")
+# Code outside the packages that must also enter sub-rooms by their doors.
+ENTRY_POINTS = ("scripts",)
 # Single modules of another room that a room may read: the daemon's file formats.
 SHARED = {"tools": {"node.daemon.settings", "node.daemon.state"}}
 # Top-level modules a room (or package) must never import.
@@ -39,6 +48,7 @@ FORBIDDEN: dict[str, set[str]] = {
     "core": IO | {"matplotlib", "tests"},
     "base": IO | {"matplotlib", "tests", "torch"},
     "outputs": IO | {"matplotlib", "tests"},
+    "adversary": IO | {"matplotlib", "tests"},
     "daemon": {"matplotlib", "tests"},
     "sim": {"asyncio", "zmq", "uvloop", "socket", "subprocess", "signal", "matplotlib", "tests"},
     "tools": {"matplotlib", "tests", "uvloop"},
@@ -99,8 +109,43 @@ def runs_a_test_file(path: Path) -> list[int]:
             and (n.value == "tests" or n.value.startswith("tests/"))]
 
 
+def module_of(path: Path, root: Path) -> str:
+    """The dotted name of a source file (a package's `__init__` is the package)."""
+    parts = path.relative_to(root).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def subroom_internal(module: str, root: Path) -> str | None:
+    """The sub-room whose inside `module` names (a module or package in the sub-room's
+    directory), or None for its door and anything outside. `from node.core.data import
+    Dataset` yields node.core.data.Dataset, a name of the door, not a module: only a name that
+    is a file or directory there counts as inside."""
+    for sub in SUBROOMS:
+        if module.startswith(sub + "."):
+            first = module[len(sub) + 1:].split(".")[0]
+            folder = root.joinpath(*sub.split("."))
+            if (folder / f"{first}.py").exists() or (folder / first).is_dir():
+                return sub
+    return None
+
+
+def door_violations(path: Path, root: Path) -> list[str]:
+    """Imports by `path` of a sub-room's inside from outside that sub-room."""
+    me, where = module_of(path, root), path.relative_to(root)
+    found = []
+    for line, module in imported(path):
+        sub = subroom_internal(module, root)
+        if sub is not None and me != sub and not me.startswith(sub + "."):
+            inside = f"{sub}.{module[len(sub) + 1:].split('.')[0]}"
+            found.append(f"{where}:{line} imports {inside} past its door")
+    return found
+
+
 def violations(root: Path) -> list[str]:
     found = []
+    for entry in ENTRY_POINTS:
+        for path in sorted((root / entry).rglob("*.py")):
+            found += door_violations(path, root)
     for package in PACKAGES:
         for path in sorted((root / package).rglob("*.py")):
             room, where = room_of(path, root), path.relative_to(root)
@@ -115,6 +160,7 @@ def violations(root: Path) -> list[str]:
                     if target not in ROOMS[room] and not shared:
                         found.append(f"{where}:{line} ({room}) imports room {target}")
             found += [f"{where}:{line} runs a file under tests/" for line in runs_a_test_file(path)]
+            found += door_violations(path, root)
     return sorted(set(found))
 
 
@@ -126,6 +172,11 @@ def test_the_room_rule_is_acyclic_and_covers_every_room() -> None:
     graphlib.TopologicalSorter(ROOMS).prepare()  # raises CycleError on a cycle
     rooms = {p.name for p in (ROOT / "node").iterdir() if (p / "__init__.py").exists()}
     assert rooms == set(ROOMS) - {"base", "main"}
+    # Every package inside core is a sub-room, so a new one cannot be entered sideways.
+    core = {f"node.core.{p.name}" for p in (ROOT / "node" / "core").iterdir()
+            if (p / "__init__.py").exists()}
+    assert core == {s for s in SUBROOMS if s.startswith("node.core.")}
+    assert all((ROOT.joinpath(*s.split(".")) / "__init__.py").exists() for s in SUBROOMS)
 
 
 def test_a_planted_violation_is_reported(tmp_path: Path) -> None:
@@ -141,6 +192,18 @@ def test_a_planted_violation_is_reported(tmp_path: Path) -> None:
         "gossip/transport.py": "import time\n",
         "privacy/p.py": "from node.core import trainer\n",
         "topologies/t.py": "",
+        # Sub-rooms: the door and the sub-room's own modules may use its inside; nobody else.
+        "node/core/data/__init__.py": "from node.core.data.tables import read_file\n",
+        "node/core/data/tables.py": "from node.core.data.idx import read_idx\n",
+        "node/core/data/idx.py": "",
+        "node/core/model/__init__.py": "",
+        "node/core/model/trainer.py": "from node.core.data import Dataset\n"
+                                      "from node.core.data.tables import read_file\n",
+        "node/core/assemble.py": "from node.core.model import trainer\n"
+                                 "from node.core.data import read_file\n",
+        "node/sim/door.py": "import node.core.data.idx\nfrom node.adversary import ATTACKS\n",
+        "node/tools/hostile.py": "from node.adversary import ATTACKS\n",
+        "scripts/bench.py": "from node.core.data.tables import read_file\n",
     }
     for name, text in plant.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
@@ -148,19 +211,25 @@ def test_a_planted_violation_is_reported(tmp_path: Path) -> None:
     found = "\n".join(violations(tmp_path))
     assert found.splitlines() == [
         "gossip/inbox.py:1 (gossip-sans-io) imports time",
+        "node/core/assemble.py:1 imports node.core.model.trainer past its door",
         "node/core/leaky.py:1 (core) imports asyncio",
         "node/core/leaky.py:2 (core) imports room daemon",
+        "node/core/model/trainer.py:2 imports node.core.data.tables past its door",
         "node/outputs/plot.py:2 (outputs) imports matplotlib",
+        "node/sim/door.py:1 imports node.core.data.idx past its door",
+        "node/sim/door.py:2 (sim) imports room adversary",
         "node/sim/x.py:1 runs a file under tests/",
         "node/tools/peek.py:1 (tools) imports room daemon",
         "node/tools/peek.py:2 (tools) imports room sim",
         "privacy/p.py:1 (privacy) imports node",
+        "scripts/bench.py:1 imports node.core.data.tables past its door",
     ]
 
 
-@pytest.mark.parametrize("room", sorted(set(ROOMS) - {"base", "main"}))
+@pytest.mark.parametrize("room", sorted(set(ROOMS) - {"base", "main"}) + list(SUBROOMS))
 def test_every_room_says_what_lives_there_and_what_it_may_import(room: str) -> None:
-    doc = ast.get_docstring(ast.parse((ROOT / "node" / room / "__init__.py").read_text()))
+    folder = ROOT / "node" / room if "." not in room else ROOT.joinpath(*room.split("."))
+    doc = ast.get_docstring(ast.parse((folder / "__init__.py").read_text()))
     assert doc and "Rule 1" in doc and "Rule 2" in doc
 
 
