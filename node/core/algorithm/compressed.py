@@ -48,13 +48,9 @@ from torch import Tensor
 
 from gossip.messages import Packed
 from node.core.algorithm.compression import Compressor, Exchange, Quantize, RandK, TopK
-from node.core.algorithm.primal_dual import (
-    DualNoise,
-    Gossip,
-    Outgoing,
-    PrimalDual,
-    PrimalDualParams,
-)
+from node.core.algorithm.gossip import Gossip
+from node.core.algorithm.primal_dual import PrimalDual, PrimalDualParams
+from node.core.algorithm.round import DualNoise, Outgoing
 from node.core.seeds import compression_seed
 
 

@@ -1,9 +1,5 @@
-"""DP-Norm and its baselines as pure, synchronous per-node state machines.
-
-One round of a node is `absorb(received)` (the neighbours' messages of the previous round),
-`local_steps(oracle, active)` (K steps with gradients from `oracle`) and `messages(active,
-noise)` (what to send this round); `node.core.runner.NodeRunner` drives them. No sockets, no
-clock, no global RNG: the simulator and the daemon drive the same code.
+"""DP-Norm and its primal-dual baselines (DP-ECL, ECL) as a pure, synchronous per-node state
+machine; the round it keeps is `node.core.algorithm.round`.
 
 Primal-dual family (docs/DESIGN.md §1; Fukami et al., IEEE TIFS 2024, on top of ECL/PDMM). Per
 node i with duals z_{i|j}, edge signs A_{i|j} = ±1, μ = 1/lr, γ = αη, β = 1/(1+γ), κ = (1−γ)/(1+γ):
@@ -17,73 +13,22 @@ node i with duals z_{i|j}, edge signs A_{i|j} = ±1, μ = 1/lr, γ = αη, β = 
 turns the noise random walk of the duals into a bounded AR(1) process. The continuation makes the
 node's hidden state a function of what its neighbours can jointly reconstruct from the messages,
 which is what the message-mode privacy proof needs (docs/DESIGN.md §2).
-
-Gossip family: D-PSGD (Lian et al., NeurIPS 2017) with Metropolis–Hastings weights; the weight of
-a neighbour whose message did not arrive goes back to self so the weights still sum to one.
-
-`E_i` is the number of *active* neighbours this round (the runtime decides who is up); a down
-neighbour's edge leaves the primal update and receives no message until it is heard from again.
-
-Compressed messages (error feedback for both families) are `node.core.algorithm.compressed`; these
-classes exchange dense tensors and treat a compressed payload as a message that did not arrive.
-
-Rounds a node skips (it restarted from a checkpoint, was frozen or cut off, and rejoins at its
-neighbours' round; gossip/protocol.py) need no repair of this state in either family:
-- primal-dual: PDMM's iteration is an averaged operator on the duals, and a node that takes no
-  part in some rounds is a coordinate not updated in those rounds; its neighbours kept their
-  z_{j|i} (a missing message keeps the old dual), it kept its z_{i|j} and w_i. Restoring an older
-  checkpoint only moves the starting point of that block, from which the randomised
-  block-coordinate iteration converges as from any other (Combettes & Pesquet, SIAM J. Optim.
-  25(2), 2015; asynchronous PDMM: Sherson, Heusdens & Kleijn, IEEE TSIPN 5(2), 2019). With θ = 1
-  the first exchange replaces both ends' duals of each edge. In message mode a skipped round
-  releases nothing, so there is no noise to continue from (and nothing is charged).
-- gossip: the neighbours mixed with the skipping node's weight on themselves (rows still sum to
-  one); on return its stale w_i is pulled in by the ordinary mixing.
-The one state that must be repaired is the compressed streams' shared copies, which assume that
-both ends saw every message (`resync`).
 """
 
 from __future__ import annotations
 
 import math
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import torch
 from torch import Tensor
 
-from gossip.messages import Packed
 from node.config import RunConfig
-from node.core.algorithm.robust import RobustRule, dual_reference
+from node.core.algorithm.robust import dual_reference
+from node.core.algorithm.round import DualNoise, GradientOracle, Outgoing, RoundAlgorithm
 from node.errors import ConfigError
 from topologies import edge_sign
-
-Outgoing = Tensor | Packed
-"""One message to one neighbour: a dense tensor, or a compressed payload
-(node.core.algorithm.compressed)."""
-
-GradientOracle = Callable[[Tensor], tuple[Tensor, float]]
-"""Maps the current flat parameters to (gradient estimate, training loss on the batch)."""
-
-
-class DualNoise(Protocol):
-    """Source of the independent per-edge noise ξ_{ij} added to outgoing duals (message mode)."""
-
-    @property
-    def std(self) -> float: ...
-
-    def sample(self, numel: int) -> Tensor: ...
-
-
-class NoNoise:
-    """ξ = 0: ECL, gradient-mode DP and non-private runs."""
-
-    std = 0.0
-
-    def sample(self, numel: int) -> Tensor:
-        return torch.zeros(numel)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,37 +103,6 @@ def alpha_for_gamma(gamma: float, eta: float) -> float:
     """The α that gives the dimensionless denoising strength γ = α·η."""
     return gamma / eta
 
-
-class RoundAlgorithm(ABC):
-    """What every algorithm of a node does in a round, in the order `NodeRunner` calls it:
-    `local_steps`, `messages` (its `step`), then `absorb` when the round closes."""
-
-    # --robust (node.core.algorithm.robust), set by assemble: None leaves every update as it
-    # is, bit for bit.
-    robust: RobustRule | None = None
-
-    def robust_state(self) -> dict[str, Tensor]:
-        """What --robust remembers across rounds, for the checkpoint (empty without it): a
-        restarted node keeps its verdicts on its neighbours."""
-        return {} if self.robust is None else self.robust.state_dict()
-
-    def load_robust_state(self, state: Mapping[str, Tensor]) -> None:
-        if self.robust is not None:
-            self.robust.load_state_dict(state)
-
-    def resync(self, peers: Collection[int] | None = None) -> None:
-        """Messages with `peers` (None: every neighbour) were not exchanged for some rounds.
-        Dense messages carry their whole value, so there is nothing to repair (module doc)."""
-        return None  # compressed streams override this (node.core.algorithm.compressed)
-
-    @abstractmethod
-    def absorb(self, received: Mapping[int, Outgoing]) -> None: ...
-
-    @abstractmethod
-    def local_steps(self, oracle: GradientOracle, active: Collection[int]) -> float: ...
-
-    @abstractmethod
-    def messages(self, active: Collection[int], noise: DualNoise) -> Mapping[int, Outgoing]: ...
 
 
 class PrimalDual(RoundAlgorithm):
@@ -320,80 +234,3 @@ class PrimalDual(RoundAlgorithm):
         self.w = self._w_before = state["w"].clone()
         for j in self.duals:
             self.duals[j] = state[f"z{j}"].clone()
-
-
-class Gossip(RoundAlgorithm):
-    """One node of D-PSGD / DP-D-PSGD: local SGD steps, then Metropolis–Hastings averaging."""
-
-    def __init__(
-        self,
-        node: int,
-        weights: Mapping[int, float],
-        w0: Tensor,
-        lr: float,
-        local_steps: int = 1,
-        weight_decay: float = 0.0,
-    ) -> None:
-        if not lr > 0:
-            raise ValueError(f"lr must be positive, got {lr}")
-        self.node = node
-        self.lr = lr
-        self.k = local_steps
-        self.weight_decay = weight_decay
-        self.w = w0.detach().clone()
-        self.self_weight = weights[node]
-        self.weights = {j: w for j, w in sorted(weights.items()) if j != node}
-        self._w_mixed = self.w  # the model after the previous round's mixing
-
-    @property
-    def neighbours(self) -> list[int]:
-        return list(self.weights)
-
-    def absorb(self, received: Mapping[int, Outgoing]) -> None:
-        """w ← W_ii·w + Σ_j W_ij·w_j, where a missing neighbour's weight goes back to self."""
-        dense = {j: y for j, y in received.items() if isinstance(y, Tensor)}
-        if not dense:
-            return
-        if self.robust is not None:  # self-centred clipping around our own model
-            dense = self.robust.apply(dense, {j: self.w for j in dense}, self.own_move())
-        kept = self.self_weight + sum(w for j, w in self.weights.items() if j not in dense)
-        mixed = kept * self.w
-        for j, wj in dense.items():
-            mixed.add_(wj, alpha=self.weights[j])
-        self.w = self._w_mixed = mixed
-
-    def own_move(self) -> float:
-        """How far the model moved since the last mixing: the node's own voice in the
-        adaptive clipping radius (node.core.algorithm.robust)."""
-        return float(torch.linalg.vector_norm(self.w - self._w_mixed))
-
-    def local_steps(self, oracle: GradientOracle, active: Collection[int]) -> float:
-        losses = []
-        for _ in range(self.k):
-            g, loss = oracle(self.w)
-            if self.weight_decay:
-                g = g + self.weight_decay * self.w
-            self.w = self.w - self.lr * g
-            losses.append(loss)
-        return sum(losses) / len(losses)
-
-    def messages(self, active: Collection[int], noise: DualNoise) -> Mapping[int, Outgoing]:
-        if noise.std > 0:
-            raise ValueError("gossip algorithms have no dual messages; use gradient-mode privacy")
-        return {j: self.w for j in self.weights if j in active}
-
-    def neighbour_models(self, received: Mapping[int, Outgoing]) -> dict[int, Tensor]:
-        """The neighbours' models this round's messages stand for (for consensus monitoring)."""
-        return {j: y for j, y in received.items() if isinstance(y, Tensor)}
-
-    def dual_norm(self) -> float | None:
-        return None
-
-    def state_dict(self) -> dict[str, Tensor]:
-        return {"w": self.w}
-
-    def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
-        self.w = self._w_mixed = state["w"].clone()
-
-
-Algorithm = PrimalDual | Gossip

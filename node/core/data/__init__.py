@@ -8,6 +8,7 @@ imports what it needs from `node.core.data`, never from a module inside it.
 Rule 2: like all of core, synchronous and without sockets or clocks; it reads files, and
 imports only `node.config`, `node.errors`, `privacy` and `topologies`.
 """
+
 from __future__ import annotations
 
 from node.core.data.dataset import Dataset, LazyDataset

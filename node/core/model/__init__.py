@@ -7,6 +7,7 @@ imports what it needs from `node.core.model`, never from a module inside it.
 Rule 2: like all of core, synchronous and without I/O; it imports only `node.config`,
 `node.errors` and `privacy`.
 """
+
 from __future__ import annotations
 
 from node.core.model.device import resolve_device

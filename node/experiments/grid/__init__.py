@@ -7,6 +7,7 @@ scripts and tests import what they need from `node.experiments.grid`, never from
 inside it.
 Rule 2: it drives `node.sim` and reads `outputs`; it knows no study.
 """
+
 from __future__ import annotations
 
 from node.experiments.grid.engine import (
