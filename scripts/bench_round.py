@@ -31,7 +31,8 @@ def compute_only(cfg_json: str, node: int, rounds: int) -> None:
     import torch
 
     from node.config import run_config_from_mapping
-    from node.core.assemble import build_graph, build_node, load_data, shard
+    from node.core.assemble import build_graph, build_node
+    from node.core.data import load_data, shard
     from node.core.runner import NodeRunner
     from node.daemon.wiring import compute_round
 

@@ -39,8 +39,7 @@ from typing import Any
 import torch
 
 from node.config import MODELS, RunConfig
-from node.core.assemble import load_data
-from node.core.data import Dataset, load_fashion_mnist, synthetic
+from node.core.data import Dataset, load_data, load_fashion_mnist, synthetic
 from node.core.runner import NodeRunner
 from node.errors import DataError
 from node.sim.simulate import build_runners, simulate

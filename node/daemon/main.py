@@ -66,8 +66,7 @@ def daemon_data(cfg: NodeConfig) -> tuple[Dataset, bool]:
     its own file (`node.data_file`); its share of one user file given as `dataset` under a
     privacy claim, each row's side and site a keyed hash of the row (node.core.data.keyed_rows);
     else its shard of the dataset, as the simulator cuts it."""
-    from node.core.assemble import load_data, local_data, shard
-    from node.core.data import shared_shard
+    from node.core.data import load_data, local_data, shard, shared_shard
 
     if cfg.node.data_file:
         return local_data(cfg.node.data_file, cfg.node.test_file, cfg.node.data_label_column,

@@ -27,8 +27,8 @@ import torch
 from torch import Tensor
 
 from node.config import RunConfig
-from node.core.assemble import NodeSetup, build_graph, build_node, load_data, shard
-from node.core.data import Dataset, LazyDataset, standardise
+from node.core.assemble import NodeSetup, build_graph, build_node
+from node.core.data import Dataset, LazyDataset, load_data, shard, standardise
 from node.core.model import Evaluation, lead_metric
 from node.outputs.files import MetricsWriter, RunDir, write_json_atomic
 from node.outputs.records import ExitReason, metrics_record, node_entry, summary

@@ -7,7 +7,7 @@ Deterministic under the seed: data order, initialisation and (in simulation only
 is released) the privacy noise all derive from it unless `noise_seed` is given.
 
 Scale (10,000 logreg nodes on one machine): what every node would compute identically is
-computed once — one partition for all shards (`assemble.shards`), the graph's maximum degree and
+computed once — one partition for all shards (`data.shards`), the graph's maximum degree and
 mixing weights and the initial model (`assemble.Federation`, the model shared: trainers only
 call it functionally) — and every node still runs its own `NodeRunner`, the daemon's code,
 unbatched. The test split is one tensor that every node's shard views. A large federation's
@@ -31,8 +31,8 @@ from gossip.codec import encode, header_size
 from gossip.messages import Dual, Primal
 from node.config import RunConfig
 from node.core.algorithm import Outgoing
-from node.core.assemble import Federation, build_graph, build_node, load_data, shards
-from node.core.data import Dataset
+from node.core.assemble import Federation, build_graph, build_node
+from node.core.data import Dataset, load_data, shards
 from node.core.model import LeadMetric, lead_metric
 from node.core.runner import NodeRunner, RoundOutput
 from node.core.seeds import noise_seed

@@ -20,8 +20,8 @@ from typing import Any
 
 from gossip.faults import FaultConfig
 from node.config import RunConfig
-from node.core.assemble import build_graph, load_data, shard_size
-from node.core.data import Dataset, shared_shards
+from node.core.assemble import build_graph
+from node.core.data import Dataset, load_data, shard_size, shared_shards
 from node.core.mechanism import Mechanism
 from node.core.model import absolute_spec, build_model, is_user_model, load_user_model
 from node.core.privacy_plan import privacy_plan, sample_rate

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from node.adversary import flipped_labels
-from node.core.assemble import load_data, shard
+from node.core.data import load_data, shard
 from node.daemon.settings import load_node_config
 from node.tools import chaos
 from node.tools.chaos.harness import base_run

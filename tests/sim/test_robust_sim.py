@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from node.config import RunConfig
-from node.core.assemble import build_graph, load_data
+from node.core.assemble import build_graph
+from node.core.data import load_data
 from node.experiments.studies.robustness import grid, one_run, place_attackers, table
 from node.outputs.files import RunDir, read_metrics
 from node.sim.simulate import build_runners, simulate

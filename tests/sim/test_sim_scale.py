@@ -1,6 +1,6 @@
 """The simulator at scale: what N nodes share is computed once, and sharing changes no number.
 
-`build_runners` partitions once (`assemble.shards`), builds one `Federation` (maximum degree,
+`build_runners` partitions once (`node.core.data.shards`), builds one `Federation` (maximum degree,
 mixing weights, the initial model) and shares the test split; these tests pin that it gives
 exactly what N independent `build_node(shard(...))` calls (the daemon's way) give, and that a
 large federation's metrics files (opened per record) hold what a small one's (held open) do.
@@ -15,9 +15,11 @@ from typing import Any
 import pytest
 import torch
 
+import node.core.data.run_data as run_data
 from node.config import RunConfig
 from node.core import assemble
-from node.core.assemble import build_graph, build_node, load_data, shard, shards
+from node.core.assemble import build_graph, build_node
+from node.core.data import load_data, shard, shards
 from node.core.runner import NodeRunner
 from node.outputs.files import read_metrics
 from node.sim import simulate as simulation
@@ -57,9 +59,11 @@ def test_shards_are_each_nodes_shard_and_share_the_test_split(partition: str,
 
 def test_build_runners_computes_the_shared_parts_once(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = {"partition_of": 0, "build_model": 0, "max_degree": 0}
+    # Where each is looked up when called: the shard cutter and the node builder.
+    home = {"partition_of": run_data, "build_model": assemble, "max_degree": assemble}
 
     def counting(name: str) -> Callable[..., Any]:
-        real = getattr(assemble, name)
+        real = getattr(home[name], name)
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             calls[name] += 1
@@ -67,7 +71,7 @@ def test_build_runners_computes_the_shared_parts_once(monkeypatch: pytest.Monkey
         return wrapper
 
     for name in calls:
-        monkeypatch.setattr(assemble, name, counting(name))
+        monkeypatch.setattr(home[name], name, counting(name))
     runners = build_runners(RunConfig(**{**SMALL, "nodes": 30}))  # type: ignore[arg-type]
     assert calls == {"partition_of": 1, "build_model": 1, "max_degree": 1}
     # One model module, called functionally; every node's parameters are its own tensors.

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from node.config import RunConfig
-from node.core.assemble import load_data
+from node.core.data import load_data
 from node.sim.references import _pooled_data, reference_config, run_reference
 from node.sim.simulate import simulate
 

@@ -13,8 +13,7 @@ import pytest
 import torch
 
 from node.config import RunConfig
-from node.core.assemble import load_data, shard, shards
-from node.core.data import LazyDataset
+from node.core.data import LazyDataset, load_data, shard, shards
 from node.core.data.dataset import TensorRows
 from node.errors import ConfigError
 from node.experiments.grid import (

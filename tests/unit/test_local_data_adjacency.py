@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from node.core.assemble import local_data
-from node.core.data import Dataset
+from node.core.data import Dataset, local_data
 from node.errors import DataError
 
 ROWS, FEATURES = 200, 6

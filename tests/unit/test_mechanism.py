@@ -10,7 +10,8 @@ import torch
 
 from node.config import RunConfig
 from node.core.algorithm import NoNoise, PrimalDual
-from node.core.assemble import build_graph, build_node, load_data, shard
+from node.core.assemble import build_graph, build_node
+from node.core.data import load_data, shard
 from node.core.mechanism import (
     MECHANISMS,
     ClipOnly,

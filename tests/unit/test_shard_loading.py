@@ -21,8 +21,16 @@ import torch
 
 import node.core.data.sources as data_module
 from node.config import RunConfig
-from node.core.assemble import build_graph, build_node, load_data, shard, shard_size, shards
-from node.core.data import FASHION_MNIST_DIR, Dataset, synthetic
+from node.core.assemble import build_graph, build_node
+from node.core.data import (
+    FASHION_MNIST_DIR,
+    Dataset,
+    load_data,
+    shard,
+    shard_size,
+    shards,
+    synthetic,
+)
 from node.core.data.idx import IdxFile, read_idx
 from node.core.data.sources import partition
 from node.core.runner import NodeRunner

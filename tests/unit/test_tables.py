@@ -17,13 +17,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.config import RunConfig
-from node.core.assemble import load_data, local_data, shard, shards
 from node.core.data import (
     Dataset,
     fit_scale,
+    load_data,
     load_dataset,
     load_local,
+    local_data,
     partition_of,
+    shard,
+    shards,
     standardise,
     tables,
 )

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from node.config import RunConfig
-from node.core.assemble import Federation, build_graph, load_data, shards
+from node.core.assemble import Federation, build_graph
+from node.core.data import load_data, shards
 from node.errors import ConfigError
 from node.experiments.grid import Preset, RunSpec, build_grid, load_runs, metric_name
 from node.experiments.studies.answers import (

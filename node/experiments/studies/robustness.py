@@ -33,8 +33,8 @@ from torch import Tensor
 from node.adversary import ATTACKS, View, attack_message, fake_model, flipped_labels
 from node.config import RunConfig
 from node.core.algorithm import Gossip, PrimalDual
-from node.core.assemble import build_graph, load_data
-from node.core.data import Dataset
+from node.core.assemble import build_graph
+from node.core.data import Dataset, load_data
 from node.core.runner import NodeRunner, RoundOutput
 from node.sim.simulate import build_runners, simulate
 

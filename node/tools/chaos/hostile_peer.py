@@ -69,7 +69,7 @@ ATTACK_SENT = "byzantine"
 
 def model_size(cfg: NodeConfig) -> int:
     """The model's parameter count, as the honest nodes compute it (Hello must match it)."""
-    from node.core.assemble import load_data
+    from node.core.data import load_data
     from node.core.model import num_params
 
     data = load_data(cfg.run)

@@ -39,8 +39,7 @@ TRAIN, TEST, CONFIG = "poisoned-train.npz", "poisoned-test.npz", "poisoned.toml"
 def poisoned_config(cfg: NodeConfig) -> NodeConfig:
     """Write the node's flipped shard and true test split; the config that trains on them."""
     from node.adversary import flipped_labels
-    from node.core.assemble import load_data, shard
-    from node.core.data import shared_shard
+    from node.core.data import load_data, shard, shared_shard
 
     # Exactly the daemon's own call (node.daemon.main.daemon_data), so the rows match.
     data = (shared_shard(cfg.run, cfg.node.id) if cfg.shared_file
