@@ -33,16 +33,15 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     from node.experiments.grid import (
-        PRESETS,
         Protocol,
         build_grid,
         is_done,
-        preset,
         run_grid,
         tuned_specs,
         tuning_specs,
     )
     from node.experiments.studies.heterogeneity import estimate_seconds, select_regimes
+    from node.experiments.studies.paper import PRESETS, preset
 
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from node.experiments.grid import build_grid, is_done, preset
+from node.experiments.grid import build_grid, is_done
 from node.experiments.grid.executors import DONE, deliver, run_in_scratch
+from node.experiments.studies.paper import preset
 
 ROOT = Path(__file__).resolve().parents[2]
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,

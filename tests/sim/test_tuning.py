@@ -21,7 +21,6 @@ from node.experiments.grid import (
     Protocol,
     build_grid,
     load_runs,
-    preset,
     run_grid,
     tuned_specs,
     tuning_specs,
@@ -29,6 +28,7 @@ from node.experiments.grid import (
 from node.experiments.grid.tuning import candidates
 from node.experiments.studies.answers import measured_recommendation
 from node.experiments.studies.heterogeneity import select_regimes
+from node.experiments.studies.paper import preset
 from node.experiments.studies.winners import (
     contrasts_table,
     load,

@@ -13,12 +13,10 @@ from __future__ import annotations
 from node.experiments.grid.engine import (
     CONTROLS,
     METHODS,
-    PRESETS,
     Preset,
     RunSpec,
     build_grid,
     is_done,
-    preset,
     run_grid,
 )
 from node.experiments.grid.executors import ExecutorError, LocalExecutor, RayExecutor
@@ -46,7 +44,6 @@ from node.experiments.grid.tuning import Protocol, tuned_specs, tuning_specs
 __all__ = [
     "CONTROLS",
     "METHODS",
-    "PRESETS",
     "ExecutorError",
     "LocalExecutor",
     "Preset",
@@ -73,7 +70,6 @@ __all__ = [
     "plot_run",
     "plot_vs_epsilon",
     "pooled_scores",
-    "preset",
     "row_order",
     "run_grid",
     "score_of",
