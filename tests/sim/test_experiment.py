@@ -100,7 +100,8 @@ def test_tiny_grid_runs_resumes_and_reports(tmp_path: Path) -> None:
     assert "DP-Norm (message), γ=0.1" in text and "± " in text
     assert "| 1 | 3 | 0.2500 | 0.2500 | 0.5000 | 1.0000 | 25 | 25 | 50 |" in text
     assert "Federation vs solo" in text and "Privacy cost" in text
-    assert "**Federate or train alone?**" in text and "**What does privacy cost?**" in text
+    assert "**Does federating beat training alone?**" in text
+    assert "**What does privacy cost?**" in text
     pngs = sorted(p.name for p in report.parent.glob("*.png"))
     assert pngs == ["scarce_eps-8.png", "scarce_vs-eps.png"]
     assert all((report.parent / p).stat().st_size > 10_000 for p in pngs)

@@ -1,5 +1,8 @@
-"""The pre-validation report's answers, tables and figure, from the finished runs
-(`node.experiments.studies.prevalidate` plans the runs and writes REPORT.md from these).
+"""The answers to the pre-validation questions (does federating beat training alone, how far
+from pooling, what privacy costs, which algorithm), with their tables and figure, from the
+finished runs: the one `answers` both the pre-validation report
+(`node.experiments.studies.prevalidate`) and the experiment report
+(`node.experiments.studies.report`, per regime) print.
 
 Scores are the task's metric per site (`Run.metric`: AUROC for two classes, else accuracy),
 grouped per (method, ε) and seed, so that methods compare seed by seed.
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from node.experiments.grid import Run, _finish, _pyplot, eps_name, label, metric_name, metric_of
+from node.experiments.studies.winners import paired
 
 INF = math.inf
 # Federated methods compared per ε (the daemon's two families), and what each is measured
@@ -66,16 +70,6 @@ def cells(runs: Sequence[Run], metric: str) -> dict[tuple[str, float], Cell]:
     for r in runs:
         by[(r.key, r.epsilon)][r.seed] = site_scores(r, metric)
     return {k: Cell(k[0], k[1], v) for k, v in by.items()}
-
-
-def paired_delta(a: Cell, b: Cell) -> tuple[float, float, int, int]:
-    """Seed-paired a − b: (mean, std, seeds where a wins, seeds paired)."""
-    ma, mb = a.seed_means(), b.seed_means()
-    deltas = [ma[s] - mb[s] for s in sorted(set(ma) & set(mb))]
-    if not deltas:
-        return math.nan, math.nan, 0, 0
-    spread = statistics.stdev(deltas) if len(deltas) > 1 else 0.0
-    return statistics.fmean(deltas), spread, sum(d > 0 for d in deltas), len(deltas)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,7 +141,7 @@ def answers(runs: Sequence[Run]) -> tuple[str, list[str]]:
         a, b = c.get((FEDERATED[0], eps)), c.get((FEDERATED[1], eps))
         if a is None or b is None:
             continue
-        mean, spread, wins, n = paired_delta(a, b)
+        mean, spread, wins, n = paired(a.seed_means(), b.seed_means())
         best, other = (a, b) if mean >= 0 else (b, a)
         solo = c.get(("solo", eps))
         note = ""

@@ -39,6 +39,7 @@ from node.experiments.grid import (
     row_order,
     score_of,
 )
+from node.experiments.studies.answers import answers
 from node.experiments.studies.winners import contrasts_table, winners_table
 from node.outputs.files import RunDir, read_metrics
 
@@ -109,37 +110,6 @@ def denoising_pairs(runs: Sequence[Run], regime: str) -> str:
                      f"{sum(d > 0 for d in deltas)}/{len(deltas)} | {ratio} |")
         rows += 1
     return "\n".join(lines) if rows else "_no paired runs (need dp-ecl and dpnorm at equal ε)_"
-
-
-def answers(runs: Sequence[Run], regime: str, method: str = "dpnorm-msg-g0.1") -> list[str]:
-    """The pre-validation questions in one line each, for the daemon's own algorithm."""
-    groups = group_runs(r for r in runs if r.regime == regime)
-    pct = _pct(_regime_metric(runs, regime))
-
-    def acc(key: str, eps: float) -> float | None:  # in %, as the answers print it
-        a = cell_score(groups, regime, key, eps)
-        return None if a is None else 100 * a
-
-    out = []
-    ecl, solo, pooled = (acc(k, math.inf) for k in ("ecl", "solo", "pooled"))
-    if ecl is not None and solo is not None:
-        out.append(f"- **Federate or train alone?** ECL without privacy {ecl:.1f}{pct} against "
-                   f"{solo:.1f}{pct} for a node alone ({ecl - solo:+.1f} points).")
-    if pooled is not None:
-        best = max(((k, a) for (_, k, e) in groups if math.isinf(e) and k != "pooled"
-                    and (a := acc(k, e)) is not None), key=lambda ka: ka[1], default=None)
-        if ecl is not None and best is not None:
-            out.append(f"- **How far from pooling all data?** Pooled {pooled:.1f}{pct}; ECL "
-                       f"{ecl - pooled:+.1f} points, the best method without privacy "
-                       f"({label(best[0])}) {best[1] - pooled:+.1f}.")
-    control = acc("ecl-clipped", math.inf)
-    costs = [f"ε = {eps_name(e)}: {a:.1f}{pct} ({a - control:+.1f})"
-             for e in sorted({e for (_, k, e) in groups if k == method}, reverse=True)
-             if control is not None and (a := acc(method, e)) is not None]
-    if costs:
-        out.append(f"- **What does privacy cost?** {label(method)} against the clipped "
-                   f"noise-free control ({control:.1f}{pct}): " + "; ".join(costs) + ".")
-    return out
 
 
 def federation_vs_solo(runs: Sequence[Run], regime: str) -> str:
@@ -349,7 +319,7 @@ def write_report(root: str | Path | Sequence[str | Path], out: str | Path | None
         doc += ["### Denoising, seed-paired (same seed and noise seed)", "",
                 denoising_pairs(runs, regime), "",
                 "### Claims, as measured", "", *claims(runs, regime), "",
-                "### Pre-validation", "", *answers(runs, regime), "",
+                "### Pre-validation", "", *answers(regime_runs)[1], "",
                 "#### Federation vs solo, per node (ε = ∞)"
                 + ("" if name == "accuracy" else f", {name} (%)"), "",
                 federation_vs_solo(runs, regime), "", "#### Gap to pooled", "",
