@@ -24,8 +24,10 @@ Guarantees and choices:
 - Each transport owns its ZeroMQ context, because the ZAP handler is per context; several nodes
   can therefore share one process (tests, the in-process launcher).
 
-This module and `gossip.faults` are the only ones in `gossip` that touch zmq or asyncio. A
-transport must be created while the event loop runs (the ZAP handler is a task on it).
+The transport's protocol, options and counters are `gossip.links`; the CURVE admission (ZAP
+handler) is `gossip.zap`. This module, `gossip.zap` and `gossip.faults` are the only ones in
+`gossip` that touch zmq or asyncio. A transport must be created while the event loop runs (the
+ZAP handler is a task on it).
 """
 
 from __future__ import annotations
@@ -34,106 +36,27 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import zmq
 import zmq.asyncio
-from zmq.auth.asyncio import AsyncioAuthenticator
-from zmq.utils import z85
 
-from gossip.codec import MAX_HEADER_BYTES, Frame
+from gossip.codec import Frame
 from gossip.errors import EndpointError, KeyFileError
 from gossip.keys import CurveKeys
+from gossip.links import LinkStats, Transport, TransportConfig, TransportStats
 from gossip.messages import PeerId, parse_peer_id
+from gossip.zap import ZAP_DOMAIN, NeighbourAuthenticator
 
 __all__ = ["LinkStats", "Transport", "TransportConfig", "TransportStats", "ZmqTransport"]
 
 logger = logging.getLogger(__name__)
 
-ZAP_DOMAIN = "dpnorm"
 # Plain ints: pyzmq's flag enums cost microseconds per `|` on the per-message path.
 _NOBLOCK = int(zmq.NOBLOCK)
 _NOBLOCK_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
-
-
-class Transport(Protocol):
-    """What the runtime and `FaultyTransport` need from a transport."""
-
-    def send(self, peer: PeerId, frames: Sequence[Frame]) -> bool:
-        """Queue one message for `peer` without blocking; False if it was dropped."""
-        ...
-
-    async def recv(self) -> tuple[bytes, list[memoryview]]:
-        """Wait for the next inbound message: (peer identity, frames)."""
-        ...
-
-    def close(self, *, linger_ms: int = 0) -> None:
-        """Release sockets; queued messages get at most `linger_ms` to leave."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class TransportConfig:
-    """Socket options (times in milliseconds).
-
-    Attributes:
-        sndhwm: messages queued per neighbour before further sends are dropped.
-        rcvhwm: inbound messages queued before libzmq stops reading (TCP back-pressure).
-        max_frame_bytes: MAXMSGSIZE on the ROUTER; set it to 4 × dim + MAX_HEADER_BYTES.
-        heartbeat_ivl_ms, heartbeat_timeout_ms, heartbeat_ttl_ms: ZMTP heartbeats.
-        reconnect_ivl_ms, reconnect_ivl_max_ms: DEALER reconnect back-off.
-    """
-
-    sndhwm: int = 8
-    rcvhwm: int = 64
-    max_frame_bytes: int = 64 * 2**20 + MAX_HEADER_BYTES
-    heartbeat_ivl_ms: int = 1000
-    heartbeat_timeout_ms: int = 5000
-    heartbeat_ttl_ms: int = 5000
-    reconnect_ivl_ms: int = 100
-    # 1 s, not libzmq's habit of 5+: a restarted neighbour hears from us within a second
-    # (it skips to our round only once it has), for one connection attempt a second to a
-    # dead peer. (Re-dialling a returning peer at once instead races a ROUTER without
-    # handover, which then refuses the new link for good.)
-    reconnect_ivl_max_ms: int = 1000
-
-    @classmethod
-    def for_model(cls, dim: int, **overrides: int) -> TransportConfig:
-        """A config whose frame cap admits exactly one float32 tensor of `dim` elements."""
-        return cls(**{"max_frame_bytes": 4 * dim + MAX_HEADER_BYTES, **overrides})
-
-
-@dataclass(slots=True)
-class LinkStats:
-    """Counters for one neighbour; bytes are header plus payload frames."""
-
-    messages_sent: int = 0
-    bytes_sent: int = 0
-    dropped: int = 0  # sends that would have blocked (queue full or not connected)
-    messages_received: int = 0
-    bytes_received: int = 0
-
-
-@dataclass(slots=True)
-class TransportStats:
-    """Per-neighbour counters; `strangers` counts what arrived under any other identity."""
-
-    links: dict[PeerId, LinkStats]
-    strangers: LinkStats = field(default_factory=LinkStats)
-    auth_denied: int = 0
-
-    @property
-    def bytes_sent(self) -> int:
-        """Bytes sent to all neighbours."""
-        return sum(s.bytes_sent for s in self.links.values())
-
-    @property
-    def bytes_received(self) -> int:
-        """Bytes received from anyone."""
-        return self.strangers.bytes_received + sum(s.bytes_received for s in self.links.values())
 
 
 class ZmqTransport:
@@ -166,7 +89,7 @@ class ZmqTransport:
         self.curve = curve
         self.stats = TransportStats({p: LinkStats() for p in peers})
         self._ctx = zmq.asyncio.Context()
-        self._auth: _NeighbourAuthenticator | None = None
+        self._auth: NeighbourAuthenticator | None = None
         self._dealers: dict[PeerId, zmq.Socket[bytes]] = {}
         # A plain socket: `recv` polls it itself (see there), so zmq.asyncio never touches it.
         self._router: zmq.Socket[bytes] = zmq.Socket(self._ctx, zmq.ROUTER)
@@ -203,7 +126,7 @@ class ZmqTransport:
             # Under CURVE the key names the peer and the ROUTER gives every connection its own
             # random routing id: a neighbour claiming another's id cannot take its link over,
             # and a restarted neighbour simply opens a second connection.
-            self._auth = _NeighbourAuthenticator(self, curve)
+            self._auth = NeighbourAuthenticator(self, curve)
             self._auth.start()
             r.setsockopt(zmq.CURVE_SERVER, 1)
             r.setsockopt(zmq.CURVE_SECRETKEY, curve.secret)
@@ -389,26 +312,6 @@ class ZmqTransport:
                 self.stats.auth_denied,
             )
 
-
-class _NeighbourAuthenticator(AsyncioAuthenticator):
-    """ZAP handler: admits the neighbours' keys and names each by its node id."""
-
-    def __init__(self, owner: ZmqTransport, curve: CurveKeys) -> None:
-        super().__init__(owner._ctx)
-        self._owner = owner
-        self._ids = {bytes(key): peer for peer, key in curve.peers.items()}
-        self.configure_curve_callback(ZAP_DOMAIN, self)
-
-    def callback(self, domain: str, key: bytes) -> bool:
-        """Credentials-provider hook: `key` is the client's Z85 public key."""
-        if key in self._ids:
-            return True
-        self._owner._auth_denied(key)
-        return False
-
-    def curve_user_id(self, client_public_key: bytes) -> str:
-        """The admitted key's node id becomes the connection's ZMQ User-Id."""
-        return str(self._ids[z85.encode(client_public_key)])
 
 
 def _set_common(sock: zmq.Socket[Any], cfg: TransportConfig) -> None:

@@ -59,7 +59,7 @@ FORBIDDEN: dict[str, set[str]] = {
     "privacy": {"node", "gossip", "topologies", "tests"},
     "topologies": {"node", "gossip", "privacy", "tests"},
 }
-GOSSIP_IO = {"transport.py", "faults.py", "keys.py"}
+GOSSIP_IO = {"transport.py", "zap.py", "faults.py", "keys.py"}
 
 
 def room_of(path: Path, root: Path) -> str:
