@@ -7,7 +7,8 @@ Three concurrent activities share one uvloop event loop:
 - `_rounds` runs the rounds, each in four named steps: `_compute` (in a worker thread, so
   receiving and heartbeats go on; it ends with the spend durable), `_release` (the messages
   sent), `_collect` (wait for the neighbours until the deadline, absorb) and `_record` (metrics,
-  checkpoint).
+  checkpoint); between rounds it keeps in step with its neighbours (`node.daemon.rejoin`: wait
+  when ahead, skip when behind).
 
 No wait is unbounded: start-up waits at most `startup_timeout`, a round at most `round_timeout`,
 shutdown at most a few seconds. SIGTERM/SIGINT end the current step, send BYE, flush, exit 0.
@@ -39,6 +40,7 @@ from gossip.protocol import (
 )
 from gossip.transport import Transport, ZmqTransport
 from node.core.runner import NodeRunner, RoundOutput
+from node.daemon.rejoin import Rejoining
 from node.daemon.settings import NodeConfig
 from node.daemon.state import carry_results, save_state
 from node.daemon.wiring import (
@@ -60,7 +62,7 @@ logger = logging.getLogger(__name__)
 HELLO_REPEAT = 0.5  # seconds between Hellos to neighbours not heard yet at start-up
 
 
-class Daemon:
+class Daemon(Rejoining):
     """One node: built from a NodeConfig and a ready NodeRunner; `await run()` returns the exit."""
 
     def __init__(self, cfg: NodeConfig, runner: NodeRunner,
@@ -226,48 +228,6 @@ class Daemon:
             pace_until = started + self.cfg.node.min_round_seconds
             while time.monotonic() < pace_until and not self.stop.is_set():
                 await self._wait_wake(pace_until)
-
-    async def _wait_if_ahead(self) -> None:
-        """Back ahead of most neighbours (a later checkpoint than theirs): wait for them to
-        reach our round, for as long as they make progress (gossip/protocol.py `ahead_of`)."""
-        r = self.runner.round
-        behind = self.proto.ahead_of(r)
-        if behind is None:
-            return
-        logger.info("round %d is ahead of most neighbours (at %d): waiting for them", r, behind)
-        progress = time.monotonic()
-        while behind is not None and not self.stop.is_set():
-            if time.monotonic() - progress > self.cfg.node.round_timeout:
-                logger.warning("neighbours stay at round %d, behind our %d; going on without "
-                               "waiting", behind, r)
-                return
-            await self._wait_wake(time.monotonic() + 0.5)
-            now_behind = self.proto.ahead_of(r)
-            if now_behind != behind:
-                progress = time.monotonic()
-            behind = now_behind
-
-    def _catch_up(self) -> None:
-        """Between rounds: skip to the neighbours' round if they have left ours behind
-        (gossip/protocol.py), and resynchronise the edges of neighbours that did so."""
-        for peer in sorted(self.rejoined):
-            self.runner.peer_rejoined(peer)
-        self.rejoined.clear()
-        charged = self.runner.charge_earlier_run(self.proto.heard_of_us)
-        if charged:
-            logger.warning("neighbours heard rounds up to %d from an earlier run that the privacy "
-                           "ledger did not hold (restored from a backup?): charged rounds %d-%d "
-                           "and never running them again", charged[-1], charged[0], charged[-1])
-        r = self.runner.round
-        target = min(self.proto.catch_up(r), self.cfg.run.rounds)
-        if target > r:
-            where = ", ".join(f"{j} at {self.proto.book.peer_round[j]}"
-                              for j in sorted(self.proto.alive())
-                              if j in self.proto.book.peer_round)
-            logger.info("rejoining at round %d: skipping rounds %d-%d, which the neighbours ran "
-                        "without us (%s); nothing is released for them", target, r, target - 1,
-                        where)
-            self.runner.skip_to(target)
 
     async def _compute(self) -> RoundOutput | None:
         """The round's CPU work off the event loop; None when stopping or out of budget."""
