@@ -254,3 +254,21 @@ def test_unit_tests_start_no_process_and_bind_no_socket(tmp_path: Path) -> None:
     (tmp_path / "test_planted.py").write_text("import subprocess\nfrom gossip.transport import Z\n")
     assert unit_tier_violations(tmp_path) == ["test_planted.py: subprocess",
                                               "test_planted.py: gossip.transport"]
+
+
+# One concept per module: a module past this has more than one and is split along them.
+MAX_LINES = 350
+
+
+def long_modules(root: Path) -> list[str]:
+    return [f"{p.relative_to(root)}: {n} lines" for package in PACKAGES
+            for p in sorted((root / package).rglob("*.py"))
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES]
+
+
+def test_no_module_is_over_350_lines(tmp_path: Path) -> None:
+    assert long_modules(ROOT) == []
+    (tmp_path / "node").mkdir()
+    (tmp_path / "node" / "big.py").write_text("x = 1\n" * (MAX_LINES + 1))
+    (tmp_path / "node" / "fits.py").write_text("x = 1\n" * MAX_LINES)
+    assert long_modules(tmp_path) == [f"node/big.py: {MAX_LINES + 1} lines"]
