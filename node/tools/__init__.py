@@ -2,7 +2,7 @@
 (compose) and the chaos scenarios.
 
 Rule 1: tools talk to daemons only through processes, files and sockets. Rule 2: they may read
-the daemon's file formats (`node.daemon.settings`, `node.daemon.state`), `outputs` and (the hostile
-daemons of chaos) `node.adversary`, but never
-import its event loop (`node.daemon.loop`, `node.daemon.main`), the simulator or experiments.
+the daemon's file formats (`node.daemon.settings`, `node.daemon.state`), `outputs` and (for
+chaos's hostile daemons) `node.adversary`, but never import its event loop (`node.daemon.loop`,
+`node.daemon.main`), the simulator or experiments.
 """
