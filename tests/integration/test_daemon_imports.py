@@ -1,5 +1,5 @@
 """What a fresh process imports. A daemon imports only what a node needs: nothing of the
-experiments, the simulator or the plots before READY, and — without DP — neither
+experiments, the simulator, the adversary or the plots before READY, and — without DP — neither
 dp-accounting/scipy nor torch._dynamo/sympy (the first torch.func transform's ~70 MB) in its
 first round either. scikit-learn is loaded only by a task that scores with it.
 
@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-NEVER = ["matplotlib", "node.experiments", "node.sim"]
+# node.adversary: the attacks live outside what honest code may import (test_layering.py).
+NEVER = ["matplotlib", "node.adversary", "node.experiments", "node.sim"]
 NOT_WITHOUT_DP = ["dp_accounting", "scipy", "sympy", "torch._dynamo"]
 
 PROBE = """

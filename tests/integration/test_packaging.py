@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-ROOMS = ["node", "node.core", "node.outputs", "node.daemon", "node.sim", "node.tools",
-         "node.tools.chaos", "node.experiments", "gossip", "privacy", "topologies"]
+ROOMS = ["node", "node.core", "node.core.algorithm", "node.core.data", "node.core.model",
+         "node.adversary", "node.outputs", "node.daemon", "node.sim", "node.tools",
+         "node.tools.chaos", "node.experiments", "node.experiments.grid",
+         "node.experiments.studies", "gossip", "privacy", "topologies"]
 
 
 @pytest.mark.slow
