@@ -27,8 +27,9 @@ from pathlib import Path
 import pytest
 
 from node.config import RunConfig
+from node.daemon.lifeline import THREAD_NAME
 from node.outputs.files import read_metrics
-from node.tools.forkserver import ForkedProcess, ForkServer
+from node.tools.forkserver import ForkedProcess, ForkServer, ForkServerError
 from node.tools.local import LocalLaunch
 from node.tools.plan import DaemonOptions
 
@@ -41,7 +42,11 @@ DP_RUN = RunConfig(topology="ring", nodes=4, rounds=4, dataset="synthetic", mode
 
 
 def tasks(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/task"))
+    """Threads of `pid`, less a node's lifeline watcher (node.daemon.lifeline), which the
+    child starts itself and which runs no torch op."""
+    names = [Path(f"/proc/{pid}/task/{t}/comm").read_text().strip()
+             for t in os.listdir(f"/proc/{pid}/task")]
+    return sum(name != THREAD_NAME for name in names)
 
 
 def probe(argv: list[str]) -> int:
@@ -49,9 +54,9 @@ def probe(argv: list[str]) -> int:
     mode, rest = argv[0], argv[1:]
     if mode == "exit":
         return int(rest[0])
-    if mode == "sleep":
+    if mode == "sleep":  # sleep SECONDS [EXIT_STATUS]
         time.sleep(float(rest[0]))
-        return 0
+        return int(rest[1]) if len(rest) > 1 else 0
     before = tasks(os.getpid())  # as the fork left it
     import torch
 
@@ -165,8 +170,37 @@ def test_exit_statuses_reach_the_launcher(server: ForkServer, tmp_path: Path) ->
     assert child.wait(10) == -signal.SIGKILL
 
 
+def test_a_node_outlives_its_killed_template_and_its_status_still_arrives(
+        tmp_path: Path) -> None:
+    # Its own template: this one is killed.
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    fs = ForkServer(sys.executable, cwd=ROOT, env=env, log_file=tmp_path / "fs.log", entry=PROBE)
+    try:
+        assert fs.ready(120), (tmp_path / "fs.log").read_text()
+        read, write = os.pipe()
+        try:
+            child = fs.spawn(["sleep", "4", "3"], write, write)
+        finally:
+            os.close(write)
+            os.close(read)
+        os.kill(fs.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while fs.alive and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert fs.lost == f"the fork server (pid {fs.pid}) exited with status -9"
+        assert child.poll() is None and Path(f"/proc/{child.pid}").exists()
+        # Its own status, 3, written by the node itself: nobody is left to reap and report it.
+        assert child.wait(30) == 3
+        # All it costs: no more forks, with the reason the launcher reports.
+        with pytest.raises(ForkServerError, match=r"exited with status -9"):
+            fs.spawn(["exit", "0"], 1, 2, timeout=5)
+    finally:
+        fs.close()
+
+
 LAUNCHER = """
-import os, sys, time
+import os, signal, sys, time
 from pathlib import Path
 from node.tools.forkserver import ForkServer
 env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -174,30 +208,50 @@ fs = ForkServer(sys.executable, cwd=Path.cwd(), env=env, log_file=Path(sys.argv[
                 entry="tests.integration.test_forkserver:probe")
 r, w = os.pipe()
 child = fs.spawn(["sleep", "120"], w, w, timeout=120)
+if sys.argv[2] == "kill-template":
+    os.kill(fs.pid, signal.SIGKILL)
+    while fs.alive:
+        time.sleep(0.05)
 print(fs.pid, child.pid, flush=True)
 time.sleep(300)
 """
 
 
-def test_a_killed_launcher_leaves_no_template_and_no_node(tmp_path: Path) -> None:
-    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(tmp_path / "fs.log")],
-                                cwd=ROOT, stdout=subprocess.PIPE, text=True)
+@pytest.mark.parametrize("template", ["alive", "kill-template"])
+def test_a_killed_launcher_leaves_no_template_and_no_node(tmp_path: Path, template: str) -> None:
+    # With the template killed first, only the node's lifeline to the launcher stops it.
+    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(tmp_path / "fs.log"),
+                                 template], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert launcher.stdout is not None
-        template, node = map(int, launcher.stdout.readline().split())
+        template_pid, node = map(int, launcher.stdout.readline().split())
         assert Path(f"/proc/{node}").exists()
         launcher.kill()
         launcher.wait(10)
         deadline = time.monotonic() + 20
-        while (Path(f"/proc/{template}").exists() or Path(f"/proc/{node}").exists()) \
+        while (Path(f"/proc/{template_pid}").exists() or Path(f"/proc/{node}").exists()) \
                 and time.monotonic() < deadline:
             time.sleep(0.1)
-        # Gone, not zombies: the template reaped the node, and init the template.
+        # Gone, not zombies: the template (or init, once it is gone) reaped the node, and
+        # init the template.
         assert not Path(f"/proc/{node}").exists()
-        assert not Path(f"/proc/{template}").exists()
+        assert not Path(f"/proc/{template_pid}").exists()
     finally:
         launcher.kill()
         launcher.wait(10)
+
+
+def cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+
+
+def assert_named(launch: LocalLaunch) -> None:
+    """`ps` tells every node (and the template) apart, and says how to start it again."""
+    for n in launch.nodes:
+        assert n.proc is not None
+        assert cmdline(n.proc.pid) == f"dpnorm-node {n.id} --config {n.config}"
+    if launch.template_pid is not None:
+        assert cmdline(launch.template_pid) == f"dpnorm-template {launch.out}"
 
 
 def launch_metrics(out: Path, fork_server: bool) -> list[list[dict[str, object]]]:
@@ -208,6 +262,7 @@ def launch_metrics(out: Path, fork_server: bool) -> list[list[dict[str, object]]
         launch.start(timeout=120)
         kinds = {type(n.proc) for n in launch.nodes}
         assert kinds == ({ForkedProcess} if fork_server else {subprocess.Popen})
+        assert_named(launch)
         assert launch.wait(timeout=120)
     finally:
         launch.stop_all(grace=5.0)
@@ -223,3 +278,47 @@ def test_a_forked_launch_gives_the_same_metrics_as_a_spawned_one(tmp_path: Path)
     spawned = launch_metrics(tmp_path / "spawned", False)
     assert [len(m) for m in forked] == [DP_RUN.rounds] * DP_RUN.nodes
     assert forked == spawned
+
+
+PACED = RunConfig(topology="ring", nodes=4, rounds=30, dataset="synthetic", model="logreg",
+                  lr=0.5, examples_per_node=200, test_examples=200, eval_every=5, threads=1)
+
+
+def rounds_done(out: Path, node: int) -> int:
+    path = out / str(node) / "metrics.jsonl"
+    return len(read_metrics(path)) if path.exists() else 0
+
+
+def test_a_template_killed_mid_run_stops_no_node(tmp_path: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    out = tmp_path / "run"
+    # 0.25 s per round: the kill below lands after round 3 of 30, well before the end.
+    launch = LocalLaunch(PACED, out, DaemonOptions(node={"min_round_seconds": 0.25,
+                                                         "round_timeout": 20.0}),
+                         fork_server=True)
+    try:
+        launch.start(timeout=120)
+        assert {type(n.proc) for n in launch.nodes} == {ForkedProcess}
+        assert_named(launch)
+        template = launch.template_pid
+        assert template is not None
+        deadline = time.monotonic() + 60
+        while min(rounds_done(out, i) for i in range(4)) < 3:
+            assert time.monotonic() < deadline, "the nodes did not run 3 rounds in 60 s"
+            time.sleep(0.05)
+        os.kill(template, signal.SIGKILL)
+        killed_at = max(rounds_done(out, i) for i in range(4))
+        assert killed_at < PACED.rounds
+        assert launch.wait(timeout=120), "the federation did not finish"
+    finally:
+        launch.stop_all(grace=5.0)
+    results = launch.results()
+    for i in range(4):
+        assert launch.processes[i].returncode == 0  # each node's own status, said by itself
+        assert results[str(i)]["exit"] == "finished"
+        assert [r["round"] for r in read_metrics(out / str(i) / "metrics.jsonl")] \
+            == list(range(PACED.rounds))
+    assert launch.succeeded()
+    # The launcher said what was lost, and what goes on.
+    assert f"the fork server (pid {template}) exited with status -9; its 4 node(s) go on" \
+        in caplog.text
