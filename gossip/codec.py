@@ -12,6 +12,8 @@ A message is one multipart ZeroMQ message, `[header, *tensor_frames]` (full spec
              "f"    manifest: one [dtype, [length]] per tensor frame, in frame order
              "dim"  (hello only) model size, int >= 1
              "why"  (bye only) reason, str of at most MAX_REASON_CHARS
+             "hw"   (hb answering a hello only) 1 + the highest round of the receiver's
+                    heard before its latest hello, int >= 0 (0: none); new in version 2
     tensors  raw little-endian buffers, one per manifest entry; dtype is one of
              "float32" | "float16" | "bfloat16" (bfloat16 = the upper 16 bits of a float32)
 
@@ -74,7 +76,10 @@ __all__ = [
     "header_size",
 ]
 
-PROTOCOL_VERSION: Final = 1
+# Version 2 added "hw" to the "hb" answering a hello. A node refuses every other version (and
+# a version-1 node refuses ours): a peer that cannot say what it heard of a restored node must
+# not pass for one that heard nothing.
+PROTOCOL_VERSION: Final = 2
 MAX_HEADER_BYTES: Final = 512
 MAX_REASON_CHARS: Final = 200
 _MAX_ROUND: Final = 2**53
@@ -93,6 +98,7 @@ _TAGS: Final[dict[type, str]] = {
 }
 _COMMON_KEYS: Final = frozenset({"v", "t", "src", "r", "seq", "f"})
 _PACKED_DUAL_KEYS: Final = _COMMON_KEYS | {PACKED_KEY}
+_ANSWER_KEYS: Final = _COMMON_KEYS | {"hw"}  # a hb answering a hello
 _KEYS: Final[dict[str, frozenset[str]]] = {
     "hello": _COMMON_KEYS | {"dim"},
     "dual": _COMMON_KEYS,
@@ -148,6 +154,8 @@ def encode(msg: Message, wire_dtype: WireDtype = "float32") -> list[Frame]:
         header["dim"] = msg.dim
     elif isinstance(msg, Bye):
         header["why"] = msg.reason[:MAX_REASON_CHARS]
+    elif isinstance(msg, Heartbeat) and msg.high_water is not None:
+        header["hw"] = msg.high_water
     return [msgpack.packb(header, use_bin_type=True)]
 
 
@@ -201,7 +209,8 @@ def decode_with_sum_sq(
     if not isinstance(tag, str) or tag not in _KEYS:
         raise DecodeError(f"unknown message type {tag!r}.")
     packed = tag == "dual" and header.keys() == _PACKED_DUAL_KEYS
-    if header.keys() != _KEYS[tag] and not packed:
+    answer = tag == "hb" and header.keys() == _ANSWER_KEYS
+    if header.keys() != _KEYS[tag] and not (packed or answer):
         raise DecodeError(f"a {tag} header has keys {sorted(header)}, not {sorted(_KEYS[tag])}.")
     sender = _int(header, "src", 0, MAX_PEER_ID)
     rnd = _int(header, "r", 0, _MAX_ROUND)
@@ -228,7 +237,8 @@ def decode_with_sum_sq(
             raise DecodeError(f"the peer's model has {dim} parameters, ours {expected_dim}.")
         return Hello(sender, rnd, seq, dim), 0.0
     if tag == "hb":
-        return Heartbeat(sender, rnd, seq), 0.0
+        high_water = _int(header, "hw", 0, _MAX_ROUND + 1) if answer else None
+        return Heartbeat(sender, rnd, seq, high_water), 0.0
     reason = header["why"]  # the one tag left is "bye"
     if not isinstance(reason, str) or len(reason) > MAX_REASON_CHARS:
         raise DecodeError("a bye reason must be a short string.")

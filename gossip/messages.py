@@ -6,7 +6,9 @@ When each is sent (the contract; the wire format is in `gossip.codec` and `PROTO
               the round I am about to run. A neighbour with another `dim` is refused by the codec.
 - `Dual`      once per round per neighbour j: the (noisy) dual y_{i|j} addressed to j alone.
 - `Primal`    optionally once per round to every neighbour: w_i, for monitoring consensus.
-- `Heartbeat` only to a neighbour we sent nothing else to for one heartbeat interval.
+- `Heartbeat` only to a neighbour we sent nothing else to for one heartbeat interval, and in
+              answer to its `Hello`; an answer also tells the neighbour how far its rounds went
+              before that Hello (`high_water`), which a node restored from a backup does not know.
 - `Bye`       at shutdown, with a reason; the receiver marks us down at once.
 
 Every message carries `sender` (node id), `round` and `seq`: a per-sender sequence number that
@@ -91,11 +93,18 @@ class Hello:
 
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
-    """Says "still here" when nothing else was sent for a heartbeat interval."""
+    """Says "still here" when nothing else was sent for a heartbeat interval.
+
+    `high_water` is set only in an answer to the receiver's Hello (None otherwise): 1 + the
+    highest round of the *receiver's* whose dual or primal the sender had received before the
+    receiver's latest Hello (0: none). A node sends Hellos only before its first round, so the
+    number never counts a round of the receiver's present run: it tells a node restored from a
+    backup which rounds it released before (gossip/PROTOCOL.md)."""
 
     sender: PeerId
     round: int
     seq: int
+    high_water: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,12 @@ its first round, and a neighbour waiting for it waits no more than one of its ro
 neighbour more than `future_window` rounds behind is not waited for (rounds.py). When a
 neighbour seen two or more rounds behind is back in step, `PeerRejoined` says so.
 
+Restored from a backup, a node resumes at rounds it released before without knowing it. The
+Heartbeat answering its Hello carries the highest round of its that the neighbour heard before
+that Hello, which (Hellos go out before a node's first round) never counts a round of its
+present run: the node waits for that answer, or a Hello, from each neighbour (`unanswered`)
+before its first round, and its runtime charges and skips the rounds up to `heard_of_us`.
+
 Sequence numbers must keep increasing across restarts, or neighbours drop a restarted node's
 messages as replays until its counter passes the old one. Starting the counter at the wall clock
 in microseconds (as above) does that without persisting it, as long as the clock does not step
@@ -151,6 +157,10 @@ class GossipProtocol:
         self.book = RoundBook(self.neighbours, cfg.rounds, first_round=first_round)
         self._seq = seq_start
         self._lagging: set[PeerId] = set()  # seen two or more rounds behind, not yet back
+        self._answered: set[PeerId] = set()  # answered our Hello, or said its own
+        # The highest round of ours any neighbour heard before our Hello: released by an
+        # earlier run of this node (-1: none heard).
+        self.heard_of_us = -1
 
     # ---- outputs -------------------------------------------------------------------------
 
@@ -176,9 +186,12 @@ class GossipProtocol:
             for p in sorted(self.neighbours)
         ]
 
-    def heartbeat(self, peer: PeerId, now: float) -> Send:
-        """A heartbeat for `peer`: a sign of life that also tells it our round."""
-        return self._send(peer, Heartbeat(self.me, self._round, self._next_seq()), now)
+    def heartbeat(self, peer: PeerId, now: float, *, answer: bool = False) -> Send:
+        """A heartbeat for `peer`: a sign of life that also tells it our round; as the `answer`
+        to its Hello, also how far its rounds went before that Hello."""
+        high_water = self.book.released_before_hello.get(peer, -1) + 1 if answer else None
+        return self._send(peer, Heartbeat(self.me, self._round, self._next_seq(), high_water),
+                          now)
 
     def bye(self, reason: str, now: float) -> list[Send]:
         """Bye to every neighbour."""
@@ -209,7 +222,12 @@ class GossipProtocol:
                                 "it will skip ahead", msg.sender, msg.round, self.book.round)
                 # Tell it where we are now, not at our next heartbeat: it must not run a round
                 # we have left behind.
-                effects += [PeerStarted(msg.sender, msg.round), self.heartbeat(msg.sender, now)]
+                effects += [PeerStarted(msg.sender, msg.round),
+                            self.heartbeat(msg.sender, now, answer=True)]
+                self._answered.add(msg.sender)  # restarted itself: it remembers nothing of us
+            case Heartbeat(high_water=int(high_water)):
+                self._answered.add(msg.sender)
+                self.heard_of_us = max(self.heard_of_us, high_water - 1)
             case Heartbeat():
                 pass
         return effects + self._track_step(msg.sender)
@@ -291,6 +309,11 @@ class GossipProtocol:
     def deadline(self) -> float:
         """When the open round closes at the latest (on the clock `now` is measured on)."""
         return self.book.deadline
+
+    def unanswered(self) -> list[PeerId]:
+        """Neighbours that have not yet told us what they heard of our earlier runs (neither
+        answered our Hello nor said their own), in id order."""
+        return sorted(self.neighbours - self._answered)
 
     def silent_since(self, t: float) -> list[PeerId]:
         """Neighbours not heard from at or after time `t`, in id order."""

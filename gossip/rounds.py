@@ -21,6 +21,10 @@ Rules:
   as a node catching up after a restart does.
 - `peer_round` is the round each neighbour was last seen in, from any message (a Hello sets it
   even when it is lower: the neighbour restarted from an older round).
+- `released` is the highest round each neighbour sent us a Dual or Primal for (whatever its
+  verdict: each is a release), and `released_before_hello` the same as it stood at the
+  neighbour's latest Hello: what it released before its present run, which a neighbour
+  restored from a backup no longer knows (`GossipProtocol.heartbeat` tells it).
 - A round does not wait for a neighbour already past it: that neighbour will never send its
   message for it. A neighbour behind is waited for (up to the deadline): it is in the round
   before ours, or it is catching up and skips straight to our round
@@ -115,6 +119,8 @@ class RoundBook:
         self.is_open = False
         self.counts: Counter[Verdict] = Counter()
         self.peer_round: dict[PeerId, int] = {}
+        self.released: dict[PeerId, int] = {}
+        self.released_before_hello: dict[PeerId, int] = {}
         self._slots: dict[int, _Slot] = {}
         self._beyond: dict[tuple[PeerId, bool], Dual | Primal] = {}  # newest TOO_FAR per kind
 
@@ -124,6 +130,8 @@ class RoundBook:
         if peer in self.neighbours:
             known = self.peer_round.get(peer, r)
             self.peer_round[peer] = r if restarted else max(r, known)
+            if restarted:
+                self.released_before_hello[peer] = self.released.get(peer, -1)
 
     def start_round(self, r: int, now: float) -> None:
         """Open round `r` with its deadline; older buffered messages are dropped as STALE."""
@@ -153,6 +161,7 @@ class RoundBook:
         if sender not in self.neighbours:
             return Verdict.UNKNOWN_PEER
         self.saw(sender, r)
+        self.released[sender] = max(r, self.released.get(sender, -1))
         if r < self.round or (r == self.round and not self.is_open):
             return Verdict.STALE
         if r > self.round + self.cfg.future_window:

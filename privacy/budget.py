@@ -64,11 +64,12 @@ class Budget:
         # exactly on its target and is not stopped early.
         return self.accountant.epsilon_after(self.delta, releases) > self.target
 
-    def commit(self, *, round: int, releases: Sequence[Release]) -> None:
+    def commit(self, *, round: int, releases: Sequence[Release], again: bool = False) -> None:
         """Record round `round`'s releases: durably first (the ledger, which refuses a round
-        it already holds), then in memory. Call it before anything of the round is sent."""
+        it already holds unless `again`: a repeat that happened), then in memory. Call it
+        before anything of the round is sent."""
         if self.ledger is not None:
-            self.ledger.record(round, releases)
+            self.ledger.record(round, releases, again=again)
         for z, q, count in releases:
             self.accountant.spend(z, q, count)
 

@@ -73,15 +73,17 @@ class Ledger:
             raise
         return ledger
 
-    def record(self, round: int, events: Iterable[Release]) -> None:
+    def record(self, round: int, events: Iterable[Release], *, again: bool = False) -> None:
         """Durably record the releases of ``round``; call it *before* sending anything.
 
         Raises PrivacyError if ``round`` was already recorded: its noise may have been sent, and
-        a fresh draw for the same round would be a second, unaccounted release.
+        a fresh draw for the same round would be a second, unaccounted release. ``again`` adds
+        the events to a round already recorded instead: a second release of that round that
+        happened all the same (a node restored from a backup learns of one only afterwards).
         """
         if self._lock_fd is None:
             raise LedgerError(f"The ledger {self.path} is closed; open it again before spending.")
-        if round in self._rounds:
+        if round in self._rounds and not again:
             raise PrivacyError(f"Round {round} was already released according to the ledger; a "
                                "restarted node must skip it instead of sending new noise.")
         checked: list[Release] = []
@@ -89,11 +91,15 @@ class Ledger:
         for z, q, count in events:
             probe.spend(z, q, count)   # validates before anything is written
             checked.append(Release(float(z), float(q), int(count)))
-        self._rounds[round] = checked
+        before = self._rounds.get(round)
+        self._rounds[round] = [*(before or []), *checked]
         try:
             self._write()
         except BaseException:
-            del self._rounds[round]
+            if before is None:
+                del self._rounds[round]
+            else:
+                self._rounds[round] = before
             raise
         for z, q, count in checked:
             self.accountant.spend(z, q, count)
@@ -170,9 +176,11 @@ def _load(path: Path, identity: dict[str, Any]) -> dict[int, list[Release]]:
     claimed = document.pop("sha256", None)
     if claimed != _digest(document):
         raise corrupt("damaged (checksum mismatch)")
-    if document.get("identity") != identity:
+    found = document.get("identity")
+    if found != identity:
         raise LedgerError(f"The privacy ledger {path} belongs to another node or configuration "
-                          f"({document.get('identity')} ≠ {identity}); refusing to start.")
+                          f"({_difference(found, identity)}); refusing to start (a ledger "
+                          "continues only under the settings its noise was calibrated for).")
     rounds: dict[int, list[Release]] = {}
     try:
         for r, events in document["rounds"]:
@@ -184,6 +192,15 @@ def _load(path: Path, identity: dict[str, Any]) -> dict[int, list[Release]]:
     except (KeyError, TypeError, ValueError):   # PrivacyError is a ValueError
         raise corrupt("malformed") from None
     return rounds
+
+
+def _difference(found: object, wanted: dict[str, Any]) -> str:
+    """What differs between a ledger's identity and ours, key by key where both are maps: a
+    schedule changed at a restart names the setting (e.g. `rounds 100 ≠ 200`)."""
+    if not isinstance(found, dict):
+        return f"{found} ≠ {wanted}"
+    keys = sorted(k for k in set(found) | set(wanted) if found.get(k) != wanted.get(k))
+    return ", ".join(f"{k} {found.get(k)!r} ≠ {wanted.get(k)!r}" for k in keys)
 
 
 def _lock(path: Path) -> int:

@@ -15,7 +15,8 @@ the rest. Then `python scripts/report.py runs/quick` writes the figures and tabl
 `--tune B` first runs B tuning candidates per line on a validation split of the nodes' own
 training data (node.experiments.tuning; under `<out>/tuning`), then the final runs with the chosen
 settings (under `<out>/final`). Tuning on private data costs privacy that the printed ε does not
-include; `--tune-on control` tunes on the noise-free clipped control instead (docs/PRIVACY.md).
+include; `--tune-on control` tunes on the noise-free clipped control instead, which trains on
+the same private rows without noise and is not covered by ε either (docs/PRIVACY.md).
 
 `--executor ray` (needs `pip install -e '.[ray]'`) runs each run as a Ray task: on a local Ray of
 `--jobs` CPUs, or with `--ray-address` on a running Ray cluster, whose CPUs then set the
@@ -60,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tune", type=int, metavar="B",
                         help="tune every line with B runs on a validation split first")
     parser.add_argument("--tune-on", choices=("private", "control"), default="private",
-                        help="tune private lines on their own runs (costs privacy the printed "
-                             "ε omits) or on the noise-free clipped control")
+                        help="tune private lines on their own runs or on the noise-free "
+                             "clipped control; both read the private rows, so both cost privacy "
+                             "the printed ε omits (tune a deployment on public or synthetic data)")
     parser.add_argument("--tune-lr-only", action="store_true",
                         help="tune the step size only (θ = 1, γ = 0.1, one local step for "
                              "FedAvg/SCAFFOLD): a budget of 3 tries 3 step sizes per method")

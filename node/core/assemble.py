@@ -205,7 +205,8 @@ def build_node(
     params = None if cfg.algorithm == "dpsgd" else \
         PrimalDualParams.from_config(cfg, federation.max_degree)
     plan = privacy_plan(cfg, graph, node, size if size_is_public or not cfg.private else None,
-                        released=released, max_degree=federation.max_degree, params=params)
+                        released=released, max_degree=federation.max_degree, params=params,
+                        rows=size)
     # Data order is a public, reproducible choice; the noise is not (OS entropy by default).
     data_gen = torch.Generator().manual_seed(data_order_seed(cfg.seed, node))
     device = resolve_device(cfg.device)

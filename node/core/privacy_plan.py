@@ -58,13 +58,14 @@ def formal_guarantee(cfg: RunConfig, *, released: bool) -> bool:
 def privacy_plan(cfg: RunConfig, graph: nx.Graph, node: int,
                  public_examples: int | None, *, released: bool = False,
                  max_degree: int | None = None,
-                 params: PrimalDualParams | None = None) -> Mechanism:
+                 params: PrimalDualParams | None = None, rows: int | None = None) -> Mechanism:
     """This node's mechanism, calibrated for its public dataset size and degree (always on the
     safe side). `public_examples` is the node's dataset size where that is public (a shard of
     a public dataset, or any run without a privacy claim), None where it is not (a node's own
     file in a private run). `max_degree` is the graph's, when the caller already has it (the
     simulator, for N nodes of one graph); `params` the primal-dual algorithm's, when the caller
-    runs one (`build_node`): a mechanism that noises the duals sizes its noise from them."""
+    runs one (`build_node`): a mechanism that noises the duals sizes its noise from them;
+    `rows` the number of examples the node really trains on, where the caller knows it."""
     q, n = sample_rate(cfg, public_examples, node)
     kind = mechanism_type(cfg)
     if not kind.claims_privacy:
@@ -72,6 +73,11 @@ def privacy_plan(cfg: RunConfig, graph: nx.Graph, node: int,
                                degree=graph.degree(node), params=params)
     try:
         check_delta(cfg.delta, math.ceil(n))
+        if rows is not None and rows > n:
+            # δ bounds the chance that the guarantee fails for the data the node holds: with
+            # δ ≥ 1/n a mechanism that publishes one random row of n would pass, however
+            # small the n̂ it declared.
+            check_delta(cfg.delta, rows)
         if params is None and kind.noises_duals:
             if max_degree is None:
                 max_degree = graph_max_degree(graph)

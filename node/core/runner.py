@@ -4,6 +4,7 @@
     (caller sends out.duals / out.primal)
     runner.absorb(received)          # when the round closes: what the neighbours sent
     runner.skip_to(r)                # rejoin in step at round r (nothing run or charged before)
+    runner.charge_earlier_run(h)     # neighbours heard rounds up to h from an earlier run
     runner.consensus_distance(...)   # and the numbers its metrics record reports
 
 `step` commits the round's spend to the budget (privacy.budget) before it returns: in the
@@ -54,6 +55,9 @@ class NodeRunner:
     last_auroc: float | None = None
     last_balanced_accuracy: float | None = None
     budget: Budget = field(init=False)
+    # Rounds before this one are charged for every earlier run of this node (by its ledger,
+    # which `resume` continues, or by `charge_earlier_run`).
+    accounted_before: int = 0
 
     def __post_init__(self, ledger: Ledger | None) -> None:
         self.budget = self.setup.plan.budget(ledger)
@@ -110,6 +114,25 @@ class NodeRunner:
             raise ValueError(f"round {round} is not ahead of round {self.round}.")
         self.round = round
         self.setup.algorithm.resync()
+
+    def charge_earlier_run(self, heard: int) -> range:
+        """Neighbours heard rounds up to `heard` from an earlier run of this node that its
+        ledger does not hold (restored from a backup, or lost). Each round from
+        `accounted_before` to `heard` (within the run) is charged once more, durably, before
+        anything else is sent — a round this run released as well went out twice, and the
+        others may have gone out once — and none of them is run again. Returns the rounds
+        charged (none without a privacy claim)."""
+        rounds = range(self.accounted_before, min(heard, self.cfg.rounds - 1) + 1)
+        if not rounds or not self.setup.plan.claims_privacy:
+            return range(0)
+        ledger, releases = self.budget.ledger, self.next_releases()
+        for r in rounds:
+            again = ledger is not None and ledger.released(r)
+            self.budget.commit(round=r, releases=releases, again=again)
+        self.accounted_before = rounds[-1] + 1
+        if self.round <= rounds[-1]:
+            self.skip_to(rounds[-1] + 1)
+        return rounds
 
     def peer_rejoined(self, peer: int) -> None:
         """Neighbour `peer` skipped rounds and is back in step: resynchronise its edge."""

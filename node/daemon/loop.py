@@ -198,13 +198,14 @@ class Daemon:
             self.wake.set()
 
     async def _startup(self) -> None:
-        """Say HELLO and wait (bounded) until every neighbour has been heard from once."""
+        """Say HELLO and wait (bounded) until every neighbour has answered (saying which of our
+        rounds it heard before, gossip/protocol.py) or said its own Hello."""
         self.started = time.monotonic()
         self._apply(self.proto.hello(self.started))
         deadline = time.monotonic() + self.cfg.node.startup_timeout
         hello_again = self.started + HELLO_REPEAT
         while not self.stop.is_set() and time.monotonic() < deadline:
-            silent = self.proto.silent_since(self.started)
+            silent = self.proto.unanswered()
             if not silent:
                 logger.info("heard every neighbour %.2f s after Hello",
                             time.monotonic() - self.started)
@@ -217,8 +218,7 @@ class Daemon:
                 hello_again = time.monotonic() + HELLO_REPEAT
             await self._wait_wake(min(deadline, hello_again))
         if not self.stop.is_set():
-            logger.warning("starting without hearing from %s",
-                           self.proto.silent_since(self.started))
+            logger.warning("starting without hearing from %s", self.proto.unanswered())
 
     async def _wait_wake(self, deadline: float) -> None:
         self.wake.clear()
@@ -266,7 +266,7 @@ class Daemon:
 
     def _tell_round(self, peer: int) -> None:
         if not self.stop.is_set():
-            self._apply([self.proto.heartbeat(peer, time.monotonic())])
+            self._apply([self.proto.heartbeat(peer, time.monotonic(), answer=True)])
 
     # ---- one round ---------------------------------------------------------------------
 
@@ -317,6 +317,11 @@ class Daemon:
         for peer in sorted(self.rejoined):
             self.runner.peer_rejoined(peer)
         self.rejoined.clear()
+        charged = self.runner.charge_earlier_run(self.proto.heard_of_us)
+        if charged:
+            logger.warning("neighbours heard rounds up to %d from an earlier run that the privacy "
+                           "ledger did not hold (restored from a backup?): charged rounds %d-%d "
+                           "and never running them again", charged[-1], charged[0], charged[-1])
         r = self.runner.round
         target = min(self.proto.catch_up(r), self.cfg.run.rounds)
         if target > r:

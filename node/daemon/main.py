@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import secrets
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -110,20 +111,21 @@ def main(argv: list[str] | None = None) -> int:
 
     from node.core.runner import NodeRunner
     from node.daemon.loop import Daemon
-    from node.daemon.state import CheckpointError, resume, write_final
+    from node.daemon.state import CheckpointError, ledger_identity, resume, write_final
     from node.outputs.files import LEDGER
     from privacy.ledger import Ledger
 
     torch.set_num_threads(cfg.run.threads)
+    # torch's global generator starts from one fixed seed in every process (and a fork server's
+    # children share the template's): no DP draw uses it, but none ever shares a stream.
+    torch.manual_seed(secrets.randbits(64))
     expected: tuple[type[Exception], ...] = (SetupError, CheckpointError, *USER_ERRORS)
     log = logging.getLogger("node")
     ledger = None
     try:
         setup = build_daemon_node(cfg)
         if setup.plan.claims_privacy:
-            ledger = Ledger.open(Path(cfg.node.out) / LEDGER,
-                                 {"node": cfg.node.id, "epsilon": cfg.run.epsilon,
-                                  "delta": cfg.run.delta, "mode": setup.plan.mode})
+            ledger = Ledger.open(Path(cfg.node.out) / LEDGER, ledger_identity(cfg, setup.plan))
         # Each round's spend goes to the ledger before anything of it is sent (NodeRunner.step).
         runner = NodeRunner(cfg.run, setup, ledger)
         resume(runner, cfg, ledger)

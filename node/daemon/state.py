@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from node.core.mechanism import Mechanism
 from node.core.runner import NodeRunner
 from node.core.seeds import restart_noise_seed
 from node.daemon.settings import NodeConfig
@@ -124,6 +125,17 @@ def checkpoint_identity(cfg: NodeConfig) -> dict[str, Any]:
     return {"node": cfg.node.id, "run": run}
 
 
+def ledger_identity(cfg: NodeConfig, plan: Mechanism) -> dict[str, Any]:
+    """What must match for a privacy ledger to be continued: the node, its target and mechanism,
+    and the schedule its noise multiplier z* was calibrated from (ε, δ, q and the releases,
+    R·K or R). A restart with other rounds would re-calibrate z after outputs were seen:
+    noise chosen adaptively from released outputs, which the accountant's composition of a
+    fixed schedule does not cover."""
+    return {"node": cfg.node.id, "epsilon": cfg.run.epsilon, "delta": cfg.run.delta,
+            "mode": plan.mode, "rounds": cfg.run.rounds, "local_steps": cfg.run.local_steps,
+            "sample_rate": plan.sample_rate}
+
+
 def save_state(runner: NodeRunner, cfg: NodeConfig, completed_round: int) -> None:
     setup = runner.setup
     save_checkpoint(Path(cfg.node.out) / CHECKPOINT, Checkpoint(
@@ -158,6 +170,9 @@ def resume(runner: NodeRunner, cfg: NodeConfig, ledger: Ledger | None) -> None:
             # Rounds after the checkpoint were released already; re-running them would send a
             # second, differently noised release of the same round.
             runner.round = max(runner.round, ledger.rounds[-1] + 1)
+    # Every round before this one is in the ledger or was never released by this node — as
+    # far as the ledger knows: a restored one does not (NodeRunner.charge_earlier_run).
+    runner.accounted_before = runner.round
     if ckpt is not None or (ledger is not None and ledger.rounds):
         logger.info("resuming at round %d", runner.round)
         seed = cfg.run.noise_seed

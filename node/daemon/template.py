@@ -12,7 +12,8 @@ Before any fork the template has run no torch op and started no thread, event lo
 context: a fork copies only the calling thread, so a pool created before it (torch's OpenMP
 workers, OpenBLAS's) would be dead in the children. It checks its own thread count before
 each fork and refuses to fork when it is not one. Nothing secret exists before the fork either:
-each node's noise generator is seeded from `secrets` inside the child (`build_daemon_node`).
+each node's noise generator is seeded from `secrets` inside the child (`build_daemon_node`), and
+numpy's and torch's global generators are reseeded from OS entropy there too (`_child`).
 
 The launcher talks to it over the socket `--fd` (AF_UNIX, SOCK_SEQPACKET): one JSON line per
 packet, never pickle. Launcher → template: `{"op": "spawn", "tag": T, "argv": [...]}` with the
@@ -40,6 +41,7 @@ import gc
 import importlib
 import json
 import os
+import secrets
 import select
 import signal
 import socket
@@ -114,9 +116,13 @@ def _child(entry: Callable[[list[str]], int], argv: list[str], fds: list[int],
             watch(lifeline)
         # numpy's global generator was seeded once, in the template; a spawned process would
         # have drawn its own from OS entropy (Python's `random` reseeds itself at fork).
+        # torch's global generator is the template's too: no DP draw uses it, but were one
+        # ever to, forked nodes must not share its stream.
         import numpy as np
+        import torch
 
         np.random.seed()
+        torch.manual_seed(secrets.randbits(64))
         gc.enable()
         sys.argv = ["node", *argv]
         code = entry(argv)

@@ -18,7 +18,8 @@ The draw is seeded by the method's name alone, so a method tries the same settin
 Privacy: tuning on private data costs privacy that the printed ε does not include (the usual
 convention in the DP literature; docs/PRIVACY.md). `on="control"` tunes every private line on its
 noise-free clipped control instead (ε = ∞, clipping and Poisson sampling, no noise), which reads
-no private run's output: a privacy-free choice, if not the best one for the noisy run.
+no private run's output but trains on the same private rows without noise: its choice is not
+covered by ε either (a deployment tunes on public or synthetic data).
 """
 
 from __future__ import annotations

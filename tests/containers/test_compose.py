@@ -246,10 +246,11 @@ def test_healthy_while_training_then_kill_and_restart(federation: Federation) ->
     assert after[-1] == ROUNDS - 1 and ran <= set(after), (after, ran)
     assert len(ran) + skipped == ROUNDS, (sorted(ran), skipped)
     assert fed.inspect(RESTARTED)["RestartCount"] == 0  # `docker restart`, not a crash loop
-    ledger = Ledger.open(fed.lan / "out" / str(RESTARTED) / "privacy_ledger.json",
-                         {"node": RESTARTED, "epsilon": EPSILON, "delta": 1e-5,
-                          "mode": final_mode(fed.lan, RESTARTED)})
-    ledger.close()
+    path = fed.lan / "out" / str(RESTARTED) / "privacy_ledger.json"
+    identity = json.loads(path.read_text())["identity"]
+    assert (identity["node"], identity["epsilon"], identity["mode"]) == (
+        RESTARTED, EPSILON, final_mode(fed.lan, RESTARTED))
+    Ledger.open(path, identity).close()  # verifies the checksum
     print(f"node{RESTARTED} stopped after {stopped[0]} rounds, resumed at round {resumed[0]}; "
           f"ledger rounds 0..{after[-1]}, each once, {skipped} skipped to rejoin; "
           f"nodes 0, 2, 3 finished {ROUNDS} rounds; "

@@ -5,9 +5,9 @@ What must hold: before any fork the template has exactly one thread and has run 
 (under OMP_NUM_THREADS=2 a single op would have started an OpenMP worker, and the first child
 shows that it does); every child builds its private noise generator from OS entropy after the
 fork (two children with the same config draw different noise; with a fixed noise_seed the
-same, so the comparison can fail); exit statuses, -9 for SIGKILL included, reach the launcher;
-a killed launcher takes the template and its nodes with it; and a launch gives the same
-metrics forked as spawned, for fixed seeds.
+same, so the comparison can fail), and reseeds torch's global generator there too; exit
+statuses, -9 for SIGKILL included, reach the launcher; a killed launcher takes the template
+and its nodes with it; and a launch gives the same metrics forked as spawned, for fixed seeds.
 
 Time bounds: one template (~3 s of imports) shared by the probes, one launcher subprocess, and
 two 4-node synthetic federations of 4 rounds; every wait is bounded.
@@ -68,7 +68,7 @@ def probe(argv: list[str]) -> int:
     # The generator every private draw of the node comes from (dual and gradient noise).
     noise = torch.randn(8, generator=setup.trainer.noise_generator).tolist()
     print(json.dumps({"threads_before_op": before, "threads_after_op": tasks(os.getpid()),
-                      "noise": noise}), flush=True)
+                      "noise": noise, "global": torch.randn(8).tolist()}), flush=True)
     return 0
 
 
@@ -124,8 +124,10 @@ def test_each_child_seeds_its_noise_from_os_entropy_after_the_fork(
         # The child started single-threaded, and a torch op then did start a pool: had the
         # template run one before forking, its own thread count would not have been 1.
         assert report["threads_before_op"] == 1 and report["threads_after_op"] > 1
-        draws.append(report["noise"])
-    assert draws[0] != draws[1]
+        draws.append((report["noise"], report["global"]))
+    assert draws[0][0] != draws[1][0]
+    # torch's global generator too: no DP draw uses it, but none could share its stream.
+    assert draws[0][1] != draws[1][1]
     assert tasks(server.pid) == 1  # and forking did not start a thread in the template
 
 

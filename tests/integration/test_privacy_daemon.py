@@ -6,8 +6,9 @@ ledger that must not be trusted, and a daemon that runs out of budget.
    `ledger.record` of one round. The ledger on disk then accounts for at least everything that
    was sent, and a restarted node resumes *after* the recorded round instead of releasing it
    again with fresh noise.
-2. `python -m node` refuses a corrupt ledger and one that belongs to another node or config:
-   exit 2, one sentence, and the ledger file is left exactly as it was (never reset).
+2. `python -m node` refuses a corrupt ledger and one that belongs to another node or config —
+   also one written for another schedule (rounds), whose noise was calibrated for it: exit 2,
+   one sentence, and the ledger file is left exactly as it was (never reset).
 3. Two daemons; node 0's ledger already holds most of its budget: it stops with exit reason
    `budget`, ε ≤ target, and says BYE, which node 1 logs before finishing on its own.
 """
@@ -26,11 +27,12 @@ import pytest
 
 from node.config import RunConfig
 from node.core.assemble import build_graph
+from node.core.mechanism import Mechanism
 from node.core.privacy_plan import privacy_plan
 from node.core.runner import NodeRunner
 from node.daemon.main import build_daemon_node
 from node.daemon.settings import NodeConfig, NodeSettings, load_node_config, render_toml
-from node.daemon.state import resume
+from node.daemon.state import ledger_identity, resume
 from node.outputs.files import read_metrics
 from node.tools.local import DaemonOptions, LocalLaunch, read_final
 from privacy.accountant import Accountant
@@ -56,7 +58,7 @@ DRIVER = textwrap.dedent("""
     from node.core.privacy_plan import privacy_plan
     from node.daemon.main import build_daemon_node
     from node.core.runner import NodeRunner
-    from node.daemon.state import resume
+    from node.daemon.state import ledger_identity, resume
     from privacy.ledger import Ledger
 
     config, crash_after, sink = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
@@ -64,8 +66,7 @@ DRIVER = textwrap.dedent("""
     setup = build_daemon_node(cfg)
     runner = NodeRunner(cfg.run, setup)
     ledger = Ledger.open(Path(cfg.node.out) / "privacy_ledger.json",
-                         {"node": cfg.node.id, "epsilon": cfg.run.epsilon,
-                          "delta": cfg.run.delta, "mode": setup.plan.mode})
+                         ledger_identity(cfg, setup.plan))
     resume(runner, cfg, ledger)
     active = set(setup.neighbours)
     while runner.round < cfg.run.rounds and not runner.over_budget():
@@ -92,10 +93,9 @@ def _node_config(tmp_path: Path, node: int = 0, run: RunConfig = RUN) -> Path:
     return path
 
 
-def _identity(cfg: NodeConfig, mode: str) -> dict[str, Any]:
-    # Must match node/__main__.py: the ledger refuses any other identity.
-    return {"node": cfg.node.id, "epsilon": cfg.run.epsilon, "delta": cfg.run.delta,
-            "mode": mode}
+def _identity(cfg: NodeConfig, plan: Mechanism) -> dict[str, Any]:
+    # The daemon's own: the ledger refuses any other identity.
+    return ledger_identity(cfg, plan)
 
 
 def test_crash_between_ledger_write_and_send_never_under_counts_or_replays(
@@ -113,7 +113,7 @@ def test_crash_between_ledger_write_and_send_never_under_counts_or_replays(
     cfg = load_node_config(config)
     setup = build_daemon_node(cfg)
     ledger = Ledger.open(Path(cfg.node.out) / "privacy_ledger.json",
-                         _identity(cfg, setup.plan.mode))
+                         _identity(cfg, setup.plan))
     try:
         # The recorded-but-unsent round is on disk: the ledger over-counts, never under-counts.
         assert ledger.rounds == list(range(CRASH_AFTER + 1))
@@ -151,7 +151,7 @@ def _write_ledger(path: Path, identity: dict[str, Any], rounds: int) -> bytes:
 
 def test_node_refuses_a_corrupt_or_foreign_ledger_without_resetting_it(tmp_path: Path) -> None:
     probe = load_node_config(_node_config(tmp_path / "probe"))
-    identity = _identity(probe, RUN.effective_privacy_mode)
+    identity = _identity(probe, privacy_plan(RUN, build_graph(RUN), 0, RUN.examples_per_node))
     cases: list[tuple[Path, Path, bytes, str]] = []
 
     config = _node_config(tmp_path / "corrupt")
@@ -166,6 +166,12 @@ def test_node_refuses_a_corrupt_or_foreign_ledger_without_resetting_it(tmp_path:
     ledger = Path(load_node_config(config).node.out) / "privacy_ledger.json"
     cases.append((config, ledger, _write_ledger(ledger, {**identity, "node": 1}, 3),
                   "another node"))
+
+    # A restart that changes the schedule z* was calibrated from, after rounds were released.
+    config = _node_config(tmp_path / "rounds", run=RUN.replace(rounds=2 * RUN.rounds))
+    ledger = Path(load_node_config(config).node.out) / "privacy_ledger.json"
+    cases.append((config, ledger, _write_ledger(ledger, identity, 3),
+                  f"rounds {RUN.rounds} ≠ {2 * RUN.rounds}"))
 
     # The daemon's CLI; started together, since each needs a few seconds of imports.
     procs = [subprocess.Popen([sys.executable, "-m", "node", "--config", str(config)],
@@ -191,6 +197,13 @@ def test_node_refuses_a_corrupt_or_foreign_ledger_without_resetting_it(tmp_path:
     _write_ledger(other_config, {**identity, "epsilon": 8.0}, 1)
     with pytest.raises(LedgerError, match="another node or configuration"):
         Ledger.open(other_config, identity)
+    schedule = tmp_path / "rounds.json"
+    _write_ledger(schedule, identity, 1)
+    longer = RUN.replace(rounds=2 * RUN.rounds)
+    longer_cfg = load_node_config(_node_config(tmp_path / "longer", run=longer))
+    plan = privacy_plan(longer, build_graph(longer), 0, RUN.examples_per_node)
+    with pytest.raises(LedgerError, match=f"rounds {RUN.rounds} ≠ {2 * RUN.rounds}"):
+        Ledger.open(schedule, _identity(longer_cfg, plan))
     assert truncated.read_bytes() == good[: len(good) // 2]
 
 
@@ -208,7 +221,7 @@ def test_daemon_out_of_budget_stops_says_bye_and_exits_budget(tmp_path: Path) ->
     # ledger also holds 3 earlier releases at its calibrated z, so it cannot finish.
     for n, extra in zip(launch.nodes, (3, 0), strict=True):
         cfg = load_node_config(n.config)
-        with Ledger.open(n.out / "privacy_ledger.json", _identity(cfg, plan.mode)) as ledger:
+        with Ledger.open(n.out / "privacy_ledger.json", _identity(cfg, plan)) as ledger:
             ledger.record(0, [(plan.noise_multiplier, plan.sample_rate, 1 + extra)])
     try:
         launch.start(timeout=90)
@@ -227,7 +240,7 @@ def test_daemon_out_of_budget_stops_says_bye_and_exits_budget(tmp_path: Path) ->
     assert records and all(r["epsilon"] is not None for r in records)
     assert records[-1]["round"] == f0["rounds_completed"] - 1
     with Ledger.open(launch.nodes[0].out / "privacy_ledger.json",
-                     _identity(load_node_config(launch.nodes[0].config), plan.mode)) as ledger:
+                     _identity(load_node_config(launch.nodes[0].config), plan)) as ledger:
         assert ledger.rounds[-1] == f0["rounds_completed"] - 1
         assert ledger.epsilon(run.delta) == pytest.approx(f0["epsilon"], rel=1e-12)
     # Node 1 heard the BYE and finished its own rounds.

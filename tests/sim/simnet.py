@@ -48,6 +48,7 @@ SIM_CONFIG = GossipConfig(
     ),
 )
 _EPS = 1e-9  # float sums of dt land a hair either side of a scheduled instant
+HELLO_REPEAT = 0.5  # the daemon's (node.daemon.loop)
 
 
 class VirtualClock:
@@ -104,6 +105,8 @@ class SimNode:
     last_seq: int = 0
     waiting_for: int | None = None  # ahead of its neighbours: where they were, and since when
     waiting_since: float = 0.0
+    accounted_before: int = 0  # rounds before it are in its "ledger" (NodeRunner's field)
+    hello_again: float = 0.0  # when start-up repeats its Hello to neighbours yet to answer
 
 
 def fill_payload(dim: int) -> Payload:
@@ -138,6 +141,8 @@ class SimNet:
     peer_events: dict[PeerId, list[tuple[float, PeerDown | PeerUp]]] = field(default_factory=dict)
     notices: dict[PeerId, list[tuple[float, PeerStarted | PeerRejoined]]] = field(
         default_factory=dict)
+    # Rounds charged as heard from an earlier run (NodeRunner.charge_earlier_run), in order.
+    charged: dict[PeerId, list[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.adj = {n: frozenset(self.graph[n]) for n in sorted(self.graph)}
@@ -152,6 +157,7 @@ class SimNet:
         self.nodes: dict[PeerId, SimNode] = {}
         for n in self.adj:
             self.closed[n], self.peer_events[n], self.notices[n] = [], [], []
+            self.charged[n] = []
             self._boot(n, first_round=0, seq_start=self.seq_start, incarnation=0)
         for node in self.nodes.values():  # only once every node exists to be addressed
             self._apply(node, node.proto.hello(0.0), 0.0)
@@ -243,7 +249,8 @@ class SimNet:
                                first_round=first_round, seq_start=seq_start)
         self.nodes[n] = SimNode(n, proto, boot=now, next_round=first_round,
                                 incarnation=incarnation, last_seq=seq_start,
-                                next_tick=now + self._tick_every)
+                                next_tick=now + self._tick_every, accounted_before=first_round,
+                                hello_again=now + HELLO_REPEAT)
 
     def _deliver(self, node: SimNode, sent: Transmission, frames: list[Frame], now: float) -> None:
         # The identity a ROUTER reports for a DEALER that set its node id, as the transport does.
@@ -260,9 +267,13 @@ class SimNet:
             self._apply(node, proto.tick(now), now)
             node.next_tick = max(node.next_tick + self._tick_every, now)  # no burst after a freeze
         if node.phase == "startup" and (
-            not proto.silent_since(node.boot) or now + _EPS >= node.boot + self.startup_timeout
+            not proto.unanswered() or now + _EPS >= node.boot + self.startup_timeout
         ):
             node.phase, node.wake = "compute", now + self.compute
+        elif node.phase == "startup" and now + _EPS >= node.hello_again:
+            # As the daemon: a Hello or its answer may have been lost; ask those yet to answer.
+            self._apply(node, proto.hello(now, proto.unanswered()), now)
+            node.hello_again = now + HELLO_REPEAT
         while True:  # a round can start and close in one step when its messages are buffered
             if node.phase == "compute" and now + _EPS >= node.wake:
                 behind = proto.ahead_of(node.next_round)  # as the daemon: wait for neighbours
@@ -271,6 +282,7 @@ class SimNet:
                         node.waiting_for, node.waiting_since = behind, now
                     if now - node.waiting_since <= self.cfg.rounds.deadline:
                         return
+                self._charge_earlier_run(node, now)
                 target = proto.catch_up(node.next_round)  # and never run a round
                 if target > node.next_round:              # the neighbours have left behind
                     self.log.append(("skip", now, node.id, node.next_round, target))
@@ -293,6 +305,16 @@ class SimNet:
             self._apply(node, effects, now)
             node.next_round += 1
             node.phase, node.wake = "compute", now + self.compute
+
+    def _charge_earlier_run(self, node: SimNode, now: float) -> None:
+        """As the daemon before each round: charge and skip the rounds up to the highest one
+        the neighbours heard from an earlier run (NodeRunner.charge_earlier_run)."""
+        heard = min(node.proto.heard_of_us, self.rounds - 1)
+        if heard >= node.accounted_before:
+            self.charged[node.id] += range(node.accounted_before, heard + 1)
+            self.log.append(("charge", now, node.id, node.accounted_before, heard))
+            node.accounted_before = heard + 1
+            node.next_round = max(node.next_round, heard + 1)
 
     def _apply(self, node: SimNode, effects: Collection[Effect], now: float) -> None:
         for e in effects:

@@ -25,7 +25,7 @@ from node.core.assemble import build_graph, build_node, load_data, shard
 from node.core.runner import NodeRunner
 from node.daemon.main import build_daemon_node
 from node.daemon.settings import NodeConfig, NodeSettings
-from node.daemon.state import CheckpointError, resume, save_state
+from node.daemon.state import CheckpointError, ledger_identity, resume, save_state
 from node.errors import ConfigError, DataError
 from node.outputs.files import LEDGER, MetricsWriter
 from node.outputs.records import node_result
@@ -86,6 +86,18 @@ def test_an_own_file_under_dp_must_declare_its_size_and_q_then_ignores_the_rows(
     assert plans[0][1].sample_rate == 16 / 160 and plans[0][1].expected_batch == 16
 
 
+def test_delta_is_checked_against_the_rows_a_node_really_has(tmp_path: Path) -> None:
+    """δ = 0.005 is below 1/n̂ for a declared n̂ = 100, but the file holds ~400 training rows:
+    a mechanism publishing one random row would then pass as (0, δ)-DP."""
+    cfg = _daemon_cfg(tmp_path)
+    node = replace(cfg.node, data_file=str(_own_file(tmp_path, 500, "big.npz")))
+    run = cfg.run.replace(examples_per_node=None, classes=2, public_examples=100,
+                          batch_size=10, delta=0.005)
+    with pytest.raises(ConfigError, match=r"δ must lie in \(0, 1/n\) .* n=\d{3} examples"):
+        build_daemon_node(NodeConfig(node, cfg.neighbours, run))
+    build_daemon_node(NodeConfig(node, cfg.neighbours, run.replace(delta=1e-3)))  # < 1/400
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["message", "gradient"])
 def test_a_distinguishing_experiment_on_the_runner_stays_below_the_printed_epsilon(
@@ -108,8 +120,7 @@ def test_a_checkpoint_the_ledger_does_not_cover_is_refused(tmp_path: Path) -> No
     cfg = _daemon_cfg(tmp_path)
     runner = NodeRunner(cfg.run, build_daemon_node(cfg))
     out = Path(cfg.node.out)
-    identity = {"node": 0, "epsilon": cfg.run.epsilon, "delta": cfg.run.delta,
-                "mode": runner.setup.plan.mode}
+    identity = ledger_identity(cfg, runner.setup.plan)
     with Ledger.open(out / LEDGER, identity) as ledger:
         for r in range(4):
             ledger.record(r, runner.step({1, 2}).releases)

@@ -6,13 +6,16 @@ it never runs a round twice, it skips to its neighbours' round (or, ahead of the
 they get there) and hears a neighbour in at least 90 % of the rounds it runs afterwards, and
 the others never wait a deadline for it once it is back (their median round time stays within
 2x the fault-free one). One neighbour claiming a round far ahead makes nobody skip. The same
-cases run as real daemons in tests/faults/test_rejoin.py.
+cases run as real daemons in tests/faults/test_rejoin.py. A node restored from a backup (its
+ledger and checkpoint 8 rounds old) charges the rounds its neighbours heard before it came
+back and never releases one of them again (real daemons: tests/faults/test_backup_restore.py).
 """
 
 from __future__ import annotations
 
 import itertools
 import statistics
+from collections import Counter
 
 import pytest
 
@@ -125,3 +128,27 @@ def test_one_neighbour_claiming_a_round_far_ahead_makes_nobody_skip() -> None:
     assert not [e for e in net.log if e[0] == "skip"]
     for n in net.nodes:
         assert [c.result.round for c in net.closed[n]] == list(range(60))
+
+
+def test_a_node_restored_from_a_backup_charges_what_its_neighbours_heard() -> None:
+    """Restored at once, its neighbours are still where it left them, so nothing makes it skip:
+    without being told what they heard it would release rounds it had released (fresh noise,
+    one charge). Every release of every round must be charged at least once per release."""
+    net = SimNet(build("ring", 6), rounds=60)
+    net.run_until(2.0)
+    old = net.nodes[VICTIM]
+    released = old.next_round + (old.phase == "wait")  # rounds 0 .. released - 1 went out
+    backup = released - 8  # the restored ledger holds the rounds before this one
+    net.crash(VICTIM)
+    restarted = net.clock.now
+    net.restart(VICTIM, first_round=backup)
+    net.run()
+    runs = {(s.round, s.t >= restarted) for s in net.sends
+            if s.src == VICTIM and s.kind == "Dual"}
+    releases = Counter(r for r, _ in runs)  # each run that sent a round released it once
+    ran = [c.result.round for c in net.closed[VICTIM] if c.started >= restarted]
+    charged = Counter(range(backup)) + Counter(ran) + Counter(net.charged[VICTIM])
+    assert net.charged[VICTIM] == list(range(backup, released))
+    assert not set(ran) & set(range(released)), "a round was released again"
+    assert all(charged[r] >= k for r, k in releases.items())
+    assert ran and ran[-1] == 59

@@ -13,7 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from gossip.codec import MAX_HEADER_BYTES, WIRE_DTYPES, decode, decode_with_sum_sq, encode
+from gossip.codec import (
+    MAX_HEADER_BYTES,
+    PROTOCOL_VERSION,
+    WIRE_DTYPES,
+    decode,
+    decode_with_sum_sq,
+    encode,
+)
 from gossip.errors import DecodeError, EncodeError
 from gossip.messages import Bye, Dual, Heartbeat, Hello, Message, Primal, Quantized, Seeded, Sparse
 
@@ -34,7 +41,7 @@ def tensors(max_abs: float | None = None) -> st.SearchStrategy[np.ndarray]:
 def messages(max_abs: float | None = None) -> st.SearchStrategy[Message]:
     return st.one_of(
         st.builds(Hello, ids, rounds, seqs, st.integers(1, 2**31 - 1)),
-        st.builds(Heartbeat, ids, rounds, seqs),
+        st.builds(Heartbeat, ids, rounds, seqs, st.none() | st.integers(0, 2**53 + 1)),
         st.builds(Bye, ids, rounds, seqs, st.text(max_size=200)),
         st.builds(Dual, ids, rounds, seqs, tensors(max_abs)),
         st.builds(Primal, ids, rounds, seqs, tensors(max_abs)),
@@ -109,7 +116,7 @@ def test_encode_refuses_bad_payloads() -> None:
 
 def _header(**changes: object) -> dict[str, object]:
     h: dict[str, object] = {
-        "v": 1,
+        "v": PROTOCOL_VERSION,
         "t": "dual",
         "src": 1,
         "r": 0,
@@ -132,7 +139,8 @@ _GOOD = np.zeros(4, np.float32).tobytes()
         pytest.param([b"\x93\x01\x02\x03"], id="not a map"),
         pytest.param([msgpack.packb({1: 2})], id="int map key"),
         pytest.param([b"\x80" * (MAX_HEADER_BYTES + 1)], id="header too big"),
-        pytest.param([msgpack.packb(_header(v=2)), _GOOD], id="version"),
+        pytest.param([msgpack.packb(_header(v=1)), _GOOD], id="version 1"),
+        pytest.param([msgpack.packb(_header(v=3)), _GOOD], id="version 3"),
         pytest.param([msgpack.packb(_header(v=True)), _GOOD], id="bool version"),
         pytest.param([msgpack.packb(_header(t="share")), _GOOD], id="unknown type"),
         pytest.param([msgpack.packb(_header(extra=1)), _GOOD], id="unknown key"),
@@ -161,6 +169,11 @@ _GOOD = np.zeros(4, np.float32).tobytes()
         pytest.param(
             [msgpack.packb(_header(t="hb", f=[["float32", [4]]])), _GOOD], id="tensor on hb"
         ),
+        pytest.param([msgpack.packb(_header(t="hb", f=[], hw=-1))], id="negative hw"),
+        pytest.param([msgpack.packb(_header(t="hb", f=[], hw=True))], id="bool hw"),
+        pytest.param([msgpack.packb(_header(t="hb", f=[], hw=2.0))], id="float hw"),
+        pytest.param([msgpack.packb(_header(t="hb", f=[], hw=2**53 + 2))], id="huge hw"),
+        pytest.param([msgpack.packb(_header(hw=1)), _GOOD], id="hw on dual"),
         pytest.param([msgpack.packb(_header(t="hello", f=[], dim=0))], id="zero dim"),
         pytest.param([msgpack.packb(_header(t="bye", f=[], why=b"x"))], id="bin reason"),
     ],
@@ -183,7 +196,7 @@ def test_decode_checks_the_expected_dimension() -> None:
 
 _SEEDS = [
     Hello(3, 7, 11, 4),
-    Heartbeat(3, 7, 12),
+    Heartbeat(3, 7, 12, 5),
     Bye(3, 7, 13, "done"),
     Dual(3, 7, 14, np.linspace(-1, 1, 4, dtype=np.float32)),
     Primal(3, 7, 15, np.linspace(-1, 1, 4, dtype=np.float32)),

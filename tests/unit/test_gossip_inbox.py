@@ -9,7 +9,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from gossip.codec import encode
+from gossip.codec import PROTOCOL_VERSION, encode
 from gossip.errors import ReplayError
 from gossip.inbox import Inbox, ReplayWindow
 from gossip.messages import Dual, Heartbeat
@@ -91,7 +91,8 @@ def test_logging_is_rate_limited_per_peer_and_kind(caplog: pytest.LogCaptureFixt
 def dual_frames(x: np.ndarray, seq: int = 1) -> list:
     """A Dual from node 1 carrying `x` as is, even NaN or inf (the encoder would refuse)."""
     header = msgpack.packb(
-        {"v": 1, "t": "dual", "src": 1, "r": 0, "seq": seq, "f": [["float32", [len(x)]]]}
+        {"v": PROTOCOL_VERSION, "t": "dual", "src": 1, "r": 0, "seq": seq,
+         "f": [["float32", [len(x)]]]}
     )
     return [header, x.astype("<f4").tobytes()]
 

@@ -72,7 +72,7 @@ def test_heartbeats_missed_deadlines_and_bye() -> None:
     a.close_round(3.0)
     # A (re)started neighbour is up again and told our round at once, not at a heartbeat.
     assert a.receive(b"1", encode(Hello(1, 3, 30, 3)), 3.1) == [
-        PeerUp(1), PeerStarted(1, 3), Send(1, Heartbeat(0, 3, a._seq))]
+        PeerUp(1), PeerStarted(1, 3), Send(1, Heartbeat(0, 3, a._seq, 0))]
     assert a.receive(b"2", encode(Bye(2, 3, 31, "done")), 3.2) == [PeerDown(2, "bye")]
     assert a.liveness.alive() == {1}
 
@@ -148,3 +148,46 @@ def test_a_hello_from_behind_is_answered_with_our_round_and_the_rejoin_is_seen()
     back = a.receive(b"1", encode(b.dual(0, np.ones(3, np.float32), 0.2).msg), 0.2)
     assert back == [PeerRejoined(1, 44)]
     assert a.ready(0.2)  # and it completes the round the neighbour waited in
+
+
+def test_a_restored_node_is_told_which_of_its_rounds_were_heard_before_its_hello() -> None:
+    """A node restored from a backup resumes at round 2 after releasing rounds 0-4: the
+    neighbour's answer to its Hello says so, and what the node releases afterwards does not
+    move that number (it would otherwise be charged twice at every restart)."""
+    old = GossipProtocol(0, [1], CFG, dim=3, now=0.0, seq_start=1000)
+    b = GossipProtocol(1, [0], CFG, dim=3, now=0.0)
+    deliver(b, old.hello(0.0), 0.0)
+    x = np.zeros(3, np.float32)
+    for r in range(5):
+        old.start_round(r, 0.1 * r)
+        b.start_round(r, 0.1 * r)
+        deliver(b, [old.dual(1, x, 0.1 * r)], 0.1 * r)
+        b.close_round(0.1 * r)
+    assert b.heartbeat(0, 0.5).msg == Heartbeat(1, 4, b._seq)  # a plain one tells nothing
+    assert b.heartbeat(0, 0.5, answer=True).msg == Heartbeat(1, 4, b._seq, 0)  # Hello first
+
+    restored = GossipProtocol(0, [1], CFG, dim=3, now=1.0, first_round=2, seq_start=5000)
+    assert restored.unanswered() == [1] and restored.heard_of_us == -1
+    answer = [e for e in deliver(b, restored.hello(1.0), 1.0) if isinstance(e, Send)]
+    assert [s.msg for s in answer] == [Heartbeat(1, 4, b._seq, 5)]
+    deliver(restored, answer, 1.0)
+    assert restored.unanswered() == [] and restored.heard_of_us == 4
+    # Its releases after the Hello are not "earlier runs": the answer's repeats carry the
+    # number as it stood at the Hello.
+    restored.start_round(5, 1.1)
+    deliver(b, [restored.dual(1, x, 1.1)], 1.1)
+    assert b.heartbeat(0, 1.2, answer=True).msg == Heartbeat(1, 4, b._seq, 5)
+
+
+def test_a_neighbours_own_hello_answers_too_and_tells_nothing() -> None:
+    a = GossipProtocol(0, [1, 2], CFG, dim=3, now=0.0)
+    a.receive(b"1", encode(Hello(1, 0, 10, 3)), 0.0)  # restarted itself: remembers nothing
+    assert a.unanswered() == [2]
+    a.receive(b"2", encode(Dual(2, 0, 10, np.zeros(3, np.float32))), 0.0)
+    a.receive(b"2", encode(Heartbeat(2, 0, 11)), 0.0)
+    assert a.unanswered() == [2]  # a dual or a plain heartbeat says nothing of our rounds
+    a.receive(b"2", encode(Heartbeat(2, 0, 12, 0)), 0.0)
+    assert a.unanswered() == [] and a.heard_of_us == -1
+    a.receive(b"2", encode(Heartbeat(2, 0, 13, 8)), 0.0)
+    a.receive(b"1", encode(Heartbeat(1, 0, 14, 3)), 0.0)  # the highest any neighbour heard
+    assert a.heard_of_us == 7

@@ -40,6 +40,20 @@ def test_a_released_round_cannot_be_released_again(tmp_path: Path) -> None:
         assert restarted.accountant.steps == 2
 
 
+def test_a_repeat_that_happened_is_recorded_on_top_of_the_round(tmp_path: Path) -> None:
+    """A node restored from a backup learns only afterwards that a round it released had gone
+    out before: `again` adds the second release to that round, durably."""
+    path = tmp_path / "ledger.json"
+    with Ledger.open(path, IDENTITY) as ledger:
+        ledger.record(7, [(1.0, 0.01, 1)])
+        ledger.record(7, [(1.0, 0.01, 1)], again=True)
+        ledger.record(9, [(1.0, 0.01, 1)], again=True)  # a round not held yet: recorded once
+        with pytest.raises(PrivacyError):
+            ledger.record(7, [(1.0, 1.5, 1)], again=True)  # still validated first
+    with Ledger.open(path, IDENTITY) as reloaded:
+        assert reloaded.rounds == [7, 9] and reloaded.accountant.steps == 3
+
+
 def test_invalid_events_are_refused_before_anything_is_written(tmp_path: Path) -> None:
     path = tmp_path / "ledger.json"
     with Ledger.open(path, IDENTITY) as ledger:
