@@ -7,10 +7,15 @@ shows that it does); every child builds its private noise generator from OS entr
 fork (two children with the same config draw different noise; with a fixed noise_seed the
 same, so the comparison can fail), and reseeds torch's global generator there too; exit
 statuses, -9 for SIGKILL included, reach the launcher; a killed launcher takes the template
-and its nodes with it; and a launch gives the same metrics forked as spawned, for fixed seeds.
+and its nodes with it, also once the template is gone (the nodes' lifeline); a launch gives
+the same metrics forked as spawned, for fixed seeds. No single point of failure: a node
+outlives a killed template and still reports its own status, a template SIGKILLed mid-run
+stops no node (every node runs every round), the launcher says so and starts a restarted node
+as its own process; every node is named in `ps` (its /proc/PID/cmdline), forked or spawned.
 
-Time bounds: one template (~3 s of imports) shared by the probes, one launcher subprocess, and
-two 4-node synthetic federations of 4 rounds; every wait is bounded.
+Time bounds: one template (~3 s of imports) shared by the probes, two more templates, two
+launcher subprocesses, two 4-node synthetic federations of 4 rounds, one of 30 paced rounds
+(0.25 s) and one of 40 (0.1 s); every wait is bounded.
 """
 
 from __future__ import annotations
@@ -324,3 +329,42 @@ def test_a_template_killed_mid_run_stops_no_node(tmp_path: Path,
     # The launcher said what was lost, and what goes on.
     assert f"the fork server (pid {template}) exited with status -9; its 4 node(s) go on" \
         in caplog.text
+
+
+def test_after_the_template_is_lost_a_restarted_node_runs_as_its_own_process(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    out = tmp_path / "run"
+    rounds = 40
+    # Short deadlines, as in test_daemon_faults: the others go on while node 1 is down.
+    node = {"round_timeout": 1.0, "heartbeat_interval": 0.5, "down_after": 3.0,
+            "max_missed_deadlines": 2, "checkpoint_every": 5, "min_round_seconds": 0.1}
+    launch = LocalLaunch(PACED.replace(rounds=rounds), out, DaemonOptions(node=node),
+                         fork_server=True)
+    try:
+        launch.start(timeout=120)
+        template = launch.template_pid
+        assert template is not None
+        os.kill(template, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while launch.template_pid is not None:
+            assert time.monotonic() < deadline, "the launcher did not notice the lost template"
+            time.sleep(0.05)
+        deadline = time.monotonic() + 60
+        while rounds_done(out, 1) < 6:
+            assert time.monotonic() < deadline, "node 1 did not run 6 rounds in 60 s"
+            time.sleep(0.05)
+        launch.kill(1)
+        launch.restart(1, timeout=120)
+        restarted = launch.nodes[1].proc
+        assert isinstance(restarted, subprocess.Popen)  # no template left to fork it from
+        assert cmdline(restarted.pid).startswith("dpnorm-node 1 --config ")
+        assert launch.wait(timeout=150), "the federation did not finish"
+    finally:
+        launch.stop_all(grace=5.0)
+    results = launch.results()
+    for i in range(4):
+        assert launch.processes[i].returncode == 0
+        assert results[str(i)]["exit"] == "finished"
+        assert results[str(i)]["rounds_completed"] == rounds
+    assert (f"node 1: the fork server (pid {template}) exited with status -9; starting it as "
+            "its own process") in caplog.text
