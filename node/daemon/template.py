@@ -22,6 +22,7 @@ launcher: `{"ready": PID, "threads": N}` once imported; `{"tag": T, "pid": P}` o
 "error": "..."}` per spawn; `{"pid": P, "returncode": R}` when it reaps a child (R as Popen's:
 -9 for SIGKILL). On `close` or EOF (the launcher died) it SIGTERMs every child's process group,
 gives them a grace period, SIGKILLs what is left, reaps all and exits: no orphans, no zombies.
+On SIGTERM it exits alone, leaving its nodes to the launcher, as a SIGKILL would.
 
 A node does not depend on the template once forked: it has no parent-death signal, so a killed
 template (the OOM killer's likely pick: it holds the largest RSS) costs the launcher only the
@@ -149,10 +150,12 @@ class Template:
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)
-        # The launcher signals the nodes itself; a stray SIGTERM to the template shuts it down
-        # in order (children first) rather than leaving them to their death signal.
+        # A SIGTERM (an operator's `kill`) ends the template alone: its nodes belong to the
+        # launcher (their lifeline), which stops them itself; only `close` and the launcher's
+        # EOF stop them here.
         signal.signal(signal.SIGTERM, lambda signum, frame: None)
         self.stopping = False
+        self.leave_children = False
 
     def serve(self) -> None:
         while not self.stopping:
@@ -162,13 +165,14 @@ class Template:
             self._reap()
             if self.sock.fileno() in ready:
                 self._handle()
-        self._shutdown()
+        if not self.leave_children:
+            self._shutdown()
 
     def _drain_wakeups(self) -> None:
         try:
             for signum in os.read(self.wake_r, 4096):
                 if signum == signal.SIGTERM:
-                    self.stopping = True
+                    self.stopping = self.leave_children = True
         except BlockingIOError:
             pass
 
