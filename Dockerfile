@@ -63,11 +63,13 @@ ENV PATH=/opt/dpnorm/bin:$PATH \
     MPLCONFIGDIR=/tmp/matplotlib \
     DPNORM_PORT=7000 \
     DPNORM_OUT=/var/lib/dpnorm \
+    XDG_STATE_HOME=/var/lib/dpnorm/state \
     DPNORM_HEALTH_MAX_AGE=600
 USER dpnorm
 WORKDIR /var/lib/dpnorm
 # config (read-only) · data set (read-only) · CURVE keys (own pair + neighbours' public keys) ·
-# metrics, log, checkpoint and privacy ledger (must survive a restart: the node resumes from it).
+# metrics, log, checkpoint and privacy ledger (must survive a restart: the node resumes from it),
+# and under state/ the data's lifetime privacy ledger (XDG_STATE_HOME: it must outlive the image).
 VOLUME ["/etc/dpnorm", "/data", "/keys", "/var/lib/dpnorm"]
 EXPOSE 7000/tcp
 # Healthy = the node accepts TCP connections on its port (it prints READY only once bound) and

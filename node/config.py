@@ -206,6 +206,11 @@ class RunConfig:
         return math.isfinite(self.epsilon)
 
     @property
+    def user_file(self) -> bool:
+        """Whether `dataset` is a user's CSV/NPZ file rather than a named public dataset."""
+        return self.dataset not in DATASETS
+
+    @property
     def effective_privacy_mode(self) -> PrivacyMode:
         if self.privacy_mode is not None:
             return self.privacy_mode

@@ -4,11 +4,13 @@
     budget.would_exceed(next_releases)   # the stop rule, before a round touches the data
     budget.commit(round=r, releases=...) # the ledger first (fsynced), then the accountant
     budget.epsilon()                     # ε of everything committed
+    budget.lifetime_epsilon()            # ε of everything ever released from the data
     Budget.from_ledger(ledger, ...)      # a restarted node: its spend is the ledger's
 
 `commit` is the only way a spend is recorded, so the two stores cannot drift apart: the ledger
 is written before anything of the round is sent (privacy/ledger.py), and the accountant only
-once the ledger has it.
+once the ledger has it. In the daemon the data's lifetime ledger (privacy.lifetime) is written
+right after the run's: a crash between the two loses a round that was not sent either.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Sequence
 
 from privacy.accountant import Accountant, Release
 from privacy.ledger import Ledger
+from privacy.lifetime import Lifetime
 
 
 class Budget:
@@ -33,6 +36,8 @@ class Budget:
         self.schedule = schedule
         self.accountant = Accountant()
         self.ledger: Ledger | None = None
+        # Every release ever made from the node's data, over all runs (the daemon's).
+        self.lifetime: Lifetime | None = None
 
     @classmethod
     def from_ledger(cls, ledger: Ledger, *, delta: float, target: float | None = None,
@@ -52,6 +57,7 @@ class Budget:
         budget = Budget.from_ledger(ledger, delta=self.delta, target=self.target,
                                     schedule=self.schedule)
         budget.ledger = self.ledger
+        budget.lifetime = self.lifetime
         return budget
 
     def would_exceed(self, releases: Sequence[Release]) -> bool:
@@ -64,18 +70,28 @@ class Budget:
         # exactly on its target and is not stopped early.
         return self.accountant.epsilon_after(self.delta, releases) > self.target
 
-    def commit(self, *, round: int, releases: Sequence[Release], again: bool = False) -> None:
+    def commit(self, *, round: int, releases: Sequence[Release], again: bool = False,
+               lifetime: Sequence[Release] | None = None) -> None:
         """Record round `round`'s releases: durably first (the ledger, which refuses a round
-        it already holds unless `again`: a repeat that happened), then in memory. Call it
-        before anything of the round is sent."""
+        it already holds unless `again`: a repeat that happened; then the lifetime ledger,
+        charged `lifetime` where given: what the round costs the data even where the run
+        claims nothing), then in memory. Call it before anything of the round is sent."""
         if self.ledger is not None:
             self.ledger.record(round, releases, again=again)
+        if self.lifetime is not None:
+            # Every release counts once more over the data's lifetime, a repeat included.
+            self.lifetime.record(releases if lifetime is None else lifetime)
         for z, q, count in releases:
             self.accountant.spend(z, q, count)
 
     def epsilon(self) -> float:
         """ε (PLD) of everything committed, at δ."""
         return self.accountant.epsilon(self.delta)
+
+    def lifetime_epsilon(self) -> float | None:
+        """ε (PLD) of every release ever recorded from the data, this run's included, at δ;
+        None without a lifetime ledger."""
+        return None if self.lifetime is None else self.lifetime.epsilon(self.delta)
 
     def _within_schedule(self, releases: Sequence[Release]) -> bool:
         """True when the history plus `releases` is provably within the calibrated schedule: at

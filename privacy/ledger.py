@@ -45,6 +45,7 @@ class Ledger:
         self.identity = identity
         self._rounds = rounds
         self._lock_fd: int | None = lock_fd
+        self.created = False  # whether `open` made the file (so `discard` may remove it)
         self.accountant = Accountant()
         for events in rounds.values():
             for z, q, count in events:
@@ -67,6 +68,7 @@ class Ledger:
             ledger = cls(path, ident, rounds, lock_fd)
             if not path.exists():
                 ledger._write()
+                ledger.created = True
             _remove_stale_temps(path)
         except BaseException:
             os.close(lock_fd)
@@ -127,6 +129,16 @@ class Ledger:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+    def discard(self) -> None:
+        """Undo `open` for a node refused right after it: remove the file if `open` created it
+        and nothing was recorded since (a refused node leaves no file behind), then close."""
+        if self.created and not self._rounds and self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            with contextlib.suppress(OSError):
+                Path(f"{self.path}.lock").unlink()
+        self.close()
 
     def __enter__(self) -> Ledger:
         return self
@@ -228,6 +240,17 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def recorded(path: str | os.PathLike[str],
+             identity: Mapping[str, Any]) -> dict[int, list[Release]] | None:
+    """What the ledger at `path` records, read without creating, locking or changing anything:
+    None if there is no file. A corrupt ledger, or one of another identity, raises the
+    LedgerError `Ledger.open` would, so a node can refuse to start before it writes a byte."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    return _load(path, json.loads(json.dumps(dict(identity), sort_keys=True)))
 
 
 def read_spend(path: str | os.PathLike[str]) -> tuple[dict[str, Any], Accountant] | None:

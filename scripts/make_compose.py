@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "engine picks one)")
     lan.add_argument("--metrics-port", type=int,
                      help="every node serves Prometheus metrics on this port (default: off)")
+    lan.add_argument("--metrics-host",
+                     help="address the metrics are served on inside each container (default "
+                          "127.0.0.1; with --prometheus 0.0.0.0, so that the Prometheus on the "
+                          "nodes' network can scrape them: plain HTTP to that whole network)")
     mon = parser.add_argument_group("monitoring")
     mon.add_argument("--prometheus", action="store_true",
                      help="add Prometheus and Grafana services (needs --metrics-port)")
@@ -89,8 +93,10 @@ def main(argv: list[str] | None = None) -> int:
             fail("--prometheus needs the port the nodes serve metrics on; add --metrics-port "
                  "PORT (for example 9100).")
         cfg = run_config_from_mapping(run_level, run_config_from_args(args))
+        # The Prometheus service scrapes from another container: loopback would not reach it.
+        metrics_host = args.metrics_host or ("0.0.0.0" if args.prometheus else None)
         node = {"round_timeout": args.round_timeout, "wire_dtype": args.wire_dtype,
-                "metrics_port": args.metrics_port}
+                "metrics_port": args.metrics_port, "metrics_host": metrics_host}
         hosts = [h.strip() for h in args.hosts.split(",")] if args.hosts.strip() else []
         options = DaemonOptions(node={k: v for k, v in node.items() if v is not None},
                                 overrides={k: v for k, v in overrides.items() if "." in k},
@@ -105,6 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.plaintext:
         sys.stderr.write("warning: --plaintext: traffic between the nodes is neither encrypted "
                          "nor authenticated, so use it only on a network you fully control.\n")
+    port = overrides.get("node.metrics_port") or args.metrics_port
+    host = overrides.get("node.metrics_host") or metrics_host or "127.0.0.1"
+    if port and host not in ("127.0.0.1", "::1", "localhost"):
+        sys.stderr.write(f"note: every node serves its metrics over plain HTTP on {host}:{port} "
+                         "to anyone who can reach its container; docs/PRIVACY.md lists what "
+                         "they release.\n")
     keys = "" if args.plaintext else f"; keys in {Path(args.out) / 'keys'}"
     print(f"wrote {path} for {cfg.nodes} nodes ({cfg.topology}), configs in "
           f"{Path(args.out) / 'configs'}{keys}.")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from node.cli import add_run_options, guarded, run_config_from_args
 
@@ -30,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     progress = None if args.quiet else console_progress()
     summary = guarded(lambda: simulate(cfg, args.out, progress=progress))
     brief = {k: summary[k] for k in ("rounds", "mean_accuracy", "max_epsilon", "wall_seconds")}
+    if "epsilon_scope" in summary["config"]:
+        brief["epsilon_scope"] = summary["config"]["epsilon_scope"]
+        sys.stderr.write(f"note: {summary['config']['epsilon_scope']}.\n")
     print(json.dumps(brief))
     return 0 if all(v["exit"] in GOOD_EXITS for v in summary["nodes"].values()) else 1
 

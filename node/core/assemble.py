@@ -4,7 +4,6 @@ The simulator and the daemon both build nodes here, so they run the same thing.
 
 from __future__ import annotations
 
-import hashlib
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from node.core.compressed import with_compression
 from node.core.compression import make_compressor
 from node.core.data import Dataset, LazyDataset, load_dataset, load_local, partition_of, shard_rows
 from node.core.device import resolve_device
+from node.core.keyed_rows import HELD_OUT, row_keys
 from node.core.mechanism import Mechanism
 from node.core.metrics import auroc_kind
 from node.core.models import FlatParams, build_model
@@ -263,14 +263,14 @@ def local_data(data_file: str, test_file: str, label_column: str, seed: int, *,
         raise DataError(f"examples_per_node cannot cap the node's own file {data_file} in a "
                         "private run, since a cap swaps rows when one is added; remove the "
                         "setting and trim the file itself.")
-    u = _row_keys(x, y, seed)
+    u = row_keys(x, y, seed)
     if test_file:
         xt, yt = load_local(test_file, label_column=label_column)
         if xt.shape[1:] != x.shape[1:]:
             raise DataError(f"{test_file} has inputs of shape {xt.shape[1:]} but {data_file} has "
                             f"{x.shape[1:]}; give both files the same features.")
     else:
-        held = u < _HELD_OUT
+        held = u < HELD_OUT
         if not held.any():
             raise DataError(f"{data_file} has too few rows ({len(y)}) to hold out a test split; "
                             "add more rows or give a test file.")
@@ -304,24 +304,3 @@ def local_data(data_file: str, test_file: str, label_column: str, seed: int, *,
     return Dataset(t(np.ascontiguousarray(x)), t(np.ascontiguousarray(y)),
                    t(np.ascontiguousarray(xt)), t(np.ascontiguousarray(yt)),
                    max(classes or seen, 2), tuple(x.shape[1:]), Path(data_file).name)
-
-
-# A row is held out for testing when its 64-bit key is below this: a fifth of all keys.
-_HELD_OUT = np.uint64(2**64 // 5)
-
-
-def _row_keys(x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
-    """A uint64 per row: keyed BLAKE2b of the row's float32 features and int64 label.
-
-    Fixed little-endian bytes, so that the split of a file does not depend on the machine; the
-    key comes from the run's seed, so another seed gives another split. The key need not be
-    secret: what matters is that a row's key depends on that row alone."""
-    key = hashlib.blake2b(f"dpnorm local split {seed}".encode(), digest_size=32).digest()
-    flat = np.ascontiguousarray(x.reshape(len(x), -1), dtype="<f4")
-    labels = np.ascontiguousarray(y, dtype="<i8")
-    keys = np.empty(len(y), dtype=np.uint64)
-    for i in range(len(y)):
-        digest = hashlib.blake2b(flat[i].tobytes() + labels[i].tobytes(), digest_size=8,
-                                 key=key).digest()
-        keys[i] = int.from_bytes(digest, "little")
-    return keys

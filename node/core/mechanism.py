@@ -32,6 +32,7 @@ from node.core.trainer import GradientPolicy
 from privacy.accountant import Release
 from privacy.budget import Budget
 from privacy.ledger import Ledger
+from privacy.lifetime import UNBOUNDED, Lifetime
 from privacy.mechanisms import gaussian_noise
 from privacy.modes import has_formal_guarantee, message_mode_noise_multiplier, message_mode_sigma
 
@@ -98,14 +99,38 @@ class Mechanism:
         """What one round charges: none without a claim."""
         return []
 
-    def budget(self, ledger: Ledger | None = None) -> Budget:
+    def lifetime_releases(self, local_steps: int) -> list[Release]:
+        """What one round costs the data over its lifetime: the round's releases where a proof
+        covers them; otherwise a release without a proven bound (the data's lifetime ε is
+        infinite from then on: whatever was sent is not covered by any ε)."""
+        return self.releases(local_steps) if self.proven_claim else [UNBOUNDED]
+
+    def planned_releases(self, done: int) -> list[Release]:
+        """What the rest of this run may release, `done` releases into its schedule: the
+        lifetime cap is checked against these before anything is released."""
+        if not self.proven_claim:
+            return [UNBOUNDED]
+        left = max(0, self.steps_per_node - done)
+        return [Release(self.noise_multiplier, self.sample_rate, left)] if left else []
+
+    @property
+    def proven_claim(self) -> bool:
+        """Whether this run prints an ε: it claims one and a proof covers it."""
+        return self.claims_privacy and self.formal
+
+    def budget(self, ledger: Ledger | None = None, lifetime: Lifetime | None = None) -> Budget:
         """The spend this mechanism is held to: its target where its ε is proven (else none to
-        stop at), its calibrated schedule, and — in the daemon — the ledger it commits to."""
-        target = self.target_epsilon if self.claims_privacy and self.formal else None
+        stop at), its calibrated schedule, and — in the daemon — the ledger it commits to and
+        the data's lifetime ledger."""
+        target = self.target_epsilon if self.proven_claim else None
         schedule = Release(self.noise_multiplier, self.sample_rate, self.steps_per_node)
         if ledger is None:
-            return Budget(delta=self.delta, target=target, schedule=schedule)
-        return Budget.from_ledger(ledger, delta=self.delta, target=target, schedule=schedule)
+            budget = Budget(delta=self.delta, target=target, schedule=schedule)
+        else:
+            budget = Budget.from_ledger(ledger, delta=self.delta, target=target,
+                                        schedule=schedule)
+        budget.lifetime = lifetime
+        return budget
 
     def epsilon(self, budget: Budget) -> float | None:
         """ε to print after `budget`'s spend: None without a claim or where no proof covers it."""
@@ -113,6 +138,13 @@ class Mechanism:
             return None
         spent = budget.epsilon()
         return spent if self.formal and math.isfinite(spent) else None
+
+    def lifetime_epsilon(self, budget: Budget) -> float | None:
+        """ε of every release ever made from the node's data, this run's included, composed by
+        the accountant; None where this run prints none, without a lifetime ledger (the
+        simulator), or once a release without a proven bound was made from the data."""
+        spent = budget.lifetime_epsilon() if self.proven_claim else None
+        return spent if spent is not None and math.isfinite(spent) else None
 
     def record(self) -> dict[str, Any]:
         """final.json's "privacy": the calibration, enough for anyone to recompute ε."""

@@ -27,6 +27,7 @@ from node.core.metrics import Evaluation
 from privacy.accountant import Accountant, Release
 from privacy.budget import Budget
 from privacy.ledger import Ledger
+from privacy.lifetime import Lifetime
 
 
 @dataclass
@@ -44,11 +45,12 @@ class RoundOutput:
 @dataclass
 class NodeRunner:
     """Drives one NodeSetup round by round and keeps the numbers its metrics report. `ledger`
-    (the daemon's): the budget commits each round's spend to it first."""
+    and `lifetime` (the daemon's): the budget commits each round's spend to them first."""
 
     cfg: RunConfig
     setup: NodeSetup
     ledger: InitVar[Ledger | None] = None
+    lifetime: InitVar[Lifetime | None] = None
     round: int = 0
     last_loss: float = math.nan
     last_accuracy: float | None = None
@@ -59,8 +61,8 @@ class NodeRunner:
     # which `resume` continues, or by `charge_earlier_run`).
     accounted_before: int = 0
 
-    def __post_init__(self, ledger: Ledger | None) -> None:
-        self.budget = self.setup.plan.budget(ledger)
+    def __post_init__(self, ledger: Ledger | None, lifetime: Lifetime | None) -> None:
+        self.budget = self.setup.plan.budget(ledger, lifetime)
 
     @property
     def node(self) -> int:
@@ -97,7 +99,8 @@ class NodeRunner:
             loss = setup.algorithm.local_steps(setup.trainer.gradient, active)
             duals = dict(setup.algorithm.messages(active, setup.noise))
         releases = self.next_releases()
-        self.budget.commit(round=self.round, releases=releases)
+        self.budget.commit(round=self.round, releases=releases,
+                           lifetime=setup.plan.lifetime_releases(self.cfg.local_steps))
         every = self.cfg.primal_every
         send_primal = not self.sends_model and every > 0 and self.round % every == 0
         primal = setup.algorithm.w if send_primal and active else None
@@ -128,7 +131,8 @@ class NodeRunner:
         ledger, releases = self.budget.ledger, self.next_releases()
         for r in rounds:
             again = ledger is not None and ledger.released(r)
-            self.budget.commit(round=r, releases=releases, again=again)
+            self.budget.commit(round=r, releases=releases, again=again,
+                               lifetime=self.setup.plan.lifetime_releases(self.cfg.local_steps))
         self.accounted_before = rounds[-1] + 1
         if self.round <= rounds[-1]:
             self.skip_to(rounds[-1] + 1)
@@ -165,6 +169,10 @@ class NodeRunner:
     def epsilon(self) -> float | None:
         """ε to print (the mechanism's rule; None without a proven claim)."""
         return self.setup.plan.epsilon(self.budget)
+
+    def lifetime_epsilon(self) -> float | None:
+        """ε of everything ever released from the node's data (None where none is proven)."""
+        return self.setup.plan.lifetime_epsilon(self.budget)
 
     def consensus_distance(self, primals: Mapping[int, Tensor]) -> float | None:
         """‖w_i − mean of received neighbour primals‖/√d, or None when none arrived."""

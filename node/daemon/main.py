@@ -25,6 +25,7 @@ from node.errors import USER_ERRORS, ConfigError
 
 if TYPE_CHECKING:
     from node.core.assemble import NodeSetup
+    from node.core.dataset import Dataset
     from node.daemon.prometheus import Exporter
 
 # torch, uvloop and the data are imported only after the config has been read: a bad config is
@@ -63,10 +64,29 @@ def read_config(argv: list[str] | None) -> NodeConfig:
     return cfg
 
 
+def daemon_data(cfg: NodeConfig) -> tuple[Dataset, bool]:
+    """What this daemon trains and evaluates on, and whether its size is public (may fix q):
+    its own file (`node.data_file`); its share of one user file given as `dataset` under a
+    privacy claim, each row's side and site a keyed hash of the row (node.core.keyed_rows);
+    else its shard of the dataset, as the simulator cuts it."""
+    from node.core.assemble import load_data, local_data, shard
+    from node.core.keyed_rows import shared_shard
+
+    if cfg.node.data_file:
+        return local_data(cfg.node.data_file, cfg.node.test_file, cfg.node.data_label_column,
+                          cfg.run.seed, cap=cfg.run.examples_per_node, private=cfg.run.private,
+                          classes=cfg.run.classes, standardise=cfg.run.standardise), False
+    if cfg.shared_file:
+        return shared_shard(cfg.run, cfg.node.id), False
+    # Not resident: only this node's rows (and its test rows) are ever read and converted.
+    return shard(cfg.run, load_data(cfg.run, resident=False), cfg.node.id), True
+
+
 def build_daemon_node(cfg: NodeConfig) -> NodeSetup:
     """The daemon's node: the graph from the run's topology (checked against the configured
-    neighbours), only this node's shard, and noise from OS entropy unless a seed was given."""
-    from node.core.assemble import build_graph, build_node, load_data, local_data, shard
+    neighbours), only this node's data (`daemon_data`), and noise from OS entropy unless a
+    seed was given."""
+    from node.core.assemble import build_graph, build_node
     from node.core.seeds import noise_seed
     from topologies import neighbours
 
@@ -77,16 +97,9 @@ def build_daemon_node(cfg: NodeConfig) -> NodeSetup:
         raise ConfigError(f"node {me}'s neighbours {sorted(cfg.neighbours)} do not match "
                           f"topology {cfg.run.topology} with {cfg.run.nodes} nodes, which gives "
                           f"{sorted(expected)}.")
-    own_file = bool(cfg.node.data_file)
-    if own_file:
-        data = local_data(cfg.node.data_file, cfg.node.test_file, cfg.node.data_label_column,
-                          cfg.run.seed, cap=cfg.run.examples_per_node, private=cfg.run.private,
-                          classes=cfg.run.classes, standardise=cfg.run.standardise)
-    else:
-        # Not resident: only this node's rows (and its test rows) are ever read and converted.
-        data = shard(cfg.run, load_data(cfg.run, resident=False), me)
+    data, size_is_public = daemon_data(cfg)
     return build_node(cfg.run, graph, me, data, noise_seed=noise_seed(cfg.run.noise_seed, me),
-                      size_is_public=not own_file, released=True)
+                      size_is_public=size_is_public, released=True)
 
 
 def _name_process(cfg: NodeConfig, argv: list[str]) -> None:
@@ -110,10 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     import uvloop
 
     from node.core.runner import NodeRunner
+    from node.daemon.lifetime import open_spend
     from node.daemon.loop import Daemon
-    from node.daemon.state import CheckpointError, ledger_identity, resume, write_final
-    from node.outputs.files import LEDGER
-    from privacy.ledger import Ledger
+    from node.daemon.state import CheckpointError, resume, write_final
 
     torch.set_num_threads(cfg.run.threads)
     # torch's global generator starts from one fixed seed in every process (and a fork server's
@@ -121,13 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(secrets.randbits(64))
     expected: tuple[type[Exception], ...] = (SetupError, CheckpointError, *USER_ERRORS)
     log = logging.getLogger("node")
-    ledger = None
+    ledger = lifetime = None
     try:
         setup = build_daemon_node(cfg)
-        if setup.plan.claims_privacy:
-            ledger = Ledger.open(Path(cfg.node.out) / LEDGER, ledger_identity(cfg, setup.plan))
-        # Each round's spend goes to the ledger before anything of it is sent (NodeRunner.step).
-        runner = NodeRunner(cfg.run, setup, ledger)
+        # Every check that can refuse the start reads only; then both ledgers are opened.
+        ledger, lifetime = open_spend(cfg, setup)
+        # Each round's spend goes to the ledgers before anything of it is sent (NodeRunner.step).
+        runner = NodeRunner(cfg.run, setup, ledger, lifetime)
         resume(runner, cfg, ledger)
         if exporter is not None:
             exporter.resume(runner.round, runner.epsilon(), runner.last_accuracy)
@@ -143,13 +155,27 @@ def main(argv: list[str] | None = None) -> int:
                          f"{Path(cfg.node.out) / 'node.log'}.\n")
         return 1
     finally:
-        if ledger is not None:
-            ledger.close()
+        for kept in (ledger, lifetime):
+            if kept is not None:
+                kept.close()
         if exporter is not None:
             exporter.close()
-    write_final(cfg, daemon.final())
+    final = daemon.final()
+    write_final(cfg, final)
     log.info("exit: %s after %d rounds", daemon.exit_reason, runner.round)
+    if setup.plan.claims_privacy:
+        sys.stderr.write(spend_line(cfg.node.id, final["epsilon"], final["lifetime_epsilon"],
+                                    cfg.run.delta))
     return 0
+
+
+def spend_line(node: int, run: float | None, lifetime: float | None, delta: float) -> str:
+    """The sentence a private node ends with: this run's ε and its data's lifetime ε."""
+    def shown(value: float | None) -> str:
+        return "null (no formal guarantee)" if value is None else f"{value:.4g}"
+
+    return (f"node {node}: ε = {shown(run)} this run, {shown(lifetime)} over the lifetime of "
+            f"its data (δ = {delta:g}).\n")
 
 
 def _exporter(cfg: NodeConfig) -> Exporter:

@@ -6,8 +6,10 @@ where this node listens, who its neighbours are, timing, wire and fault settings
     id = 0
     listen = "tcp://127.0.0.1:0"     # port 0: pick a free port; READY prints the real one
     out = "runs/demo/0"              # metrics.jsonl, node.log, checkpoint, privacy ledger
+    state_dir = "/var/lib/dpnorm-state"  # the data's lifetime ledger (default: XDG state dir)
+    lifetime_epsilon = 8.0           # refuse a run that would take the data's lifetime ε past 8
     round_timeout = 30.0
-    metrics_port = 9100              # optional: Prometheus metrics at :9100/metrics (0: off)
+    metrics_port = 9100              # optional: Prometheus metrics at 127.0.0.1:9100/metrics
     [neighbours]
     1 = "tcp://10.0.0.2:7000"        # or "" and `endpoints_file` for local launches
     [faults]                         # optional chaos (gossip.faults.FaultConfig): drop,
@@ -60,11 +62,20 @@ class NodeSettings:
     data_file: str = ""
     test_file: str = ""
     data_label_column: str = "label"
+    # The test file holds public rows (a published benchmark, say), so the metrics endpoint may
+    # serve the accuracy on it (node.daemon.prometheus.Releases); never true of private rows.
+    test_file_public: bool = False
     log_level: str = "INFO"
     # Prometheus text format at http://<metrics_host>:<metrics_port>/metrics; 0 = off. The host
-    # defaults to the one `listen` names.
+    # defaults to 127.0.0.1: plain HTTP is served beyond this machine only when the config says
+    # so (docs/PRIVACY.md lists what the endpoint releases).
     metrics_port: int = 0
     metrics_host: str = ""
+    # Where the lifetime ledgers of this node's data live, outside any run directory ("":
+    # $XDG_STATE_HOME/dpnorm, else ~/.local/state/dpnorm); dpnorm never deletes anything there.
+    state_dir: str = ""
+    # Refuse a run whose planned releases would take the data's lifetime ε past this (inf: none).
+    lifetime_epsilon: float = math.inf
 
 
 @dataclass(frozen=True)
@@ -87,6 +98,9 @@ class NodeConfig:
                      "max_message_rms"):
             if not getattr(n, name) > 0:
                 raise ConfigError(f"node.{name} must be positive, got {getattr(n, name)}.")
+        if not n.lifetime_epsilon > 0:
+            raise ConfigError(f"node.lifetime_epsilon must be positive (inf: no cap), got "
+                              f"{n.lifetime_epsilon}.")
         if n.heartbeat_interval * 2 > n.down_after:
             raise ConfigError("node.down_after must be at least twice node.heartbeat_interval.")
         if n.min_round_seconds < 0:
@@ -104,6 +118,9 @@ class NodeConfig:
         if n.metrics_port and n.listen.endswith(f":{n.metrics_port}"):
             raise ConfigError(f"node.metrics_port {n.metrics_port} is the gossip port of "
                               f"node.listen; give the metrics another port.")
+        if n.test_file_public and not (n.data_file and n.test_file):
+            raise ConfigError("node.test_file_public declares node.test_file public, and it "
+                              "needs both node.data_file and node.test_file; remove it.")
         if self.run.private and self.run.noise_seed is not None:
             remote = [ep for ep in (n.listen, *self.neighbours.values()) if ep and
                       not _loopback(ep)]
@@ -116,6 +133,43 @@ class NodeConfig:
         if missing and not n.endpoints_file:
             raise ConfigError(f"neighbour {missing[0]} has no endpoint and no "
                               "node.endpoints_file is given.")
+        if self.shared_file:
+            shared_file_rules(self.run)
+
+    @property
+    def shared_file(self) -> bool:
+        """Whether this daemon trains on its share of one user file given as `dataset` under a
+        privacy claim, each row's side and site a keyed hash of the row (node.core.keyed_rows)."""
+        return self.run.private and self.run.user_file and not self.node.data_file
+
+
+def shared_file_rules(run: RunConfig) -> None:
+    """What a federation of daemons sharing one user file under a privacy claim must declare or
+    leave out, so that one added row of the file changes one training row of one node and no
+    constant the noise is fixed from (docs/PRIVACY.md, "One file shared by the daemons")."""
+    file = run.dataset
+    if run.classes is None:
+        raise ConfigError(f"the number of classes of {file} would be read from its labels, which "
+                          "one added row can change; declare classes = K (--classes K).")
+    if run.sample_rate is None and run.public_examples is None:
+        raise ConfigError(f"each node's share of {file} has a private size; declare the Poisson "
+                          "rate (sample_rate = q) or each node's public size (public_examples = "
+                          "n) so that q is fixed before training.")
+    if run.partition != "iid":
+        raise ConfigError(f"partition {run.partition} cuts {file} into sites by a permutation of "
+                          "its rows, which one added row reshuffles; use partition iid (each "
+                          "row's site a keyed hash of the row) or give each node its own "
+                          "node.data_file.")
+    if run.examples_per_node is not None:
+        raise ConfigError(f"examples_per_node cannot cap {file} in a private run, since a cap "
+                          "swaps rows when one is added; remove it and trim the file instead.")
+    if run.validation_fraction:
+        raise ConfigError(f"validation_fraction holds out a seeded permutation of each node's "
+                          f"rows of {file}, which one added row reshuffles; remove it.")
+    if run.standardise == "public":
+        raise ConfigError(f"standardise = public would scale by the mean and std of all of "
+                          f"{file}, which one added row moves; pre-scale the file with published "
+                          "constants and use standardise = none.")
 
 
 def _loopback(endpoint: str) -> bool:

@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from node.core.mechanism import Mechanism
 from node.core.runner import NodeRunner
 from node.core.seeds import restart_noise_seed
 from node.daemon.settings import NodeConfig
-from node.outputs.files import CHECKPOINT, FINAL, write_json_atomic
+from node.outputs.files import CHECKPOINT, FINAL, LEDGER, write_json_atomic
 from privacy.ledger import Ledger
 
 logger = logging.getLogger(__name__)
@@ -144,20 +144,31 @@ def save_state(runner: NodeRunner, cfg: NodeConfig, completed_round: int) -> Non
         checkpoint_identity(cfg)))
 
 
+def check_resumable(cfg: NodeConfig, ledger_path: Path,
+                    recorded_rounds: Sequence[int] | None) -> Checkpoint | None:
+    """The checkpoint to resume from, refused (CheckpointError) when it has trained through
+    rounds the ledger at `ledger_path` does not record (`recorded_rounds`: None where the node
+    keeps no ledger). Reads only: a node refused here has created and changed no file."""
+    path = Path(cfg.node.out) / CHECKPOINT
+    ckpt = load_checkpoint(path, checkpoint_identity(cfg))
+    if ckpt is not None and recorded_rounds is not None and \
+            (not recorded_rounds or max(recorded_rounds) < ckpt.round):
+        # The model has seen rounds whose spend the ledger does not hold (it was deleted or
+        # replaced): resuming would print an ε that leaves those releases out.
+        last = f"up to round {max(recorded_rounds)}" if recorded_rounds else "no rounds"
+        raise CheckpointError(
+            f"checkpoint {path} has trained through round {ckpt.round} but the privacy ledger "
+            f"{ledger_path} records {last}, so the spend of those rounds is unknown; restore "
+            "the ledger (the data's lifetime ledger keeps what was spent either way, so "
+            "moving both files away starts a new model, not a new budget).")
+    return ckpt
+
+
 def resume(runner: NodeRunner, cfg: NodeConfig, ledger: Ledger | None) -> None:
     """Continue from the checkpoint, after every round the ledger says was released, with the
     ledger's spend (the daemon's runner already commits to it: `NodeRunner(..., ledger)`)."""
-    path = Path(cfg.node.out) / CHECKPOINT
-    ckpt = load_checkpoint(path, checkpoint_identity(cfg))
-    if ckpt is not None and ledger is not None and not ledger.covers(ckpt.round):
-        # The model has seen rounds whose spend the ledger does not hold (it was deleted or
-        # replaced): resuming would print an ε that leaves those releases out.
-        last = f"up to round {ledger.rounds[-1]}" if ledger.rounds else "no rounds"
-        raise CheckpointError(
-            f"checkpoint {path} has trained through round {ckpt.round} but the privacy ledger "
-            f"{ledger.path} records {last}, so the spend of those rounds is unknown; restore "
-            "the ledger, or start a new privacy budget and a new model by moving both files "
-            "away.")
+    ckpt = check_resumable(cfg, Path(cfg.node.out) / LEDGER if ledger is None else ledger.path,
+                           None if ledger is None else ledger.rounds)
     if ckpt is not None:
         runner.setup.algorithm.load_state_dict(ckpt.state)
         runner.setup.algorithm.load_robust_state(ckpt.state)
@@ -179,6 +190,20 @@ def resume(runner: NodeRunner, cfg: NodeConfig, ledger: Ledger | None) -> None:
         if seed is not None:
             runner.setup.trainer.noise_generator_reseed(
                 restart_noise_seed(seed, cfg.node.id, runner.round))
+
+
+def carry_results(runner: NodeRunner, previous: list[dict[str, Any]]) -> None:
+    """A restarted node reports what it last measured until it measures again: its loss and
+    its last evaluation, from its metrics (the checkpoint's model is the one they were computed
+    on, or a later one). Without this a node restarted with nothing left to do, or stopped
+    before its first new round, would report accuracy null over its finished result."""
+    if previous and previous[-1].get("loss") is not None:
+        runner.last_loss = float(previous[-1]["loss"])
+    scored = [r for r in previous if r.get("accuracy") is not None]
+    if scored:
+        last = scored[-1]
+        runner.last_accuracy = last["accuracy"]
+        runner.last_auroc, runner.last_balanced_accuracy = last["auroc"], last["balanced_accuracy"]
 
 
 def write_final(cfg: NodeConfig, data: dict[str, Any]) -> None:

@@ -112,8 +112,9 @@ def write_prevalidation(root: str | Path, out: str | Path | None = None) -> Path
     doc += ["## Caveats", "",
             "- Sites here are cut from one file by a partition; real sites differ in ways a "
             "partition only imitates. The ε is what each site of a real deployment with these "
-            "settings would spend; the runs themselves read the file directly and released "
-            "nothing.",
+            "settings would spend on rows of its own; it does not cover one row of the pooled "
+            "file, whose split into sites (and scaling) here depends on all its rows. The runs "
+            "themselves read the file directly and released nothing.",
             "- Features are scaled in every run by the whole file's mean and std "
             "(`standardise = public`), standing for constants published with your data's "
             "schema: a private site must not fit its scaling on its own rows (the ε would not "

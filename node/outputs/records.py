@@ -35,8 +35,8 @@ class ExitReason(StrEnum):
 
 
 GOOD_EXITS = frozenset({ExitReason.FINISHED, ExitReason.BUDGET})
-NODE_KEYS = ("accuracy", "auroc", "balanced_accuracy", "loss", "epsilon", "bytes_sent",
-             "rounds_completed", "exit")
+NODE_KEYS = ("accuracy", "auroc", "balanced_accuracy", "loss", "epsilon", "lifetime_epsilon",
+             "bytes_sent", "rounds_completed", "exit")
 
 
 def metrics_record(*, round: int, node: int, time: float, loss: float,
@@ -45,13 +45,16 @@ def metrics_record(*, round: int, node: int, time: float, loss: float,
                    epsilon: float | None, bytes_sent: int, bytes_received: int,
                    peers_alive: int, neighbours_heard: int, round_seconds: float,
                    compute_seconds: float, wait_seconds: float,
-                   suspects: Sequence[int] = ()) -> dict[str, Any]:
+                   suspects: Sequence[int] = (),
+                   lifetime_epsilon: float | None = None) -> dict[str, Any]:
     """One line of metrics.jsonl with exactly the contract's keys, in its order. `accuracy`,
     `auroc` and `balanced_accuracy` are null on rounds without an `evaluation`, and the last two
     also where the task computes no AUROC (node.core.metrics) or it is undefined. `suspects`:
     the neighbours `--robust clip+screen` marks suspicious (node.core.robust).
     `neighbours_heard`: how many neighbours' messages for this round arrived in time and were
-    used (`peers_alive` counts those believed up, who may still have sent nothing)."""
+    used (`peers_alive` counts those believed up, who may still have sent nothing).
+    `lifetime_epsilon`: ε of every release ever made from the node's data, over all its runs
+    (a daemon's lifetime ledger; null in the simulator and where no ε is proven)."""
     return {
         "round": round, "node": node, "time": time,
         "loss": None if math.isnan(loss) else loss,
@@ -59,7 +62,8 @@ def metrics_record(*, round: int, node: int, time: float, loss: float,
         "auroc": evaluation.auroc if evaluation else None,
         "balanced_accuracy": evaluation.balanced_accuracy if evaluation else None,
         "dual_norm": dual_norm, "consensus_distance": consensus_distance,
-        "epsilon": epsilon, "bytes_sent": bytes_sent, "bytes_received": bytes_received,
+        "epsilon": epsilon, "lifetime_epsilon": lifetime_epsilon,
+        "bytes_sent": bytes_sent, "bytes_received": bytes_received,
         "peers_alive": peers_alive, "neighbours_heard": neighbours_heard,
         "round_seconds": round_seconds,
         "compute_seconds": compute_seconds, "wait_seconds": wait_seconds,
@@ -69,10 +73,12 @@ def metrics_record(*, round: int, node: int, time: float, loss: float,
 
 def node_entry(*, accuracy: float | None, auroc: float | None, balanced_accuracy: float | None,
                loss: float, epsilon: float | None, bytes_sent: int, rounds_completed: int,
-               exit: ExitReason) -> dict[str, Any]:
-    """One node's entry in summary.json (and the first keys of its final.json)."""
+               exit: ExitReason, lifetime_epsilon: float | None = None) -> dict[str, Any]:
+    """One node's entry in summary.json (and the first keys of its final.json): `epsilon`
+    this run's, `lifetime_epsilon` that of every run on the node's data (a daemon's)."""
     return {"accuracy": accuracy, "auroc": auroc, "balanced_accuracy": balanced_accuracy,
-            "loss": loss, "epsilon": epsilon, "bytes_sent": bytes_sent,
+            "loss": loss, "epsilon": epsilon, "lifetime_epsilon": lifetime_epsilon,
+            "bytes_sent": bytes_sent,
             "rounds_completed": rounds_completed, "exit": str(exit)}
 
 
@@ -99,12 +105,14 @@ def peak_rss() -> int:
 
 def summary(cfg: RunConfig, nodes: Mapping[str, Mapping[str, Any]], wall: float,
             privacy: Sequence[Mapping[str, Any]], *, startup_seconds: float | None = None,
-            metric: LeadMetric | None = None, **extra_config: Any) -> dict[str, Any]:
+            metric: LeadMetric | None = None, notes: Mapping[str, str] | None = None,
+            **extra_config: Any) -> dict[str, Any]:
     """summary.json as docs/CONTRACTS.md fixes it, plus per-node noise so anyone can recompute ε.
     `privacy` holds one mechanism's `record()` per node in id order (empty when not all are known);
     `startup_seconds` is a launch's time from starting the first node to every node READY
     (null for a run that starts no processes, or whose start failed); `metric` the one the
-    task leads with (`lead_metric`; default: told by the config and the nodes' entries)."""
+    task leads with (`lead_metric`; default: told by the config and the nodes' entries);
+    `notes` one sentence per node whose ε is null for want of proof (`proven_spend`)."""
     accuracies = [v["accuracy"] for v in nodes.values() if v.get("accuracy") is not None]
     epsilons = [v["epsilon"] for v in nodes.values() if v.get("epsilon") is not None]
     config = cfg.to_dict()
@@ -120,6 +128,7 @@ def summary(cfg: RunConfig, nodes: Mapping[str, Mapping[str, Any]], wall: float,
         "max_epsilon": max(epsilons) if epsilons else None,
         "wall_seconds": wall,
         "startup_seconds": startup_seconds,
+        "notes": dict(notes or {}),
         "config": config,
     }
 
@@ -155,11 +164,15 @@ def _privacy_config(privacy: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
-def node_result(node_dir: Path, *, formal: bool = True) -> dict[str, Any]:
-    """A daemon's entry from what it left: its final.json, or — killed before writing one —
-    what its metrics show, with exit "crashed". A crashed node's ε comes from its privacy
-    ledger, which is written before each round's messages leave (metrics.jsonl is written
-    after the round, so it can lag one release behind); `formal` False: no ε is printed."""
+def node_result(node_dir: Path, *, formal: bool = True,
+                notes: dict[str, str] | None = None) -> dict[str, Any]:
+    """A daemon's entry from what it left: its final.json, or — killed or refused before
+    writing one — what its metrics show, with exit "crashed". A crashed node's ε comes from its
+    privacy ledger, which is written before each round's messages leave (metrics.jsonl is
+    written after the round, so it can lag one release behind); `formal` False: no ε is
+    printed. Where the files do not prove an upper bound (`proven_spend`) ε is null and the
+    reason goes into `notes` under the node's directory name; the lifetime ε of a crashed node
+    is null (its lifetime ledger is in its state directory, which the launcher does not read)."""
     final = read_json(node_dir / FINAL)
     if final is not None:
         return {k: final.get(k) for k in NODE_KEYS}
@@ -168,12 +181,50 @@ def node_result(node_dir: Path, *, formal: bool = True) -> dict[str, Any]:
     last = records[-1] if records else {}
     evaluated = [r for r in records if r.get("accuracy") is not None]
     scored = evaluated[-1] if evaluated else {}
+    epsilon, note = proven_spend(node_dir, records) if formal else (None, None)
+    if note is not None and notes is not None:
+        notes[node_dir.name] = note
     return {"accuracy": scored.get("accuracy"), "auroc": scored.get("auroc"),
             "balanced_accuracy": scored.get("balanced_accuracy"), "loss": last.get("loss"),
-            "epsilon": ledger_epsilon(node_dir) if formal else None,
+            "epsilon": epsilon, "lifetime_epsilon": None,
             "bytes_sent": last.get("bytes_sent", 0),
             "rounds_completed": max((r["round"] + 1 for r in records), default=0),
             "exit": str(ExitReason.CRASHED)}
+
+
+def kept_result(previous: Mapping[str, Any] | None,
+                entry: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The entry a node's earlier final.json gave, where this launch left it crashed without
+    having changed anything (the same rounds, the same ε its ledger proves) and the earlier one
+    finished: a finished node stopped or killed while its neighbours were refused keeps its
+    results instead of being rewritten as crashed or stopped."""
+    if previous is None or entry.get("exit") != ExitReason.CRASHED or \
+            previous.get("exit") not in GOOD_EXITS:
+        return None
+    same = all(previous.get(k) == entry.get(k) for k in ("rounds_completed", "epsilon"))
+    return {k: previous.get(k) for k in NODE_KEYS} if same else None
+
+
+def proven_spend(node_dir: Path, records: Sequence[Mapping[str, Any]]) -> tuple[float | None,
+                                                                            str | None]:
+    """(ε, why it is null) of a node that wrote no final.json: its ledger's ε, unless the
+    ledger is missing or unreadable, or proves less than the node's own metrics recorded it
+    had spent (the ledger was deleted, replaced or restored from an older copy) — then the
+    spend is unknown, never a smaller number than the files show."""
+    seen = max((float(r["epsilon"]) for r in records if r.get("epsilon") is not None),
+               default=None)
+    spend = read_spend(node_dir / LEDGER)
+    if spend is None:
+        if seen is None:
+            return None, None   # no DP, or nothing recorded anywhere
+        return None, (f"node {node_dir.name}'s privacy ledger is missing or unreadable but its "
+                      f"metrics show ε = {seen:.4g} spent; its spend is unknown (at least that).")
+    identity, accountant = spend
+    epsilon = accountant.epsilon(float(identity["delta"]))
+    if seen is not None and epsilon < seen:
+        return None, (f"node {node_dir.name}'s privacy ledger proves ε = {epsilon:.4g}, less "
+                      f"than the {seen:.4g} its metrics show spent; its spend is unknown.")
+    return epsilon, None
 
 
 def ledger_epsilon(node_dir: Path) -> float | None:

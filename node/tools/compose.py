@@ -32,12 +32,12 @@ from typing import Any
 
 from gossip.keys import generate_topology_keys
 from node.config import RunConfig
-from node.daemon.settings import NodeConfig
+from node.daemon.settings import NodeConfig, shared_file_rules
 from node.errors import ConfigError
 from node.tools.monitoring import Monitoring, grafana_files, prometheus_config
 from node.tools.monitoring import services as monitoring_services
 from node.tools.monitoring import targets as metrics_targets
-from node.tools.plan import DaemonOptions, config_text, node_configs
+from node.tools.plan import DaemonOptions, config_text, node_configs, shares_file
 
 __all__ = [
     "CONFIG_PATH",
@@ -133,6 +133,12 @@ def _valid_host(host: str) -> bool:
 def lan_configs(plan: LanPlan) -> dict[int, tuple[NodeConfig, str]]:
     """Every node's validated config and TOML text, with container paths."""
     cfg = plan.cfg.replace(data_dir=DATA_PATH)
+    if cfg.user_file:  # the file itself is mounted under DATA_PATH (compose_document)
+        if not Path(cfg.dataset).is_file():  # Docker would mount an empty directory instead
+            raise ConfigError(f"data file {cfg.dataset} does not exist.")
+        if shares_file(cfg):  # named as the user gave it, before it becomes a container path
+            shared_file_rules(cfg)
+        cfg = cfg.replace(dataset=f"{DATA_PATH}/{Path(cfg.dataset).name}")
     source = "generated from the seed" if cfg.dataset == "synthetic" else f"read from {DATA_PATH}"
     result: dict[int, tuple[NodeConfig, str]] = {}
     for loaded in node_configs(cfg, plan.options, plan.place, plan.endpoint):
@@ -155,6 +161,16 @@ def _bind(source: str, target: str, read_only: bool) -> dict[str, Any]:
     return {"type": "bind", "source": source, "target": target, "read_only": read_only}
 
 
+def _data_volumes(cfg: RunConfig) -> list[dict[str, Any]]:
+    """The data a node reads from the host: a user's `dataset` file, or the data directory."""
+    if cfg.user_file:
+        name = Path(cfg.dataset).name
+        return [_bind(str(Path(cfg.dataset).absolute()), f"{DATA_PATH}/{name}", True)]
+    if cfg.dataset == "synthetic":
+        return []
+    return [_bind(str(Path(cfg.data_dir).absolute()), DATA_PATH, True)]
+
+
 def compose_document(plan: LanPlan, configs: Mapping[int, tuple[NodeConfig, str]],
                      user: str, network: str = "dpnorm") -> dict[str, Any]:
     """The docker-compose file as plain data (see `to_yaml`)."""
@@ -163,8 +179,8 @@ def compose_document(plan: LanPlan, configs: Mapping[int, tuple[NodeConfig, str]
     for i, (node_cfg, _) in sorted(configs.items()):
         volumes = [_bind(f"./configs/{i}.toml", CONFIG_PATH, True),
                    _bind(f"./out/{i}", OUT_PATH, False)]
-        if cfg.dataset != "synthetic" and not node_cfg.node.data_file:
-            volumes.append(_bind(str(Path(cfg.data_dir).absolute()), DATA_PATH, True))
+        if not node_cfg.node.data_file:
+            volumes += _data_volumes(cfg)
         if plan.curve:
             volumes += [_bind(f"./keys/{name}", f"{KEYS_PATH}/{name}", True)
                         for name in key_files(i, list(node_cfg.neighbours))]

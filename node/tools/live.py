@@ -122,15 +122,19 @@ class LiveView:
 
 
 def format_table(summary: dict[str, Any]) -> str:
-    """The final per-node table: accuracy, ε, bytes sent, rounds, exit."""
-    lines = [f"{'node':>4}  {'accuracy':>8}  {'epsilon':>8}  {'bytes sent':>12}  "
-             f"{'rounds':>7}  exit"]
+    """The final per-node table: accuracy, this run's ε, the lifetime ε of the node's data,
+    bytes sent, rounds, exit; then why any ε is unknown."""
+    lines = [f"{'node':>4}  {'accuracy':>8}  {'epsilon':>8}  {'lifetime':>8}  "
+             f"{'bytes sent':>12}  {'rounds':>7}  exit"]
     for node, r in sorted(summary["nodes"].items(), key=lambda kv: int(kv[0])):
         lines.append(f"{node:>4}  {_num(r.get('accuracy'), '.2%'):>8}  "
-                     f"{_num(r.get('epsilon'), '.2f'):>8}  {_num(r.get('bytes_sent'), ',d'):>12}"
+                     f"{_num(r.get('epsilon'), '.2f'):>8}  "
+                     f"{_num(r.get('lifetime_epsilon'), '.2f'):>8}  "
+                     f"{_num(r.get('bytes_sent'), ',d'):>12}"
                      f"  {r.get('rounds_completed', 0):>7}  {r.get('exit')}")
     lines.append(f"mean accuracy {_num(summary.get('mean_accuracy'), '.2%')}, max epsilon "
                  f"{_num(summary.get('max_epsilon'), '.2f')}, {summary['wall_seconds']:.0f} s")
+    lines += [f"note: {note}" for _, note in sorted((summary.get("notes") or {}).items())]
     return "\n".join(lines)
 
 

@@ -35,7 +35,7 @@ from node.config import RunConfig
 from node.core.privacy_plan import formal_guarantee
 from node.core.user_model import is_package_model
 from node.outputs.files import FINAL, RunDir, read_json, write_json_atomic
-from node.outputs.records import GOOD_EXITS, node_result, summary
+from node.outputs.records import GOOD_EXITS, kept_result, node_result, summary
 from node.tools.forkserver import ForkServer, ForkServerError, NodeHandle
 from node.tools.plan import (
     LOCAL_LISTEN,
@@ -99,6 +99,8 @@ class LocalLaunch:
             generate_topology_keys(self.out / "keys", range(cfg.nodes))
         # Seconds from starting the first node to every node READY; None until start() has.
         self.startup_seconds: float | None = None
+        # Each node's final.json from before `start` (a resumed launch), by node id.
+        self._previous: dict[int, dict[str, Any] | None] = {}
         self.nodes: list[NodeProcess] = []
         for i, config in enumerate(configs):
             node_dir = self.run_dir.node(i)
@@ -246,6 +248,7 @@ class LocalLaunch:
         # would wire them to dead ports. final.json is per process: a stale one would be read
         # as this run's outcome.
         self.run_dir.endpoints.unlink(missing_ok=True)
+        self._previous = {n.id: read_final(n.out) for n in self.nodes}  # see `results`
         for n in self.nodes:
             (n.out / FINAL).unlink(missing_ok=True)
         self.startup_seconds = None
@@ -320,10 +323,14 @@ class LocalLaunch:
         if nodes is None:
             self.close_fork_server()
 
-    def results(self) -> dict[str, dict[str, Any]]:
-        """summary.json's per-node entries: final.json where the node wrote one, else metrics."""
+    def results(self, notes: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+        """summary.json's per-node entries: final.json where the node wrote one, else metrics
+        (and, in `notes`, why a node's ε is null where its files prove no bound)."""
         formal = formal_guarantee(self.cfg, released=True)
-        return {str(n.id): node_result(n.out, formal=formal) for n in self.nodes}
+        entries = {str(n.id): node_result(n.out, formal=formal, notes=notes) for n in self.nodes}
+        for i, previous in self._previous.items():
+            entries[str(i)] = kept_result(previous, entries[str(i)]) or entries[str(i)]
+        return entries
 
     def succeeded(self) -> bool:
         results = self.results()
@@ -343,8 +350,10 @@ class LocalLaunch:
             privacy.update({i: plan.record()
                             for i, plan in privacy_plans(self.cfg, missing).items()})
         ordered = [privacy[i] for i in sorted(privacy)] if len(privacy) == len(self.nodes) else []
-        return summary(self.cfg, self.results(), wall, ordered,
-                       startup_seconds=self.startup_seconds)
+        notes: dict[str, str] = {}
+        results = self.results(notes)
+        return summary(self.cfg, results, wall, ordered, startup_seconds=self.startup_seconds,
+                       notes=notes)
 
 
 def read_final(out: Path) -> dict[str, Any] | None:

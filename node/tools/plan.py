@@ -23,11 +23,18 @@ from node.config import RunConfig
 from node.core.assemble import build_graph, load_data, shard_size
 from node.core.batchnorm import batchnorm_use
 from node.core.dataset import Dataset
+from node.core.keyed_rows import shared_shards
 from node.core.mechanism import Mechanism
 from node.core.models import build_model
 from node.core.privacy_plan import privacy_plan, sample_rate
 from node.core.user_model import absolute_spec, is_user_model, load_user_model
-from node.daemon.settings import NodeConfig, NodeSettings, node_config_from_mapping, render_toml
+from node.daemon.settings import (
+    NodeConfig,
+    NodeSettings,
+    node_config_from_mapping,
+    render_toml,
+    shared_file_rules,
+)
 from node.errors import ConfigError
 from privacy.accountant import check_delta
 from topologies import neighbours
@@ -92,14 +99,28 @@ def config_text(config: NodeConfig, header: str = "") -> str:
 def preflight(cfg: RunConfig) -> None:
     """Read the data's headers and labels, check a user's model and δ against every shard's
     size, as each daemon will at start-up, so that such mistakes stop the launch before any
-    process starts.
+    process starts. One user file shared under a privacy claim is cut as the daemons cut it
+    (`shared_shards`: declared classes and q or n̂, each row's site a keyed hash of the row).
     (Noise calibration is left to the daemons: it takes seconds per node.)"""
+    if shares_file(cfg):
+        shared_file_rules(cfg)
+        sites = shared_shards(cfg, range(cfg.nodes))
+        check_model(cfg, sites[0])
+        for i in range(cfg.nodes):
+            check_delta(cfg.delta, math.ceil(sample_rate(cfg, None, i)[1]))
+        return
     data = load_data(cfg, resident=False)  # the labels and headers; no image is converted
     check_model(cfg, data)
     if cfg.private:
         for i in range(cfg.nodes):
             _, n = sample_rate(cfg, shard_size(cfg, data, i), i)
             check_delta(cfg.delta, math.ceil(n))
+
+
+def shares_file(cfg: RunConfig) -> bool:
+    """Whether the daemons of this run (none with a node.data_file) share one user file under a
+    privacy claim (`NodeConfig.shared_file`)."""
+    return cfg.private and cfg.user_file
 
 
 def check_model(cfg: RunConfig, data: Dataset | None) -> None:
@@ -116,5 +137,8 @@ def check_model(cfg: RunConfig, data: Dataset | None) -> None:
 
 def privacy_plans(cfg: RunConfig, nodes: Sequence[int]) -> dict[int, Mechanism]:
     """The noise calibration of these nodes, recomputed as the daemon computes it."""
-    graph, data = build_graph(cfg), load_data(cfg, resident=False)
+    graph = build_graph(cfg)
+    if shares_file(cfg):  # the daemons' q is declared, never their share's size
+        return {i: privacy_plan(cfg, graph, i, None) for i in nodes}
+    data = load_data(cfg, resident=False)
     return {i: privacy_plan(cfg, graph, i, shard_size(cfg, data, i)) for i in nodes}

@@ -1,6 +1,8 @@
 """node.daemon.prometheus on its own: the text format a scrape gets, from metrics records.
 
-No root needed: the exporter listens on 127.0.0.1 on a port the kernel picks.
+No root needed: the exporter listens on 127.0.0.1 on a port the kernel picks. The fixture serves
+everything a node may serve (a public test split, no privacy claim); what a private node holds
+back is tests/unit/test_metrics_release.py and tests/integration/test_metrics_endpoint.py.
 """
 
 from __future__ import annotations
@@ -14,14 +16,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from node.config import RunConfig
-from node.daemon.prometheus import Exporter, metrics_host
+from node.daemon.prometheus import Exporter, Releases, metrics_host
 from node.daemon.settings import NodeConfig, NodeSettings
 from node.errors import ConfigError
 
 
 @pytest.fixture
 def exporter() -> Iterator[Exporter]:
-    started = Exporter("127.0.0.1", 0)
+    started = Exporter("127.0.0.1", 0, Releases(evaluation=True, timing=True))
     try:
         yield started
     finally:
@@ -89,10 +91,11 @@ def config(**node: Any) -> NodeConfig:
                       RunConfig(nodes=2))
 
 
-def test_metrics_host_follows_listen_and_ports_are_checked() -> None:
-    assert metrics_host(config(listen="tcp://0.0.0.0:7000", metrics_port=9100)) == "0.0.0.0"
+def test_metrics_host_is_loopback_unless_set_and_ports_are_checked() -> None:
+    # Not the gossip host: plain HTTP leaves the machine only when the config says so.
+    assert metrics_host(config(listen="tcp://0.0.0.0:7000", metrics_port=9100)) == "127.0.0.1"
     assert metrics_host(config(listen="tcp://127.0.0.1:0", metrics_port=9100)) == "127.0.0.1"
-    assert metrics_host(config(listen="tcp://[::1]:7000", metrics_port=9100)) == "::1"
+    assert metrics_host(config(listen="tcp://[::1]:7000", metrics_port=9100)) == "127.0.0.1"
     assert metrics_host(config(metrics_port=9100, metrics_host="10.0.0.5")) == "10.0.0.5"
     with pytest.raises(ConfigError, match="between 1 and 65535"):
         config(metrics_port=70000)

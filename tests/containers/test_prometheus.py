@@ -4,7 +4,8 @@ Three daemons on 127.0.0.1 (ring, logreg on synthetic data, ε = 8, a fault laye
 some messages so that receivers reject them) each serve /metrics on a port of their own.
 Debian's `prometheus` runs on loopback with the scrape config `make_compose.py --prometheus`
 writes (node.tools.monitoring), and its HTTP API must return every dpnorm series, one per node,
-with values the nodes also wrote to metrics.jsonl. A daemon whose metrics port is taken says
+with values the nodes also wrote to metrics.jsonl, and no round time (a private run: compute
+time follows the Poisson batch, docs/PRIVACY.md). A daemon whose metrics port is taken says
 so in one sentence and exits 2 before it is READY; without the port it never imports
 prometheus_client.
 """
@@ -33,9 +34,11 @@ from tests.containers.engine import requires_root
 
 ROOT = Path(__file__).resolve().parents[2]
 NODES = 3
+# Synthetic data: its test split is public, so the accuracy is served.
 SERIES = ["dpnorm_rounds_completed", "dpnorm_epsilon_spent", "dpnorm_bytes_sent_total",
           "dpnorm_bytes_received_total", "dpnorm_peers_alive", "dpnorm_rejected_messages_total",
-          "dpnorm_round_seconds_bucket", "dpnorm_round_seconds_count", "dpnorm_accuracy"]
+          "dpnorm_accuracy"]
+WITHHELD = ["dpnorm_round_seconds_bucket", "dpnorm_round_seconds_count"]  # ε = 8
 
 pytestmark = [requires_root, pytest.mark.slow]
 
@@ -149,14 +152,12 @@ def test_prometheus_scrapes_every_series_of_a_live_federation(
             time.sleep(1)
         print("\nPrometheus query results (live run):")
         for name, result in seen.items():
-            if name == "dpnorm_round_seconds_bucket":
-                result = [r for r in result if r["metric"]["le"] in ("0.5", "1.0", "+Inf")]
             for r in result:
                 labels = {k: v for k, v in r["metric"].items()
                           if k not in ("__name__", "job", "instance")}
                 print(f"  {name}{labels} = {r['value'][1]}")
         for name in SERIES:
-            if name not in ("dpnorm_rejected_messages_total", "dpnorm_round_seconds_bucket"):
+            if name != "dpnorm_rejected_messages_total":
                 assert {r["metric"]["node"] for r in seen[name]} == {"0", "1", "2"}, name
         for r in seen["dpnorm_rejected_messages_total"]:
             assert {"peer", "reason", "node"} <= set(r["metric"]), r
@@ -173,9 +174,8 @@ def test_prometheus_scrapes_every_series_of_a_live_federation(
             assert float(r["value"][1]) == 2
         for r in seen["dpnorm_accuracy"]:
             assert 0.0 < float(r["value"][1]) <= 1.0
-        counts = {r["metric"]["node"]: float(r["value"][1])
-                  for r in seen["dpnorm_round_seconds_count"]}
-        assert all(counts[n] >= rounds[n] - 2 for n in counts), (counts, rounds)
+        for name in WITHHELD:
+            assert query(api, name) == [], name
         for p in procs:
             _, err = p.communicate(timeout=240)
             assert p.returncode == 0, err

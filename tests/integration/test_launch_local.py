@@ -28,11 +28,12 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "launch_local.py"
 RECORD_KEYS = {
     "round", "node", "time", "loss", "accuracy", "auroc", "balanced_accuracy", "dual_norm",
-    "consensus_distance", "epsilon", "bytes_sent", "bytes_received", "peers_alive",
-    "neighbours_heard", "round_seconds", "compute_seconds", "wait_seconds", "suspects",
+    "consensus_distance", "epsilon", "lifetime_epsilon", "bytes_sent", "bytes_received",
+    "peers_alive", "neighbours_heard", "round_seconds", "compute_seconds", "wait_seconds",
+    "suspects",
 }
-NODE_KEYS = {"accuracy", "auroc", "balanced_accuracy", "loss", "epsilon", "bytes_sent",
-             "rounds_completed", "exit"}
+NODE_KEYS = {"accuracy", "auroc", "balanced_accuracy", "loss", "epsilon", "lifetime_epsilon",
+             "bytes_sent", "rounds_completed", "exit"}
 SMALL = ["--nodes", "4", "--rounds", "5", "--dataset", "synthetic", "--model", "logreg",
          "--lr", "0.5", "--examples-per-node", "200", "--test-examples", "200",
          "--round-timeout", "5", "--timeout", "150"]

@@ -260,7 +260,11 @@ def test_prometheus_and_grafana_scrape_every_node(tmp_path: Path) -> None:
     assert services["prometheus"]["ports"] == [f"127.0.0.1:{ports[0]}:9090"]
     assert services["grafana"]["ports"] == [f"127.0.0.1:{ports[1]}:3000"]
     for i in range(4):
-        assert load_node_config(tmp_path / "configs" / f"{i}.toml").node.metrics_port == 9100
+        node = load_node_config(tmp_path / "configs" / f"{i}.toml").node
+        # Stated in the config: the Prometheus service scrapes from another container.
+        assert (node.metrics_port, node.metrics_host) == (9100, "0.0.0.0")
+    assert "serves its metrics over plain HTTP on 0.0.0.0:9100" in proc.stderr
+    assert "docs/PRIVACY.md" in proc.stderr
     scrape = yaml.safe_load((tmp_path / "prometheus" / "prometheus.yml").read_text())
     (job,) = scrape["scrape_configs"]
     assert job["static_configs"] == [{"targets": [f"node{i}:9100"], "labels": {"node": str(i)}}
@@ -283,3 +287,44 @@ def test_prometheus_and_grafana_scrape_every_node(tmp_path: Path) -> None:
         assert name in exprs, name
     assert {t["datasource"]["uid"] for p in dashboard["panels"] for t in p["targets"]} == \
         {source["uid"]}
+
+
+def test_metrics_stay_on_loopback_unless_a_host_is_given(tmp_path: Path) -> None:
+    proc = make_compose("--topology", "ring", "--nodes", "3", "--out", str(tmp_path / "a"),
+                        "--metrics-port", "9100", *SMALL)
+    assert proc.returncode == 0, proc.stderr
+    node = load_node_config(tmp_path / "a" / "configs" / "0.toml").node
+    assert node.metrics_host == "" and "plain HTTP" not in proc.stderr
+    proc = make_compose("--topology", "ring", "--nodes", "3", "--out", str(tmp_path / "b"),
+                        "--metrics-port", "9100", "--metrics-host", "10.0.0.5", *SMALL)
+    assert proc.returncode == 0, proc.stderr
+    assert load_node_config(tmp_path / "b" / "configs" / "0.toml").node.metrics_host == \
+        "10.0.0.5"
+    assert "plain HTTP on 10.0.0.5:9100" in proc.stderr
+
+
+def test_a_shared_file_under_dp_is_declared_and_mounted_or_refused(tmp_path: Path) -> None:
+    import numpy as np
+
+    data = tmp_path / "sites.npz"
+    rng = np.random.default_rng(0)
+    np.savez(data, x=rng.normal(0, 1, (60, 4)).astype(np.float32), y=rng.integers(0, 3, 60))
+    base = ["--topology", "ring", "--nodes", "3", "--dataset", str(data), "--model", "logreg",
+            "--epsilon", "2", "--rounds", "3"]
+    proc = make_compose(*base, "--out", str(tmp_path / "no"))
+    one_sentence_error(proc, f"the number of classes of {data} would be read from its labels")
+    assert not (tmp_path / "no").exists()
+    proc = make_compose(*base[:5], str(tmp_path / "missing.npz"), *base[6:], "--out",
+                        str(tmp_path / "no"))
+    one_sentence_error(proc, "missing.npz does not exist")
+    assert not (tmp_path / "no").exists()
+    proc = make_compose(*base, "--classes", "3", "--public-examples", "16", "--out",
+                        str(tmp_path / "lan"))
+    assert proc.returncode == 0, proc.stderr
+    services = yaml.safe_load((tmp_path / "lan" / "docker-compose.yml").read_text())["services"]
+    for i in range(3):
+        cfg = load_node_config(tmp_path / "lan" / "configs" / f"{i}.toml")
+        assert cfg.run.dataset == f"{DATA_PATH}/sites.npz" and cfg.shared_file
+        mounted = mounts(services[f"node{i}"])[f"{DATA_PATH}/sites.npz"]
+        assert mounted["source"] == str(data) and mounted["read_only"] is True
+        assert DATA_PATH not in mounts(services[f"node{i}"])

@@ -44,6 +44,8 @@ def test_quick_prevalidation_answers_every_question(tmp_path: Path) -> None:
                      "What does privacy cost?", "Which algorithm?"):
         assert f"**{question}**" in report
     assert "## What a deployment would pay per round" in report
+    # Sites cut from one file by permutations: ε is each site's, not one row of the pool's.
+    assert "it does not cover one row of the pooled file" in report
     assert (out / "prevalidation.png").stat().st_size > 0
     # The answers come from the runs' own files: the pooled line is the pooled run's AUROC.
     pooled = json.loads((out / "sites" / "pooled" / "eps-inf" / "seed-0" / "summary.json")

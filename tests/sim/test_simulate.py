@@ -16,8 +16,9 @@ from node.sim.simulate import simulate
 ROOT = Path(__file__).resolve().parents[2]
 RECORD_KEYS = {
     "round", "node", "time", "loss", "accuracy", "auroc", "balanced_accuracy", "dual_norm",
-    "consensus_distance", "epsilon", "bytes_sent", "bytes_received", "peers_alive",
-    "neighbours_heard", "round_seconds", "compute_seconds", "wait_seconds", "suspects",
+    "consensus_distance", "epsilon", "lifetime_epsilon", "bytes_sent", "bytes_received",
+    "peers_alive", "neighbours_heard", "round_seconds", "compute_seconds", "wait_seconds",
+    "suspects",
 }
 SMALL = dict(nodes=4, rounds=12, dataset="synthetic", model="logreg", lr=0.5, batch_size=32,
              examples_per_node=300, test_examples=500, primal_every=1)

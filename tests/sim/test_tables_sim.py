@@ -50,6 +50,23 @@ def test_simulate_cli_runs_a_federation_from_one_csv(tmp_path: Path) -> None:
     assert all(0.0 <= v["accuracy"] <= 1.0 for v in summary["nodes"].values())
 
 
+def test_a_private_simulation_of_one_file_says_its_epsilon_is_per_site(tmp_path: Path) -> None:
+    """Issue 26, item 1: the simulator cuts the pooled file by permutations, so one added row
+    of it moves rows of every site; its ε is each site's own, and its outputs say so."""
+    data, out = write_csv(tmp_path / "sites.csv"), tmp_path / "run"
+    proc = run_cli("--dataset", str(data), "--model", "logreg", "--nodes", "3", "--rounds", "1",
+                   "--epsilon", "4", "--batch-size", "16", "--out", str(out), "--quiet",
+                   timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    scope = json.loads((out / "summary.json").read_text())["config"]["epsilon_scope"]
+    assert "does not cover one row of the pooled file" in scope and str(data) in scope
+    assert json.loads(proc.stdout.splitlines()[-1])["epsilon_scope"] == scope
+    assert f"note: {scope}." in proc.stderr
+    # A named public dataset, or no privacy claim: nothing to say.
+    unclaimed = simulate(RunConfig(dataset=str(data), model="logreg", nodes=3, rounds=1), None)
+    assert "epsilon_scope" not in unclaimed["config"]
+
+
 @pytest.mark.parametrize(
     ("make", "args", "message"),
     [

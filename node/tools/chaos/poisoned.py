@@ -40,9 +40,11 @@ def poisoned_config(cfg: NodeConfig) -> NodeConfig:
     """Write the node's flipped shard and true test split; the config that trains on them."""
     from node.core.assemble import load_data, shard
     from node.core.attacks import flipped_labels
+    from node.core.keyed_rows import shared_shard
 
-    # Exactly the daemon's own call (node.daemon.main.build_daemon_node), so the rows match.
-    data = shard(cfg.run, load_data(cfg.run, resident=False), cfg.node.id)
+    # Exactly the daemon's own call (node.daemon.main.daemon_data), so the rows match.
+    data = (shared_shard(cfg.run, cfg.node.id) if cfg.shared_file
+            else shard(cfg.run, load_data(cfg.run, resident=False), cfg.node.id))
     out = Path(cfg.node.out)
     out.mkdir(parents=True, exist_ok=True)
     y = flipped_labels(data.y_train, data.num_classes)
