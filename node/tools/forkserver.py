@@ -33,13 +33,39 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-__all__ = ["ForkServer", "ForkServerError", "ForkedProcess", "NodeHandle"]
+__all__ = ["LIFELINE_ENV", "ForkServer", "ForkServerError", "ForkedProcess", "Lifeline",
+           "NodeHandle"]
 
 log = logging.getLogger(__name__)
 MAX_PACKET = 1 << 16
 # Status of a node that exited without saying its status (killed by a signal) after its
 # template died: the signal's number went with the template.
 LOST = 1
+
+
+# node.daemon.lifeline.ENV (tools do not import the daemon): how a spawned node finds its end.
+LIFELINE_ENV = "DPNORM_LIFELINE_FD"
+
+
+class Lifeline:
+    """The launcher's end of its nodes' lifeline (node.daemon.lifeline): a pipe whose write
+    end only this process holds (os.pipe's descriptors are never inherited by what it starts)
+    and never writes to; each node watches a read end for the EOF of this process's death."""
+
+    def __init__(self) -> None:
+        self._fds: tuple[int, int] | None = None
+
+    def read_end(self) -> int:
+        """The descriptor to pass to a node (created on first use)."""
+        if self._fds is None:
+            self._fds = os.pipe()
+        return self._fds[0]
+
+    def close(self) -> None:
+        """Cut it: every node still holding a read end stops."""
+        fds, self._fds = self._fds, None
+        for fd in fds or ():
+            os.close(fd)
 
 
 class ForkServerError(RuntimeError):
@@ -126,9 +152,8 @@ class ForkServer:
     def __init__(self, python: str, *, cwd: Path, env: Mapping[str, str], log_file: Path,
                  private: bool = False, entry: str | None = None, title: str = "") -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        # The nodes' tie to this process (node.daemon.lifeline): only we hold the write end,
-        # never inherited by anything we start (os.pipe's descriptors are not inheritable).
-        lifeline, self._lifeline = os.pipe()
+        self.lifeline = Lifeline()  # the forked nodes' tie to this process, not the template
+        lifeline = self.lifeline.read_end()
         args = [python, "-m", "node.daemon.template", "--fd", str(theirs.fileno()),
                 "--lifeline", str(lifeline)]
         args += ["--title", title] if title else []
@@ -145,7 +170,6 @@ class ForkServer:
                                              start_new_session=True)
         finally:
             theirs.close()
-            os.close(lifeline)
         self.sock = ours
         self.template_threads: int | None = None
         self._hello = threading.Event()
@@ -278,6 +302,4 @@ class ForkServer:
             self.proc.wait(5.0)
         self._reader.join(5.0)
         self.sock.close()
-        if self._lifeline >= 0:
-            os.close(self._lifeline)
-            self._lifeline = -1
+        self.lifeline.close()

@@ -36,7 +36,7 @@ from node.core.privacy_plan import formal_guarantee
 from node.core.user_model import is_package_model
 from node.outputs.files import FINAL, RunDir, read_json, write_json_atomic
 from node.outputs.records import GOOD_EXITS, kept_result, node_result, summary
-from node.tools.forkserver import ForkServer, ForkServerError, NodeHandle
+from node.tools.forkserver import LIFELINE_ENV, ForkServer, ForkServerError, Lifeline, NodeHandle
 from node.tools.plan import (
     LOCAL_LISTEN,
     DaemonOptions,
@@ -50,8 +50,6 @@ __all__ = ["DaemonOptions", "LaunchError", "LocalLaunch", "NodeProcess", "read_f
 # The directory holding the `node` package: the daemons import this very checkout.
 ROOT = Path(__file__).resolve().parents[2]
 FORK_SERVER_LOG = "forkserver.log"
-# node.daemon.lifeline.ENV (tools do not import the daemon): a spawned node's tie to us.
-LIFELINE_ENV = "DPNORM_LIFELINE_FD"
 log = logging.getLogger(__name__)
 
 
@@ -87,7 +85,7 @@ class LocalLaunch:
         default = sys.platform.startswith("linux")
         self.fork_server = command is None and (default if fork_server is None else fork_server)
         self._server: ForkServer | None = None
-        self._lifeline: tuple[int, int] | None = None
+        self._lifeline = Lifeline()  # the spawned nodes' (a forked one's is its server's)
         self.options.check_overrides("the launcher")
         configs = node_configs(cfg, self.options, self._place, endpoint=lambda j: "")
         # Off when nodes read their own files: the launcher cannot see their shard sizes.
@@ -147,8 +145,7 @@ class LocalLaunch:
     def _template(self) -> ForkServer | None:
         if not self.fork_server:
             return None
-        # A template that died mid-run is not replaced: its nodes run on, and its refusal
-        # (`_fork`) says so and makes a restarted node a process of its own.
+        # One that died is not replaced: its nodes run on, and `_fork` spawns a restarted one.
         if self._server is None:
             self._server = ForkServer(self.command[0], cwd=ROOT, env=self._env(),
                                       log_file=self.out / FORK_SERVER_LOG,
@@ -161,15 +158,7 @@ class LocalLaunch:
         server, self._server = self._server, None
         if server is not None:
             server.close()
-        lifeline, self._lifeline = self._lifeline, None
-        for fd in lifeline or ():
-            os.close(fd)
-
-    def _lifeline_fd(self) -> int:
-        """The read end of the lifeline a spawned node watches (node.daemon.lifeline)."""
-        if self._lifeline is None:
-            self._lifeline = os.pipe()
-        return self._lifeline[0]
+        self._lifeline.close()
 
     def _spawn(self, n: NodeProcess, extra: Sequence[str] = ()) -> None:
         argv = ["--config", str(n.config)]  # --set overrides are in the file
@@ -182,8 +171,7 @@ class LocalLaunch:
             if stream is None:
                 # A process group of its own: the terminal's Ctrl-C reaches only the launcher,
                 # which then stops every node in order instead of all of them dying mid-write.
-                # The lifeline ties it to this process, as a forked node is tied.
-                life = self._lifeline_fd()
+                life = self._lifeline.read_end()  # tied to this process, as a forked node
                 proc = subprocess.Popen([*(own or self.command), *argv], stdin=subprocess.DEVNULL,
                                         stdout=subprocess.PIPE, stderr=err, text=True, cwd=ROOT,
                                         env={**self._env(), LIFELINE_ENV: str(life)},

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from node.daemon.lifeline import ENV
-from node.tools.local import LIFELINE_ENV
+from node.tools.forkserver import LIFELINE_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE = """
