@@ -1,17 +1,15 @@
 """Start a federation of real node daemons on 127.0.0.1 and collect what they leave behind.
 
-`LocalLaunch` validates everything and writes one `node.toml` per node when it is built (no
-process starts before the whole federation is known to be valid), then `start()` runs one
-daemon per node in its own process group, collects every `READY <endpoint>` line and writes
-`endpoints.json` atomically; the nodes wait for that file. On Linux each daemon is a fork of
-one template process that imported torch and the daemon once (`node.tools.forkserver`), so N
-nodes share those pages; `fork_server=False` (or another `command`) runs `python -m node` per
-node instead. `node_commands` gives single nodes a command of their own (a hostile peer); the
-others are still forked. A node the template cannot start is spawned as its own process
-too. Tests drive it directly (kill, stop, restart one node); `scripts/launch_local.py` and
-`scripts/demo.py` go through `node.tools.live.launch()`, which adds the live view, signals and
-summary.json.
-Every wait here has a deadline: a node that never becomes ready, or never exits, is killed.
+`LocalLaunch` validates everything, moves an earlier run aside or checks its resume (nothing is
+ever deleted: node.tools.rundir, node.tools.resume) and writes one `node.toml` per node when it
+is built, before any process starts; `start()` runs one daemon per node in its own process
+group, collects every `READY <endpoint>` line and writes `endpoints.json` atomically; the nodes
+wait for that file. On Linux each daemon is a fork of one template that imported torch and the
+daemon once (`node.tools.forkserver`), so N nodes share those pages; `fork_server=False` (or
+another `command`) runs `python -m node` per node instead. `node_commands` gives single nodes a
+command of their own (a hostile peer); a node the template cannot start is spawned as its own
+process too. Tests drive it directly; `scripts/launch_local.py` and `scripts/demo.py` go through
+`node.tools.live.launch()` (live view, signals, summary.json). Every wait has a deadline.
 """
 
 from __future__ import annotations
@@ -19,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -40,10 +37,13 @@ from node.tools.forkserver import LIFELINE_ENV, ForkServer, ForkServerError, Lif
 from node.tools.plan import (
     LOCAL_LISTEN,
     DaemonOptions,
+    check_nodes,
     config_text,
     node_configs,
     privacy_plans,
 )
+from node.tools.resume import reuse_run_dir
+from node.tools.rundir import keep_files, restore_files
 
 __all__ = ["DaemonOptions", "LaunchError", "LocalLaunch", "NodeProcess", "read_final"]
 
@@ -54,7 +54,12 @@ log = logging.getLogger(__name__)
 
 
 class LaunchError(RuntimeError):
-    """The federation could not be started or run; the message is one sentence."""
+    """The federation could not be started or run; the message is one sentence, `code` the
+    exit status it calls for (2: a node refused its config, data or files)."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass
@@ -91,8 +96,9 @@ class LocalLaunch:
         # Off when nodes read their own files: the launcher cannot see their shard sizes.
         self.recompute_privacy = recompute_privacy and not any(c.node.data_file for c in configs)
         self.startup_timeout = configs[0].node.startup_timeout
-        if fresh:
-            self._clear()
+        check_nodes(configs)  # ports, own files: before anything in DIR is moved or written
+        self.resumed = not fresh
+        reuse_run_dir(self.out, configs, fresh=fresh)  # moved aside, or checked: never deleted
         if self.options.curve:
             generate_topology_keys(self.out / "keys", range(cfg.nodes))
         # Seconds from starting the first node to every node READY; None until start() has.
@@ -110,15 +116,6 @@ class LocalLaunch:
         keys = {"curve_keys": str(self.out / "keys")} if self.options.curve else {}
         return {"id": i, "listen": LOCAL_LISTEN, "out": str(self.run_dir.node(i)),
                 "endpoints_file": str(self.run_dir.endpoints), **keys}
-
-    def _clear(self) -> None:
-        # Only what a launch writes: a fresh run must not resume old checkpoints or append to
-        # old metrics, but other files a user keeps in DIR stay.
-        for child in self.out.glob("*"):
-            if child.is_dir() and child.name.isdigit():
-                shutil.rmtree(child)
-        for path in (self.run_dir.endpoints, self.run_dir.summary, self.out / FORK_SERVER_LOG):
-            path.unlink(missing_ok=True)
 
     @property
     def processes(self) -> dict[int, NodeHandle]:
@@ -215,8 +212,7 @@ class LocalLaunch:
                 if not n.ready.is_set() and n.proc is not None and n.proc.poll() is not None:
                     time.sleep(0.2)  # let the reader thread see a READY printed just before exit
                     if not n.ready.is_set():
-                        raise LaunchError(f"node {n.id} exited with status {n.proc.returncode} "
-                                          f"before it was ready{self._last_error(n)}")
+                        raise self._refused(n, n.proc.returncode)
             if stop is not None and stop.is_set():
                 raise LaunchError("interrupted while the nodes were starting.")
             if time.monotonic() > deadline:
@@ -225,10 +221,13 @@ class LocalLaunch:
                                   f"{timeout:.0f} s; see {self.out}/<id>/stderr.log.")
             time.sleep(0.05)
 
-    def _last_error(self, n: NodeProcess) -> str:
+    def _refused(self, n: NodeProcess, code: int) -> LaunchError:
         lines = (n.out / "stderr.log").read_text(encoding="utf-8", errors="replace").splitlines()
         last = next((ln.strip() for ln in reversed(lines) if ln.strip()), "")
-        return f" ({last})." if last else f"; see {n.out / 'stderr.log'}."
+        if code == 2 and last:  # its one sentence, and the status every command gives it
+            return LaunchError(f"node {n.id} refused to start: {last.removeprefix('error: ')}", 2)
+        said = f" ({last})." if last else f"; see {n.out / 'stderr.log'}."
+        return LaunchError(f"node {n.id} exited with status {code} before it was ready{said}")
 
     def start(self, timeout: float | None = None, stop: threading.Event | None = None) -> None:
         """Start every node, wait for all READY lines, then publish endpoints.json."""
@@ -237,6 +236,7 @@ class LocalLaunch:
         # as this run's outcome.
         self.run_dir.endpoints.unlink(missing_ok=True)
         self._previous = {n.id: read_final(n.out) for n in self.nodes}  # see `results`
+        kept = keep_files([n.out / FINAL for n in self.nodes])  # put back if the start fails
         for n in self.nodes:
             (n.out / FINAL).unlink(missing_ok=True)
         self.startup_seconds = None
@@ -247,7 +247,8 @@ class LocalLaunch:
             self._await_ready(self.nodes, timeout or self.startup_timeout, stop)
         except BaseException:
             self.stop_all()
-            raise
+            restore_files(kept)  # nothing ran: the earlier results stand (a node stopped
+            raise                # while waiting for its neighbours wrote "stopped" over them)
         self.startup_seconds = time.monotonic() - began
         write_json_atomic(self.run_dir.endpoints,
                           {str(i): ep for i, ep in sorted(self.endpoints.items())})
