@@ -5,6 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 DATA_DIR ?= /usr/share/datasets/fashion-mnist
 DEMO_DIR ?= runs/demo
+# A second `make demo` is refused rather than wiping the first: DEMO_FLAGS=--force moves it aside
+# into $(DEMO_DIR)/previous-<UTC time>/, DEMO_FLAGS=--resume continues it.
+DEMO_FLAGS ?=
 
 .PHONY: demo test lint typecheck data install clean
 
@@ -26,7 +29,7 @@ data:
 	@sh scripts/install_data.sh $(DATA_DIR)
 
 demo: install data
-	$(BIN)/python scripts/demo.py --out $(DEMO_DIR) --data-dir $(DATA_DIR)
+	$(BIN)/python scripts/demo.py --out $(DEMO_DIR) --data-dir $(DATA_DIR) $(DEMO_FLAGS)
 
 # --durations: every log shows where the time goes (CI's limit is on the whole run).
 test: install data

@@ -144,7 +144,8 @@ def check_nodes(configs: Sequence[NodeConfig]) -> None:
                               f"metrics on port {port}; give --metrics-port BASE (node i gets "
                               "BASE + i) instead of one node.metrics_port for every node.")
         ports[host, port] = config.node.id
-        _check_free(host, port, config.node.id)
+    for (host, port), node in ports.items():  # only once no two nodes share one
+        _check_free(host, port, node)
     checked: set[tuple[str, str, str]] = set()
     for config in configs:
         node = config.node
