@@ -21,7 +21,7 @@ from typing import Any
 
 from gossip.faults import FaultConfig
 from node.config import RunConfig
-from node.core.assemble import build_graph, load_data, shard_size
+from node.core.assemble import build_graph, load_data, local_data, shard_size
 from node.core.batchnorm import batchnorm_use
 from node.core.dataset import Dataset
 from node.core.device import resolve_device
@@ -144,17 +144,18 @@ def check_nodes(configs: Sequence[NodeConfig]) -> None:
                               f"metrics on port {port}; give --metrics-port BASE (node i gets "
                               "BASE + i) instead of one node.metrics_port for every node.")
         ports[host, port] = config.node.id
-    for (host, port), node in ports.items():  # only once no two nodes share one
-        _check_free(host, port, node)
+    for (host, port), owner in ports.items():  # only once no two nodes share one
+        _check_free(host, port, owner)
     checked: set[tuple[str, str, str]] = set()
     for config in configs:
-        node = config.node
-        key = (node.data_file, node.test_file, node.data_label_column)
-        if node.data_file and key not in checked:
-            from node.daemon.main import daemon_data  # the daemon's loader, rules and sentences
-
+        own = config.node
+        key = (own.data_file, own.test_file, own.data_label_column)
+        if own.data_file and key not in checked:
             checked.add(key)
-            check_model(config.run, daemon_data(config)[0])
+            run = config.run  # loaded as node.daemon.main.daemon_data loads it
+            check_model(run, local_data(own.data_file, own.test_file, own.data_label_column,
+                                        run.seed, cap=run.examples_per_node, private=run.private,
+                                        classes=run.classes, standardise=run.standardise))
 
 
 def _check_free(host: str, port: int, node: int) -> None:
