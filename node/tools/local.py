@@ -234,11 +234,10 @@ class LocalLaunch:
         # Nodes read endpoints.json as soon as it exists: one left by an earlier run (--resume)
         # would wire them to dead ports. final.json is per process: a stale one would be read
         # as this run's outcome.
-        self.run_dir.endpoints.unlink(missing_ok=True)
         self._previous = {n.id: read_final(n.out) for n in self.nodes}  # see `results`
-        kept = keep_files([n.out / FINAL for n in self.nodes])  # put back if the start fails
-        for n in self.nodes:
-            (n.out / FINAL).unlink(missing_ok=True)
+        kept = keep_files([self.run_dir.endpoints, *(n.out / FINAL for n in self.nodes)])
+        for path in kept:  # put back if the start fails
+            path.unlink(missing_ok=True)
         self.startup_seconds = None
         began = time.monotonic()
         try:

@@ -114,3 +114,25 @@ def test_a_metrics_port_in_use_is_refused_before_any_node_starts(tmp_path: Path)
     assert f"node 0's metrics port {port} cannot be used on 127.0.0.1" in line
     assert "--metrics-port" in line
     assert not out.exists()
+
+
+def test_a_resume_a_node_refuses_after_the_launchers_checks_keeps_the_runs_records(
+        tmp_path: Path) -> None:
+    # A non-private run resumed for one more round passes every check the launcher can run;
+    # the daemons then refuse the lifetime cap (a release without a proven bound has ε = ∞).
+    # Nodes stopped while waiting for their neighbours wrote "stopped" over the earlier
+    # final.json, and the summary was rewritten: both are put back, byte for byte.
+    out = tmp_path / "run"
+    plain = [a for a in RING if a not in ("--epsilon", "2")]
+    first = subprocess.run([sys.executable, str(SCRIPT), *plain, "--out", str(out)],
+                           capture_output=True, text=True, timeout=200, cwd=ROOT)
+    assert first.returncode == 0, first.stderr
+    records = {k: v for k, v in hashes(out).items()
+               if not k.endswith((".log", "node.toml"))}   # the logs say why it stopped
+    again = subprocess.run([sys.executable, str(SCRIPT), *plain, "--rounds", "4", "--resume",
+                            "--set", "node.lifetime_epsilon=5", "--out", str(out)],
+                           capture_output=True, text=True, timeout=200, cwd=ROOT)
+    assert again.returncode == 2, again.stderr
+    assert "refused to start" in one_error(again)
+    after = {k: v for k, v in hashes(out).items() if not k.endswith((".log", "node.toml"))}
+    assert after == records
