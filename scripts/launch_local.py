@@ -95,6 +95,10 @@ def daemon_options(args: argparse.Namespace) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from node.tools.rundir import check_out
+
+    # First, and before torch is imported: a DIR holding a run is refused in a second.
+    guarded(lambda: check_out(Path(args.out), resume=args.resume, force=args.force))
     options = daemon_options_or_fail(args)
     # Run-level --set keys (lr=0.05) change what the summary reports too, not only the nodes.
     run_level = {k: v for k, v in options.overrides.items() if "." not in k}
