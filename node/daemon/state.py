@@ -133,7 +133,7 @@ def ledger_identity(cfg: NodeConfig, plan: Mechanism) -> dict[str, Any]:
     fixed schedule does not cover."""
     return {"node": cfg.node.id, "epsilon": cfg.run.epsilon, "delta": cfg.run.delta,
             "mode": plan.mode, "rounds": cfg.run.rounds, "local_steps": cfg.run.local_steps,
-            "sample_rate": plan.sample_rate}
+            "sample_rate": plan.sample_rate, **({"noise": "discrete"} if plan.discrete else {})}
 
 
 def save_state(runner: NodeRunner, cfg: NodeConfig, completed_round: int) -> None:
