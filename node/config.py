@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from node.errors import ConfigError
-from privacy.modes import has_formal_guarantee
+from privacy.modes import has_formal_guarantee, secure_noise_applies
 
 ModelName = Literal["logreg", "mlp", "cnn", "resnet10"]
 MODELS: tuple[str, ...] = typing.get_args(ModelName)  # the built-in models (node.core.models)
@@ -165,7 +165,7 @@ class RunConfig:
         if self.secure_noise and not self.private:
             raise ConfigError("secure_noise changes how privacy noise is drawn; give a finite "
                               "epsilon (a run without privacy draws no noise).")
-        if self.secure_noise and self.effective_privacy_mode != "gradient":
+        if self.secure_noise and not secure_noise_applies(self.effective_privacy_mode):
             raise ConfigError("secure_noise covers gradient mode only (message mode's noise is "
                               "added to duals computed in floating point, which no integer "
                               "grid bound covers); use --privacy-mode gradient.")
