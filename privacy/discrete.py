@@ -186,8 +186,8 @@ def _log_binomial(n: int, k: np.ndarray) -> np.ndarray:
 @functools.lru_cache(maxsize=256)
 def subsampled_rdp(noise_multiplier: float, sample_rate: float,
                    higher: float = 3.0) -> tuple[float, ...]:
-    """RDP of one Poisson-subsampled discrete Gaussian (z, q) at each of ORDERS (Zhu & Wang
-    2019, Thm. 6): with ρ = 1/(2z²) the base's RDP is ε(j) = jρ, and
+    """RDP of one Poisson-subsampled discrete Gaussian (z, q) at each of ORDERS, by Zhu & Wang's
+    (2019) general bound for any mechanism: with ρ = 1/(2z²) the base's RDP is ε(j) = jρ, and
 
         (α−1)·ε_q(α) ≤ log[(1−q)^{α−1}(1+(α−1)q) + C(α,2)q²(1−q)^{α−2}e^{2ρ}
                            + 3 Σ_{j=3}^{α} C(α,j) q^j (1−q)^{α−j} e^{j(j−1)ρ}].
