@@ -185,13 +185,15 @@ class Accountant:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able snapshot; floats survive JSON exactly (repr round-trips)."""
-        return {"resolution": self.resolution, "history": [list(g) for g in self.history]}
+        return {"resolution": self.resolution, "history": [list(g) for g in self.history],
+                **({"discrete": True} if self.discrete else {})}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Accountant:
         """Rebuild an accountant from ``to_dict`` output; malformed input raises PrivacyError."""
         try:
-            accountant = cls(resolution=float(data["resolution"]))
+            accountant = cls(resolution=float(data["resolution"]),
+                             discrete=data.get("discrete") is True)
             for z, q, count in data["history"]:
                 if not isinstance(count, int) or isinstance(count, bool):
                     raise TypeError("count must be an integer")
