@@ -31,8 +31,7 @@ import torch
 from node.config import RunConfig
 from node.core.algorithm import DualNoise, NoNoise, PrimalDualParams
 from node.core.trainer import GradientPolicy
-from privacy import discrete
-from privacy.accountant import Release, calibrate_noise_multiplier
+from privacy.accountant import Release
 from privacy.budget import Budget
 from privacy.ledger import Ledger
 from privacy.lifetime import UNBOUNDED, Lifetime
@@ -76,11 +75,6 @@ class Mechanism:
     def proven(cls, cfg: RunConfig) -> bool:
         """Whether a proof covers this mechanism under `cfg` (before the noise seed)."""
         return True
-
-    @classmethod
-    def calibrate(cls, cfg: RunConfig, sample_rate: float) -> float:
-        """The smallest z whose releases over the whole schedule stay within the target ε."""
-        return calibrate_noise_multiplier(cfg.epsilon, cfg.delta, sample_rate, cls.steps(cfg))
 
     @classmethod
     def calibrated(cls, cfg: RunConfig, *, sample_rate: float, n: float,
@@ -209,10 +203,6 @@ class SecureGradientDP(GradientDP):
 
     name = mode = "gradient-secure"
     discrete = True
-
-    @classmethod
-    def calibrate(cls, cfg: RunConfig, sample_rate: float) -> float:
-        return discrete.calibrate(cfg.epsilon, cfg.delta, sample_rate, cls.steps(cfg))
 
     def gradient_policy(self) -> GradientPolicy:
         return GradientPolicy("secure", self.clip, self.noise_multiplier, self.sample_rate,
