@@ -13,12 +13,12 @@ One example moves V by v_k, so the L2 sensitivity is √D ≤ k·(1 + 1e-5) + �
 coordinate by ≤ 1/2); k = ⌈√d / (2·GRID_SLACK)⌉ keeps the rounding's share at GRID_SLACK.
 s = z·√D, so z is the noise multiplier in grid units.
 
-ε: the discrete Gaussian has exactly the Rényi divergences of the continuous one for integer
+ε: the discrete Gaussian has at most the Rényi divergences of the continuous one for integer
 shifts (Canonne, Kamath, Steinke 2020), but whether the continuous PLD dominates it is not
 known, so its releases are accounted with Rényi DP: Zhu & Wang's (2019) general bound for the
 Poisson-subsampled mechanism, which needs only the base mechanism's RDP, at integer orders,
 converted to (ε, δ) as in Canonne, Kamath, Steinke (2020, Prop. 12). No clock, no file: the
-only randomness is OpenDP's, drawn from the OS.
+noise is OpenDP's (OS randomness), the Poisson sample the caller's private generator's.
 """
 
 from __future__ import annotations
