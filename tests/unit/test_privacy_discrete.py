@@ -195,3 +195,16 @@ def test_secure_trainer_noise_is_z_sqrt_d_over_grid_and_qn() -> None:
     expected = z * grid.sensitivity / grid.scale / (q * n)
     assert abs(g.std().item() / expected - 1) < 0.02
     assert abs(g.std().item() / (2 * expected) - 1) > 0.02
+
+
+def test_the_bound_is_above_the_exact_one_dimensional_discrete_gaussian_pld() -> None:
+    # Where an exact accounting of the subsampled discrete Gaussian exists (d = 1, integer
+    # sensitivity 1: dp-accounting's discrete-Gaussian privacy loss, pessimistic), the Rényi
+    # bound must not be below it.
+    from dp_accounting.pld import privacy_loss_distribution as pld
+
+    for sigma, q, steps in ((1.5, 0.01, 500), (3.0, 0.05, 100)):
+        exact = pld.from_discrete_gaussian_mechanism(
+            sigma, sensitivity=1, sampling_prob=q).self_compose(steps)
+        assert discrete.epsilon([Release(sigma, q, steps)], 1e-5) >= \
+            exact.get_epsilon_for_delta(1e-5)
