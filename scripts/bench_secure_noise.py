@@ -9,7 +9,7 @@ A gradient-mode round with K = 1 is one call of `node.core.trainer.LocalTrainer.
 - secure: the `secure` policy — exact Poisson sample, each clipped gradient rounded to the
   integer grid, OpenDP's exact discrete Gaussian added in int64 (privacy.discrete).
 Models: the Fashion-MNIST CNN (`cnn`, 20,538 parameters) and an MLP of width 680 (`mlp`,
-1,003,370 parameters) on random 28×28 inputs; q = 64/640, so about 64 examples a step. The two
+1,003,690 parameters) on random 28×28 inputs; q = 64/640, so about 64 examples a step. The two
 steps alternate within each round (a load spike on a shared machine hits both), after one
 untimed warm-up of each; times are medians. Also timed: the sampler alone (OpenDP's draws for
 one step). Prints one JSON object.
