@@ -35,6 +35,8 @@ HELP = {
     "clip_only": "clipped, noise-free control: per-sample clipping, no noise, no privacy",
     "model": "logreg, mlp, cnn, resnet10, or your own: FILE.py:FUNC or package.module:FUNC "
              "with FUNC(in_shape, num_classes) -> torch.nn.Module",
+    "fix_batchnorm": "swap the model's BatchNorm layers for GroupNorm (needed under DP or "
+                     "--clip-only; without clipping BatchNorm is kept, its statistics local)",
     "dataset": "fashion-mnist, synthetic, breast-cancer, kdd-attacks, or one FILE.csv / "
                "FILE.npz split into the simulated sites",
     "label_column": "the label column of a --dataset CSV file",

@@ -65,6 +65,9 @@ class RunConfig:
     clip: float = 1.0
     # A built-in name (MODELS) or a user's model, FILE.py:FUNC or package.module:FUNC.
     model: str = "cnn"
+    # Swap a user's model's BatchNorm layers for GroupNorm (node.core.batchnorm): required for
+    # one under per-sample clipping; without clipping BatchNorm is kept, its statistics local.
+    fix_batchnorm: bool = False
     width: int | None = None
     # A named dataset (DATASETS) or one CSV/NPZ file split into the simulated sites.
     dataset: str = "fashion-mnist"

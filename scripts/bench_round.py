@@ -33,7 +33,7 @@ def compute_only(cfg_json: str, node: int, rounds: int) -> None:
     from node.config import run_config_from_mapping
     from node.core.assemble import build_graph, build_node, load_data, shard
     from node.core.runner import NodeRunner
-    from node.daemon.loop import compute_round
+    from node.daemon.wiring import compute_round
 
     cfg = run_config_from_mapping(json.loads(cfg_json))
     torch.set_num_threads(cfg.threads)

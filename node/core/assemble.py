@@ -16,6 +16,7 @@ from torch import nn
 
 from node.config import RunConfig
 from node.core.algorithm import Algorithm, DualNoise, Gossip, PrimalDual, PrimalDualParams
+from node.core.batchnorm import batchnorm_use
 from node.core.compressed import with_compression
 from node.core.compression import make_compressor
 from node.core.data import Dataset, LazyDataset, load_dataset, load_local, partition_of, shard_rows
@@ -65,7 +66,7 @@ class Federation:
     @classmethod
     def of(cls, cfg: RunConfig, graph: nx.Graph, data: Dataset) -> Federation:
         model = build_model(cfg.model, in_shape=data.in_shape, num_classes=data.num_classes,
-                            width=cfg.width, seed=cfg.seed)
+                            width=cfg.width, seed=cfg.seed, batchnorm=batchnorm_use(cfg))
         mixing = metropolis_hastings(graph) if cfg.algorithm == "dpsgd" else None
         return cls(max_degree(graph), model, data.in_shape, data.num_classes, mixing)
 

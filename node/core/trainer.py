@@ -14,6 +14,7 @@ parameters; this module decides how that gradient touches the data:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from node.core.batchnorm import has_local_batchnorm
 from node.core.metrics import AurocKind, Evaluation, evaluation, preload
 from node.core.models import FlatParams
 from privacy.discrete import clipped_grid_sum, grid_for, secure_release
@@ -71,13 +73,19 @@ class LocalTrainer:
             raise ValueError("a node needs at least one training example")
         if policy.kind != "plain" and noise_generator is None:
             raise ValueError("private gradient policies need a private generator")
+        self.device = torch.device(device)
+        # A kept BatchNorm's running statistics (node.core.batchnorm) are this node's own: a
+        # copy per trainer, since the simulator shares one model among its nodes, and on the
+        # oracle's device, where its forward updates them.
+        self.local_state = has_local_batchnorm(model)
+        if self.local_state:
+            model = copy.deepcopy(model).to(self.device)
         self.model = model
         self.layout = FlatParams.of(model)
         # Where the gradient oracle runs (node.core.device); parameters come in and gradients
-        # go out as CPU tensors, so the algorithm never sees the device. The model module stays
-        # where it is: `functional_call` uses the parameters it is given, and models have no
-        # buffers (node.core.models).
-        self.device = torch.device(device)
+        # go out as CPU tensors, so the algorithm never sees the device. Otherwise the model
+        # module stays where it is: `functional_call` uses the parameters it is given, and
+        # models have no other buffers (node.core.models).
         self.x, self.y = x.to(self.device), y.to(self.device)
         self.x_test, self.y_test = x_test.to(self.device), y_test.to(self.device)
         self.batch_size = min(batch_size, len(x))
@@ -173,6 +181,17 @@ class LocalTrainer:
         """Mean loss and accuracy of flat parameters `w` on the test split, and AUROC and
         balanced accuracy where `self.auroc` asks (node.core.metrics)."""
         params = self.layout.unflatten(w.detach().to(self.device))
+        # A kept BatchNorm normalises the test batches with the node's running statistics and
+        # learns nothing from them.
+        if not self.local_state:
+            return self._evaluate(params, batch)
+        self.model.eval()
+        try:
+            return self._evaluate(params, batch)
+        finally:
+            self.model.train()
+
+    def _evaluate(self, params: dict[str, Tensor], batch: int) -> Evaluation:
         total_loss, correct = 0.0, 0
         keep = self.auroc != "none"
         logits_seen: list[np.ndarray] = []

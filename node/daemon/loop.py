@@ -18,77 +18,46 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from gossip.codec import encode
-from gossip.faults import FaultyTransport
-from gossip.keys import load_curve_keys
-from gossip.liveness import LivenessConfig, PeerDown, PeerUp
+from gossip.liveness import PeerDown, PeerUp
 from gossip.protocol import (
     Effect,
-    GossipConfig,
     GossipProtocol,
     PeerRejoined,
     PeerStarted,
     Send,
 )
-from gossip.rounds import RoundConfig
-from gossip.transport import Transport, TransportConfig, ZmqTransport
+from gossip.transport import Transport, ZmqTransport
 from node.core.runner import NodeRunner, RoundOutput
 from node.daemon.settings import NodeConfig
 from node.daemon.state import carry_results, save_state
+from node.daemon.wiring import (
+    compute_round,
+    gossip_config,
+    in_daemon_thread,
+    neighbour_endpoints,
+    open_transport,
+    own_copy,
+)
 from node.outputs.files import MetricsWriter, read_metrics
-from node.outputs.records import ExitReason, final_record, metrics_record, node_entry, peak_rss
+from node.outputs.records import ExitReason, final_record, peak_rss
+from node.outputs.runner_records import Timing, Traffic, round_record, runner_entry
 
 if TYPE_CHECKING:  # prometheus_client is imported only when node.metrics_port is set
     from node.daemon.prometheus import Exporter
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 HELLO_REPEAT = 0.5  # seconds between Hellos to neighbours not heard yet at start-up
-
-
-def in_daemon_thread(fn: Callable[[], T]) -> asyncio.Future[T]:
-    """Run `fn` in a daemon thread: a step abandoned at shutdown cannot hold the process."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-
-    def settle(ok: bool, value: Any) -> None:
-        if not future.done():
-            (future.set_result if ok else future.set_exception)(value)
-
-    def body() -> None:
-        try:
-            result = fn()
-        except BaseException as exc:  # handed to the awaiting coroutine, not lost
-            loop.call_soon_threadsafe(settle, False, exc)
-        else:
-            loop.call_soon_threadsafe(settle, True, result)
-
-    threading.Thread(target=body, daemon=True, name="compute").start()
-    return future
-
-
-def gossip_config(cfg: NodeConfig) -> GossipConfig:
-    n = cfg.node
-    return GossipConfig(
-        rounds=RoundConfig(deadline=n.round_timeout, future_window=4),
-        liveness=LivenessConfig(heartbeat_interval=n.heartbeat_interval,
-                                suspect_after=n.down_after / 2, down_after=n.down_after,
-                                max_missed_deadlines=n.max_missed_deadlines),
-        # Checked on receipt: an oversized message is not a sign of life and does not count
-        # as delivered, so a peer sending only those goes down like a silent one.
-        max_message_rms=n.max_message_rms)
 
 
 class Daemon:
@@ -129,50 +98,16 @@ class Daemon:
         # rounds, never while a compute thread is using the algorithm.
         self.rejoined: set[int] = set()
 
-    # ---- set-up ------------------------------------------------------------------------
-
-    def _open_transport(self) -> tuple[ZmqTransport, Transport]:
-        n = self.cfg.node
-        curve = load_curve_keys(Path(n.curve_keys), self.me, self.neighbours) \
-            if n.curve_keys else None
-        dim = self.runner.setup.layout.numel
-        zmq_transport = ZmqTransport(self.me, n.listen, {},
-                                     config=TransportConfig.for_model(dim), curve=curve)
-        faults = self.cfg.faults
-        sender: Transport = FaultyTransport(zmq_transport, self.me, faults) \
-            if faults.enabled else zmq_transport
-        return zmq_transport, sender
-
-    async def _endpoints(self) -> dict[int, str]:
-        """Neighbour endpoints from the config, or from the launcher's file (bounded wait)."""
-        endpoints = {j: ep for j, ep in self.cfg.neighbours.items() if ep}
-        path = Path(self.cfg.node.endpoints_file) if self.cfg.node.endpoints_file else None
-        deadline = time.monotonic() + self.cfg.node.startup_timeout
-        while path is not None and len(endpoints) < len(self.neighbours):
-            with contextlib.suppress(OSError, ValueError):
-                listed = json.loads(path.read_text())
-                endpoints.update({j: listed[str(j)] for j in self.neighbours if str(j) in listed})
-            if len(endpoints) == len(self.neighbours) or time.monotonic() > deadline:
-                break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop.wait(), 0.1)
-            if self.stop.is_set():
-                break
-        missing = [j for j in self.neighbours if j not in endpoints]
-        if missing:
-            logger.warning("no endpoint for neighbours %s; running without them", missing)
-        return endpoints
-
     # ---- the loop ----------------------------------------------------------------------
 
     async def run(self) -> ExitReason:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._request_stop)
-        self.zmq, self.transport = self._open_transport()
+        self.zmq, self.transport = open_transport(self.cfg, self.runner.setup.layout.numel)
         self.announce(f"READY {self.zmq.endpoint}")
         try:
-            for j, ep in (await self._endpoints()).items():
+            for j, ep in (await neighbour_endpoints(self.cfg, self.stop)).items():
                 self.zmq.connect(j, ep)
             async with asyncio.TaskGroup() as group:
                 receiver = group.create_task(self._receive_loop(self.zmq))
@@ -387,15 +322,10 @@ class Daemon:
             scored = await in_daemon_thread(runner.evaluate)
         sent, received = self._bytes()
         self.rounds_recorded.add(r)
-        self.metrics.write(record := metrics_record(
-            round=r, node=self.me, time=time.time(), loss=loss, evaluation=scored,
-            dual_norm=runner.setup.algorithm.dual_norm(),
-            consensus_distance=runner.consensus_distance(primals), epsilon=runner.epsilon(),
-            lifetime_epsilon=runner.lifetime_epsilon(),
-            bytes_sent=sent, bytes_received=received, peers_alive=len(self.proto.alive()),
-            neighbours_heard=heard,
-            round_seconds=time.monotonic() - started, compute_seconds=compute,
-            wait_seconds=wait, suspects=runner.suspects()))
+        self.metrics.write(record := round_record(
+            runner, r, time=time.time(), loss=loss, evaluation=scored, primals=primals,
+            traffic=Traffic(sent, received, len(self.proto.alive()), heard),
+            timing=Timing(time.monotonic() - started, compute, wait)))
         if self.exporter is not None:
             self.exporter.observe(record, runner.round, self.proto.rejections())
         if (r + 1) % self.cfg.node.checkpoint_every == 0 or r + 1 == self.cfg.run.rounds:
@@ -418,29 +348,7 @@ class Daemon:
 
     def final(self) -> dict[str, Any]:
         runner = self.runner
-        entry = node_entry(accuracy=runner.last_accuracy, auroc=runner.last_auroc,
-                           balanced_accuracy=runner.last_balanced_accuracy,
-                           loss=runner.last_loss, epsilon=runner.epsilon(),
-                           lifetime_epsilon=runner.lifetime_epsilon(),
-                           bytes_sent=self._bytes()[0],
-                           rounds_completed=runner.round, exit=self._exit())
+        entry = runner_entry(runner, bytes_sent=self._bytes()[0], exit=self._exit())
         return final_record(entry, runner.setup.plan, self.proto.rejections(),
                             peak_rss_bytes=peak_rss(), suspects=runner.suspects(),
                             rounds_skipped=runner.round - len(self.rounds_recorded))
-
-
-def own_copy(payload: np.ndarray) -> torch.Tensor:
-    """A received tensor as our own writable float32 copy (decoded frames are read-only views;
-    oversized ones were already refused by the inbox's `max_message_rms` check)."""
-    return torch.from_numpy(np.array(payload, dtype=np.float32, copy=True))
-
-
-def compute_round(runner: NodeRunner, active: set[int]) -> RoundOutput | None:
-    """A round's CPU work, off the event loop: budget check, step, and the new ε (the PLD
-    evaluation is cached, so the metrics record reads it for free). None: budget exhausted."""
-    if runner.over_budget():
-        return None
-    out = runner.step(active)
-    runner.epsilon()
-    runner.lifetime_epsilon()
-    return out

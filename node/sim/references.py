@@ -33,6 +33,7 @@ from node.core.metrics import Evaluation, lead_metric
 from node.core.tables import standardise
 from node.outputs.files import MetricsWriter, RunDir, write_json_atomic
 from node.outputs.records import ExitReason, metrics_record, node_entry, summary
+from node.sim.aggregation import ScaffoldState, fedavg, scaffold
 from node.sim.simulate import simulation_noise_seed
 
 REFERENCES = ("fedavg", "scaffold", "solo", "pooled")
@@ -132,38 +133,28 @@ def run_reference(method: Reference, cfg: RunConfig, out: str | Path | None, *,
     total = sum(c.n for c in clients)
     weights = [c.n / total for c in clients]
     w_global = clients[0].w.clone()
-    c_global = torch.zeros_like(w_global)
-    c_local = [torch.zeros_like(w_global) for _ in clients]
+    server = ScaffoldState.start(w_global, len(clients))
     k, lr = cfg.local_steps, cfg.lr
     try:
         for rnd in range(cfg.rounds):
             round_start = time.perf_counter()
             computes = []
-            if method in ("solo", "pooled"):
-                for c in clients:
-                    t0 = time.perf_counter()
+            local = []
+            for i, c in enumerate(clients):
+                t0 = time.perf_counter()
+                if method in ("solo", "pooled"):
                     c.w = c.local_steps(c.w, k, lr, round=rnd)
-                    computes.append(time.perf_counter() - t0)
-            elif method == "fedavg":
-                new = []
-                for c in clients:
-                    t0 = time.perf_counter()
-                    new.append(c.local_steps(w_global, k, lr, round=rnd))
-                    computes.append(time.perf_counter() - t0)
-                w_global = sum((a * y for a, y in zip(weights, new, strict=True)),
-                               torch.zeros_like(w_global))
-            else:  # scaffold (Karimireddy et al. 2020), option II control variates, γ_g = 1
-                deltas, dc = [], []
-                for i, c in enumerate(clients):
-                    t0 = time.perf_counter()
-                    y = c.local_steps(w_global, k, lr, round=rnd, correction=c_global - c_local[i])
-                    c_new = c_local[i] - c_global + (w_global - y) / (k * lr)
-                    deltas.append(y - w_global)
-                    dc.append(c_new - c_local[i])
-                    c_local[i] = c_new
-                    computes.append(time.perf_counter() - t0)
-                w_global = w_global + torch.stack(deltas).mean(dim=0)
-                c_global = c_global + torch.stack(dc).mean(dim=0)
+                elif method == "fedavg":
+                    local.append(c.local_steps(w_global, k, lr, round=rnd))
+                else:
+                    local.append(c.local_steps(server.model, k, lr, round=rnd,
+                                               correction=server.correction(i)))
+                computes.append(time.perf_counter() - t0)
+            if method == "fedavg":
+                w_global = fedavg(local, weights)
+            elif method == "scaffold":
+                server = scaffold(server, local, k, lr)
+                w_global = server.model
             if method in ("fedavg", "scaffold"):
                 for c in clients:
                     c.w = w_global

@@ -37,7 +37,8 @@ from node.core.metrics import LeadMetric, lead_metric
 from node.core.runner import NodeRunner, RoundOutput
 from node.core.seeds import noise_seed
 from node.outputs.files import MetricsWriter, RunDir, write_json_atomic
-from node.outputs.records import ExitReason, metrics_record, node_entry, summary
+from node.outputs.records import ExitReason, summary
+from node.outputs.runner_records import Timing, Traffic, round_record, runner_entry
 
 ProgressFn = Callable[[int, list[NodeRunner], float], None]
 # Rewrites a round's outputs in place before delivery: simulated Byzantine nodes
@@ -159,16 +160,12 @@ def simulate(cfg: RunConfig, out: str | Path | None, *, progress: ProgressFn | N
                 scored = runner.evaluate() if runner.due_for_evaluation(rnd) else None
                 if runner.sends_model:  # the message is the primal
                     primals[i] = runner.models_heard(inbox[i])
-                record = metrics_record(
-                    round=rnd, node=i, time=time.time(), loss=result.loss, evaluation=scored,
-                    dual_norm=runner.setup.algorithm.dual_norm(),
-                    consensus_distance=runner.consensus_distance(primals[i]),
-                    epsilon=runner.epsilon(), bytes_sent=sent[i], bytes_received=received[i],
-                    peers_alive=len(active[i]), neighbours_heard=len(inbox[i]),
-                    round_seconds=time.perf_counter() - round_start,
-                    compute_seconds=result.compute_seconds, wait_seconds=0.0,
-                    suspects=runner.suspects(),
-                )
+                record = round_record(
+                    runner, rnd, time=time.time(), loss=result.loss, evaluation=scored,
+                    primals=primals[i],
+                    traffic=Traffic(sent[i], received[i], len(active[i]), len(inbox[i])),
+                    timing=Timing(time.perf_counter() - round_start, result.compute_seconds,
+                                  0.0))
                 records.write(i, record)
                 # The node's round is done: dropping its messages now keeps one round's in
                 # memory rather than two (10,000 logreg nodes on a ring: about 0.6 GB).
@@ -177,11 +174,7 @@ def simulate(cfg: RunConfig, out: str | Path | None, *, progress: ProgressFn | N
                 progress(rnd, runners, time.time() - started)
     finally:
         records.close()
-    nodes = {str(r.node): node_entry(accuracy=r.last_accuracy, auroc=r.last_auroc,
-                                     balanced_accuracy=r.last_balanced_accuracy,
-                                     loss=r.last_loss,
-                                     epsilon=r.epsilon(), bytes_sent=bytes_sent,
-                                     rounds_completed=r.round, exit=reason)
+    nodes = {str(r.node): runner_entry(r, bytes_sent=bytes_sent, exit=reason)
              for r, reason, bytes_sent in zip(runners, exits, sent, strict=True)}
     scope: dict[str, Any] = {}
     if (note := pooled_file_scope(cfg)) is not None:

@@ -36,7 +36,7 @@ from node.core.privacy_plan import formal_guarantee
 from node.core.user_model import is_package_model
 from node.outputs.files import FINAL, RunDir, read_json, write_json_atomic
 from node.outputs.records import GOOD_EXITS, kept_result, node_result, summary
-from node.tools.forkserver import ForkServer, ForkServerError, NodeHandle
+from node.tools.forkserver import LIFELINE_ENV, ForkServer, ForkServerError, Lifeline, NodeHandle
 from node.tools.plan import (
     LOCAL_LISTEN,
     DaemonOptions,
@@ -85,6 +85,7 @@ class LocalLaunch:
         default = sys.platform.startswith("linux")
         self.fork_server = command is None and (default if fork_server is None else fork_server)
         self._server: ForkServer | None = None
+        self._lifeline = Lifeline()  # the spawned nodes' (a forked one's is its server's)
         self.options.check_overrides("the launcher")
         configs = node_configs(cfg, self.options, self._place, endpoint=lambda j: "")
         # Off when nodes read their own files: the launcher cannot see their shard sizes.
@@ -144,17 +145,20 @@ class LocalLaunch:
     def _template(self) -> ForkServer | None:
         if not self.fork_server:
             return None
-        if self._server is None or not self._server.alive:
+        # One that died is not replaced: its nodes run on, and `_fork` spawns a restarted one.
+        if self._server is None:
             self._server = ForkServer(self.command[0], cwd=ROOT, env=self._env(),
                                       log_file=self.out / FORK_SERVER_LOG,
-                                      private=self.cfg.private)
+                                      private=self.cfg.private, title=str(self.out))
         return self._server
 
     def close_fork_server(self) -> None:
-        """Stop the template (it also dies with this process); a later spawn starts another."""
+        """Stop the template (it also dies with this process) and cut the lifeline of the
+        spawned nodes; a later spawn starts both again."""
         server, self._server = self._server, None
         if server is not None:
             server.close()
+        self._lifeline.close()
 
     def _spawn(self, n: NodeProcess, extra: Sequence[str] = ()) -> None:
         argv = ["--config", str(n.config)]  # --set overrides are in the file
@@ -167,9 +171,11 @@ class LocalLaunch:
             if stream is None:
                 # A process group of its own: the terminal's Ctrl-C reaches only the launcher,
                 # which then stops every node in order instead of all of them dying mid-write.
+                life = self._lifeline.read_end()  # tied to this process, as a forked node
                 proc = subprocess.Popen([*(own or self.command), *argv], stdin=subprocess.DEVNULL,
                                         stdout=subprocess.PIPE, stderr=err, text=True, cwd=ROOT,
-                                        env=self._env(), start_new_session=True)
+                                        env={**self._env(), LIFELINE_ENV: str(life)},
+                                        pass_fds=(life,), start_new_session=True)
                 n.proc, stream = proc, proc.stdout
         threading.Thread(target=self._read_stdout, args=(n, stream), daemon=True).start()
 

@@ -21,6 +21,7 @@ from typing import Any
 from gossip.faults import FaultConfig
 from node.config import RunConfig
 from node.core.assemble import build_graph, load_data, shard_size
+from node.core.batchnorm import batchnorm_use
 from node.core.dataset import Dataset
 from node.core.keyed_rows import shared_shards
 from node.core.mechanism import Mechanism
@@ -131,7 +132,7 @@ def check_model(cfg: RunConfig, data: Dataset | None) -> None:
         load_user_model(cfg.model)
     else:
         build_model(cfg.model, in_shape=data.in_shape, num_classes=data.num_classes,
-                    width=cfg.width, seed=cfg.seed)
+                    width=cfg.width, seed=cfg.seed, batchnorm=batchnorm_use(cfg))
 
 
 def privacy_plans(cfg: RunConfig, nodes: Sequence[int]) -> dict[int, Mechanism]:
