@@ -82,7 +82,8 @@ class Budget:
             self.ledger.record(round, releases, again=again)
         if self.lifetime is not None:
             # Every release counts once more over the data's lifetime, a repeat included.
-            self.lifetime.record(releases if lifetime is None else lifetime)
+            self.lifetime.record(releases if lifetime is None else lifetime,
+                                 discrete=self.accountant.discrete)
         for z, q, count in releases:
             self.accountant.spend(z, q, count)
 

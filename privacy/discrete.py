@@ -220,10 +220,28 @@ def epsilon(history: Iterable[Release], delta: float) -> float:
     per order, converted with ε = min_α R(α) + log((α−1)/α) − (log δ + log α)/(α−1)."""
     if not 0.0 < delta < 1.0:
         raise PrivacyError(f"δ must lie in (0, 1), got {delta}.")
+    return _to_epsilon(_rdp(history, 3.0), delta)
+
+
+def combined_epsilon(gaussian: Iterable[Release], discrete_releases: Iterable[Release],
+                     delta: float) -> float:
+    """ε of continuous subsampled Gaussians (the default sampler's) and discrete ones composed:
+    by Rényi DP, where the continuous mechanism's RDP at an integer order is exactly the
+    "remove" moment (Mironov, Talwar, Zhang 2019), i.e. `subsampled_rdp(..., higher=1)`."""
+    if not 0.0 < delta < 1.0:
+        raise PrivacyError(f"δ must lie in (0, 1), got {delta}.")
+    return _to_epsilon(_rdp(gaussian, 1.0) + _rdp(discrete_releases, 3.0), delta)
+
+
+def _rdp(history: Iterable[Release], higher: float) -> np.ndarray:
     rdp = np.zeros(len(ORDERS))
     for z, q, count in history:
         if count and q > 0:
-            rdp = rdp + count * np.array(subsampled_rdp(float(z), float(q)))
+            rdp = rdp + count * np.array(subsampled_rdp(float(z), float(q), higher))
+    return rdp
+
+
+def _to_epsilon(rdp: np.ndarray, delta: float) -> float:
     if not rdp.any():
         return 0.0
     a = np.array(ORDERS, dtype=float)

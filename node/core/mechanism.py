@@ -197,9 +197,8 @@ class GradientDP(Mechanism):
 
 class SecureGradientDP(GradientDP):
     """GradientDP with the floating-point-safe sampler (docs/PRIVACY.md, "Secure noise"): its z
-    is calibrated and charged with the discrete Gaussian's accountant. The data's lifetime
-    ledger composes with the continuous PLD, which does not cover these releases, so there
-    they count as releases without a proven bound (the lifetime ε is then printed null)."""
+    is calibrated and charged with the discrete Gaussian's accountant, in the run's ledger and
+    in the data's lifetime ledger (`discrete` budget, privacy.lifetime)."""
 
     name = mode = "gradient-secure"
     discrete = True
@@ -207,12 +206,6 @@ class SecureGradientDP(GradientDP):
     def gradient_policy(self) -> GradientPolicy:
         return GradientPolicy("secure", self.clip, self.noise_multiplier, self.sample_rate,
                               self.expected_batch)
-
-    def lifetime_releases(self, local_steps: int) -> list[Release]:
-        return [UNBOUNDED]
-
-    def planned_releases(self, done: int) -> list[Release]:
-        return [UNBOUNDED]
 
     def record(self) -> dict[str, Any]:
         return {**super().record(), "noise": "discrete"}

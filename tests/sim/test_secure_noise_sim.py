@@ -22,6 +22,7 @@ from node.errors import ConfigError
 from node.sim import simulate as simulation
 from privacy import discrete
 from privacy.accountant import Release, calibrate_noise_multiplier
+from privacy.errors import PrivacyError
 
 pytest.importorskip("opendp")
 
@@ -102,3 +103,32 @@ def test_the_command_line_refuses_secure_noise_in_message_mode(
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "covers gradient mode only" in lines[0], lines
     assert not (tmp_path / "out").exists()
+
+
+def test_the_lifetime_of_the_data_composes_a_secure_run_with_a_default_one(
+        tmp_path: Path) -> None:
+    # A node's start and rounds as the daemon makes them (tests/sim/test_lifetime_start.py):
+    # a default-sampler run, then a secure one on the same data, then a capped third.
+    from dataclasses import replace
+
+    from node.daemon.lifetime import open_spend
+    from node.daemon.main import build_daemon_node
+    from tests.sim.test_lifetime_start import _cfg, _run, _snapshot
+
+    def gradient(out: str, secure: bool, **node: object) -> Any:
+        cfg = _cfg(tmp_path, out=out, **node)
+        return replace(cfg, run=cfg.run.replace(algorithm="dpsgd", secure_noise=secure))
+
+    first = _run(gradient("0", False), 3)
+    second = _run(gradient("again", True), 3)
+    delta = second.cfg.delta
+    combined = discrete.combined_epsilon(first.accountant.history,
+                                         second.accountant.history, delta)
+    assert second.lifetime_epsilon() == combined
+    assert combined > max(first.epsilon() or 0, second.epsilon() or 0)
+    # A cap below what a further secure run would take the data to refuses it, writing nothing.
+    capped = gradient("third", True, lifetime_epsilon=combined * 1.01)
+    before = _snapshot(tmp_path)
+    with pytest.raises(PrivacyError, match=r"past node\.lifetime_epsilon = "):
+        open_spend(capped, build_daemon_node(capped))
+    assert _snapshot(tmp_path) == before

@@ -208,3 +208,29 @@ def test_the_bound_is_above_the_exact_one_dimensional_discrete_gaussian_pld() ->
             sigma, sensitivity=1, sampling_prob=q).self_compose(steps)
         assert discrete.epsilon([Release(sigma, q, steps)], 1e-5) >= \
             exact.get_epsilon_for_delta(1e-5)
+
+
+def test_the_lifetime_ledger_composes_discrete_and_continuous_releases(tmp_path: Any) -> None:
+    from privacy.lifetime import Lifetime, discrete_history, discrete_path, lifetime_history
+
+    path, name, delta = tmp_path / "life.json", "rows-x", 1e-5
+    first = Lifetime.open(path, name)
+    first.record([Release(1.1, 0.02, 5)], discrete=True)   # a --secure-noise run's round
+    assert first.epsilon(delta) == discrete.epsilon([Release(1.1, 0.02, 5)], delta)
+    first.close()
+    assert not lifetime_history(path, name) and discrete_path(path).exists()
+    again = Lifetime.open(path, name)   # the next run, with the default sampler
+    again.record([Release(0.9, 0.02, 5)])
+    again.close()
+    assert lifetime_history(path, name) == [Release(0.9, 0.02, 5)]
+    assert discrete_history(path, name) == [Release(1.1, 0.02, 5)]
+    both = Lifetime.open(path, name)
+    combined = discrete.combined_epsilon([Release(0.9, 0.02, 5)], [Release(1.1, 0.02, 5)], delta)
+    assert both.epsilon(delta) == combined
+    # Composed, never less than either part (each alone by its own accountant's bound).
+    assert combined > discrete.epsilon([Release(1.1, 0.02, 5)], delta)
+    assert combined > pld_epsilon(0.9, 0.02, 5, delta)
+    # The sequence runs over both files: a third run's round is a new entry, not a clash.
+    both.record([Release(1.1, 0.02, 1)], discrete=True)
+    both.close()
+    assert discrete_history(path, name) == [Release(1.1, 0.02, 5), Release(1.1, 0.02, 1)]
