@@ -8,7 +8,9 @@ releases to it. It is a `Ledger` (the same checksummed, fsynced, locked file), w
 are a sequence number: entry k is the k-th round ever released from this data, by whichever run.
 
 Its ε is the PLD composition of all of those releases (`Accountant` composes groups with
-different (z, q), as runs with different settings make them), never a sum of per-run ε's. A
+different (z, q), as runs with different settings make them), never a sum of per-run ε's.
+Discrete-Gaussian releases (`--secure-noise`, privacy.discrete), which that PLD does not cover,
+are kept in a second file beside it; once there are any, ε is the Rényi composition of both. A
 release that no proof covers (no noise, or a mechanism without a formal guarantee) is recorded
 as `UNBOUNDED`: from then on the data's lifetime ε is infinite, which is printed as null.
 
