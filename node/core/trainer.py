@@ -7,7 +7,9 @@ parameters; this module decides how that gradient touches the data:
 - `clipped`: Poisson sampling at the policy's rate q, per-sample gradients clipped to C, summed
   and divided by the expected batch size — no noise. Message mode adds its noise to the duals
   instead, and this is also the clipped, noise-free control of the experiments;
-- `noisy`: as `clipped`, plus N(0, (zC)²I) on the sum before dividing (gradient-mode DP-SGD).
+- `noisy`: as `clipped`, plus N(0, (zC)²I) on the sum before dividing (gradient-mode DP-SGD);
+- `secure`: as `noisy`, but each clipped gradient is rounded to an integer grid and the noise is
+  the exact discrete Gaussian added in integers (privacy.discrete, `--secure-noise`).
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ from torch.func import functional_call
 from node.core.batchnorm import has_local_batchnorm
 from node.core.metrics import AurocKind, Evaluation, evaluation, preload
 from node.core.models import FlatParams
+from privacy.discrete import clipped_grid_sum, grid_for, secure_release
+from privacy.discrete import poisson_sample as secure_poisson_sample
 from privacy.mechanisms import clipped_grad_sum, poisson_sample, privatize_gradient_sum
 
-GradientKind = Literal["plain", "clipped", "noisy"]
+GradientKind = Literal["plain", "clipped", "noisy", "secure"]
 
 
 @dataclass(frozen=True)
@@ -136,6 +140,8 @@ class LocalTrainer:
         # seed would let an adversary know q = 1 for them, so sampling uses the private
         # generator (OS entropy unless the user fixed a seed for an experiment).
         assert self.noise_generator is not None
+        if self.policy.kind == "secure":
+            return self._secure_gradient(params)
         idx = poisson_sample(self.n, self.policy.sample_rate, self.noise_generator)
         total, losses, dropped = clipped_grad_sum(
             self._mean_loss, params, self.x[idx], self.y[idx], self.policy.clip
@@ -154,6 +160,21 @@ class LocalTrainer:
         finite = losses[torch.isfinite(losses)]
         loss = float(finite.mean()) if len(finite) else float("nan")
         return g.cpu(), loss
+
+    def _secure_gradient(self, params: Mapping[str, Tensor]) -> tuple[Tensor, float]:
+        """The `secure` kind: an exact Poisson sample and the integer release V
+        (privacy.discrete), scaled back by the grid and divided by q·n̂ — post-processing of V,
+        which is exact."""
+        assert self.noise_generator is not None
+        idx = secure_poisson_sample(self.n, self.policy.sample_rate, self.noise_generator)
+        grid = grid_for(self.policy.clip, self.layout.numel)
+        total, losses, dropped = clipped_grid_sum(self._mean_loss, params, self.x[idx],
+                                                  self.y[idx], self.policy.clip, grid)
+        self.nonfinite_examples += dropped
+        released = secure_release(total, self.policy.noise_multiplier, grid)
+        g = released.double() / (grid.scale * self.policy.expected_batch)
+        finite = losses[torch.isfinite(losses)]
+        return g.float(), float(finite.mean()) if len(finite) else float("nan")
 
     @torch.no_grad()
     def evaluate(self, w: Tensor, batch: int = 1000) -> Evaluation:

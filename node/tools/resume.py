@@ -52,7 +52,8 @@ def check_resume(configs: Sequence[NodeConfig]) -> None:
             rounds = None
             if kind.claims_privacy:
                 q, _ = sample_rate(config.run, public_size(config), config.node.id)
-                found = recorded(out / LEDGER, schedule_identity(config, kind.mode, q))
+                found = recorded(out / LEDGER, schedule_identity(config, kind.mode, q,
+                                                                  kind.discrete))
                 rounds = sorted(found or {})
             check_resumable(config, out / LEDGER, rounds)
         except (PrivacyError, CheckpointError) as exc:
