@@ -1,5 +1,6 @@
-"""A model dpnorm refuses, to show the check: `--model examples/bad_models.py:batchnorm_cnn`
-stops with one sentence naming the layer (`features.1`), before anything starts."""
+"""A model dpnorm refuses under DP, to show the check: `--model examples/bad_models.py:
+batchnorm_cnn --epsilon 8` stops with one sentence naming the layer (`features.1`) and
+`--fix-batchnorm`, before anything starts; with ε = ∞ it trains, BatchNorm and all."""
 
 from __future__ import annotations
 

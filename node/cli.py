@@ -29,10 +29,14 @@ HELP = {
     "gamma": "dimensionless denoising strength γ = α·η (alternative to --alpha)",
     "privacy_mode": "gradient (DP-SGD noise) or message (noise on each dual; needs K = 1)",
     "accept_no_guarantee": "run message mode with K > 1 (epsilon is then reported as null)",
+    "secure_noise": "draw gradient noise with OpenDP's exact discrete Gaussian on an integer "
+                    "grid (floating-point safe; gradient mode; needs pip install opendp)",
     "local_steps": "local steps K per round",
     "clip_only": "clipped, noise-free control: per-sample clipping, no noise, no privacy",
     "model": "logreg, mlp, cnn, resnet10, or your own: FILE.py:FUNC or package.module:FUNC "
              "with FUNC(in_shape, num_classes) -> torch.nn.Module",
+    "fix_batchnorm": "swap the model's BatchNorm layers for GroupNorm (needed under DP or "
+                     "--clip-only; without clipping BatchNorm is kept, its statistics local)",
     "dataset": "fashion-mnist, synthetic, breast-cancer, kdd-attacks, or one FILE.csv / "
                "FILE.npz split into the simulated sites",
     "label_column": "the label column of a --dataset CSV file",

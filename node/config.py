@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from node.errors import ConfigError
-from privacy.modes import has_formal_guarantee
+from privacy.modes import has_formal_guarantee, secure_noise_applies
 
 ModelName = Literal["logreg", "mlp", "cnn", "resnet10"]
 MODELS: tuple[str, ...] = typing.get_args(ModelName)  # the built-in models (node.core.model.models)
@@ -53,6 +53,9 @@ class RunConfig:
     # The clipped, noise-free control: Poisson sampling and per-sample clipping, no noise and no
     # privacy claim — it measures what clipping alone costs, so privacy's cost is the rest.
     clip_only: bool = False
+    # Floating-point-safe noise (privacy.discrete): the exact discrete Gaussian on an integer
+    # grid, gradient mode only, with its own accountant (docs/PRIVACY.md, "Secure noise").
+    secure_noise: bool = False
     local_steps: int = 1
     lr: float = 0.1
     eta: float | None = None
@@ -62,6 +65,9 @@ class RunConfig:
     clip: float = 1.0
     # A built-in name (MODELS) or a user's model, FILE.py:FUNC or package.module:FUNC.
     model: str = "cnn"
+    # Swap a user's model's BatchNorm layers for GroupNorm (node.core.model.batchnorm): required for
+    # one under per-sample clipping; without clipping BatchNorm is kept, its statistics local.
+    fix_batchnorm: bool = False
     width: int | None = None
     # A named dataset (DATASETS) or one CSV/NPZ file split into the simulated sites.
     dataset: str = "fashion-mnist"
@@ -159,6 +165,13 @@ class RunConfig:
             )
         if self.clip_only and self.private:
             raise ConfigError("clip_only is the noise-free control; use it with epsilon = inf.")
+        if self.secure_noise and not self.private:
+            raise ConfigError("secure_noise changes how privacy noise is drawn; give a finite "
+                              "epsilon (a run without privacy draws no noise).")
+        if self.secure_noise and not secure_noise_applies(self.effective_privacy_mode):
+            raise ConfigError("secure_noise covers gradient mode only (message mode's noise is "
+                              "added to duals computed in floating point, which no integer "
+                              "grid bound covers); use --privacy-mode gradient.")
         if self.examples_per_node is not None and self.examples_per_node < 1:
             raise ConfigError("examples_per_node must be at least 1.")
         if self.classes is not None and self.classes < 2:

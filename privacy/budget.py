@@ -30,20 +30,21 @@ class Budget:
     construction, which spares a PLD evaluation per round."""
 
     def __init__(self, *, delta: float, target: float | None = None,
-                 schedule: Release | None = None) -> None:
+                 schedule: Release | None = None, discrete: bool = False) -> None:
         self.delta = delta
         self.target = target
         self.schedule = schedule
-        self.accountant = Accountant()
+        # `discrete`: releases of the discrete Gaussian (privacy.discrete), accounted as such.
+        self.accountant = Accountant(discrete=discrete)
         self.ledger: Ledger | None = None
         # Every release ever made from the node's data, over all runs (the daemon's).
         self.lifetime: Lifetime | None = None
 
     @classmethod
     def from_ledger(cls, ledger: Ledger, *, delta: float, target: float | None = None,
-                    schedule: Release | None = None) -> Budget:
+                    schedule: Release | None = None, discrete: bool = False) -> Budget:
         """A budget that continues from what `ledger` records and commits to it."""
-        budget = cls(delta=delta, target=target, schedule=schedule)
+        budget = cls(delta=delta, target=target, schedule=schedule, discrete=discrete)
         budget.accountant.history = list(ledger.accountant.history)
         budget.ledger = ledger
         return budget
@@ -55,7 +56,8 @@ class Budget:
         if self.ledger is not None and self.ledger is not ledger:
             raise ValueError(f"this budget commits to {self.ledger.path}, not {ledger.path}.")
         budget = Budget.from_ledger(ledger, delta=self.delta, target=self.target,
-                                    schedule=self.schedule)
+                                    schedule=self.schedule,
+                                    discrete=self.accountant.discrete)
         budget.ledger = self.ledger
         budget.lifetime = self.lifetime
         return budget
@@ -80,7 +82,8 @@ class Budget:
             self.ledger.record(round, releases, again=again)
         if self.lifetime is not None:
             # Every release counts once more over the data's lifetime, a repeat included.
-            self.lifetime.record(releases if lifetime is None else lifetime)
+            self.lifetime.record(releases if lifetime is None else lifetime,
+                                 discrete=self.accountant.discrete)
         for z, q, count in releases:
             self.accountant.spend(z, q, count)
 

@@ -46,7 +46,7 @@ class Ledger:
         self._rounds = rounds
         self._lock_fd: int | None = lock_fd
         self.created = False  # whether `open` made the file (so `discard` may remove it)
-        self.accountant = Accountant()
+        self.accountant = Accountant(discrete=discrete_noise(identity))
         for events in rounds.values():
             for z, q, count in events:
                 self.accountant.spend(z, q, count)
@@ -263,8 +263,14 @@ def read_spend(path: str | os.PathLike[str]) -> tuple[dict[str, Any], Accountant
         rounds = _load(path, identity)
     except (OSError, ValueError, KeyError, TypeError, PrivacyError):
         return None
-    accountant = Accountant()
+    accountant = Accountant(discrete=discrete_noise(identity))
     for events in rounds.values():
         for z, q, count in events:
             accountant.spend(z, q, count)
     return identity, accountant
+
+
+def discrete_noise(identity: Mapping[str, Any]) -> bool:
+    """Whether a ledger's releases are of the discrete Gaussian (`--secure-noise`): its identity
+    says so, and its ε is then the discrete accountant's (privacy.discrete)."""
+    return identity.get("noise") == "discrete"

@@ -90,6 +90,13 @@ def has_formal_guarantee(mode: Mode, local_steps: int) -> bool:
     return mode in ANY_LOCAL_STEPS or local_steps == 1
 
 
+def secure_noise_applies(mode: Mode) -> bool:
+    """Whether `--secure-noise` (privacy.discrete) covers a mode: gradient mode adds its noise to
+    the clipped sum, which an integer grid holds exactly; message mode adds it to duals computed
+    from that sum in floating point, which no integer bound covers."""
+    return mode in ANY_LOCAL_STEPS
+
+
 def reported_epsilon(value: float, *, mode: Mode, local_steps: int) -> float | None:
     """The ε to print: ``value`` where a proof covers it, else None (shown as null/NO_GUARANTEE)."""
     return value if has_formal_guarantee(mode, local_steps) else None

@@ -41,6 +41,11 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"directory holding the Fashion-MNIST IDX files ({FASHION_MNIST_DIR})")
     parser.add_argument("--rounds", type=int, default=ROUNDS, help=f"rounds (default {ROUNDS})")
     parser.add_argument("--quiet", action="store_true", help="no live progress")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the demo already in --out from its checkpoints")
+    parser.add_argument("--force", action="store_true",
+                        help="move a demo already in --out aside into OUT/previous-<UTC time>/ "
+                             "(nothing is deleted)")
     args = parser.parse_args(argv)
     if args.rounds < 1:
         fail(f"--rounds must be at least 1, got {args.rounds}.")
@@ -64,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
           f"({cfg.effective_privacy_mode} mode), output in {out}/", flush=True)
     started = time.monotonic()
     code, summary = launch(cfg, out, DaemonOptions(node=NODE), quiet=args.quiet,
+                           fresh=not args.resume, force=args.force,
                            timeout=30 * 60)  # a hang, not a slow machine, should hit this
     if summary is None:
         return code

@@ -4,8 +4,11 @@
     python scripts/launch_local.py --topology ring --nodes 6 --rounds 20 --out runs/ring
 
 Same run options and outputs as scripts/simulate.py, but every node is its own process talking
-ZeroMQ. Exit status: 0 when every node finished, 1 when one failed or the time limit passed,
-2 for bad options (nothing is started then), 130 when interrupted.
+ZeroMQ. A DIR that already holds a run is refused unless --resume continues it or --force moves
+it aside into DIR/previous-<UTC time>/ (nothing is ever deleted). Exit status: 0 when every node
+finished (also a --resume with nothing left to resume), 1 when one failed or the time limit
+passed, 2 for bad options or a node that refused its config, data or files (nothing is started
+or changed then; the node and its sentence are named), 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -38,7 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=None,
                         help="overall wall-clock limit in seconds (default: from the rounds)")
     parser.add_argument("--resume", action="store_true",
-                        help="keep DIR's node directories, so nodes resume from checkpoints")
+                        help="continue the run in DIR from its checkpoints and ledgers "
+                             "(checked before anything is touched)")
+    parser.add_argument("--force", action="store_true",
+                        help="move a run already in DIR aside into DIR/previous-<UTC time>/ "
+                             "and start afresh (nothing is deleted)")
     parser.add_argument("--no-fork-server", dest="fork_server", action="store_false",
                         help="start every node as its own `python -m node` (on Linux the "
                              "default forks them from one template that imported torch once: "
@@ -53,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_argument("--max-message-rms", "--max-message-norm", dest="max_message_rms",
                         type=float, help="refuse received duals/primals whose RMS per "
                                          "coordinate (‖y‖/√d) is larger")
+    daemon.add_argument("--metrics-port", type=int, metavar="BASE",
+                        help="serve Prometheus metrics: node i on 127.0.0.1:BASE+i")
     daemon.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="any node setting, passed to every node (e.g. node.log_level=DEBUG)")
     faults = parser.add_argument_group("fault injection")
@@ -76,12 +85,20 @@ def daemon_options(args: argparse.Namespace) -> Any:
              "reorder": args.reorder, "jitter_ms": args.jitter_ms, "seed": args.fault_seed}
     faults = FaultConfig(**{k: v for k, v in given.items() if v is not None},
                          cuts=Cut.parse(";".join(args.cut)))
+    if args.metrics_port is not None and not 1 <= args.metrics_port <= 65535:
+        raise ConfigError(f"--metrics-port must be a port between 1 and 65535, got "
+                          f"{args.metrics_port}.")
     return DaemonOptions(node={k: v for k, v in node.items() if v is not None}, faults=faults,
-                         overrides=parse_set_overrides(args.sets), curve=args.curve)
+                         overrides=parse_set_overrides(args.sets), curve=args.curve,
+                         metrics_port=args.metrics_port or 0)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from node.tools.rundir import check_out
+
+    # First, and before torch is imported: a DIR holding a run is refused in a second.
+    guarded(lambda: check_out(Path(args.out), resume=args.resume, force=args.force))
     options = daemon_options_or_fail(args)
     # Run-level --set keys (lr=0.05) change what the summary reports too, not only the nodes.
     run_level = {k: v for k, v in options.overrides.items() if "." not in k}
@@ -95,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     from node.tools.live import format_table, launch
 
     code, summary = launch(cfg, Path(args.out), options, timeout=args.timeout, quiet=args.quiet,
-                           fresh=not args.resume, fork_server=None if args.fork_server else False)
+                           fresh=not args.resume, force=args.force,
+                           fork_server=None if args.fork_server else False)
     if summary is not None:
         if not args.quiet:
             sys.stderr.write(format_table(summary) + "\n")

@@ -2,6 +2,9 @@
 """Simulate a whole federation in one process: same options and outputs as launch_local.py.
 
     python scripts/simulate.py --topology ring --nodes 6 --rounds 50 --out runs/sim
+
+A DIR that already holds a run is refused (its metrics would be appended to and its summary
+replaced) unless --force moves it aside into DIR/previous-<UTC time>/; nothing is deleted.
 """
 
 from __future__ import annotations
@@ -18,9 +21,17 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--quiet", action="store_true", help="no live progress")
+    parser.add_argument("--force", action="store_true",
+                        help="move a run already in DIR aside into DIR/previous-<UTC time>/")
     add_run_options(parser, skip=("threads",))
     args = parser.parse_args(argv)
     cfg = guarded(lambda: run_config_from_args(args))
+    from pathlib import Path
+
+    from node.tools.rundir import check_out, move_aside
+
+    out = Path(args.out)
+    guarded(lambda: check_out(out, resume=False, force=args.force))
 
     import torch
 
@@ -29,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     progress = None if args.quiet else console_progress()
+    move_aside(out)  # --force, after every check: the earlier run is kept, never deleted
     summary = guarded(lambda: simulate(cfg, args.out, progress=progress))
     brief = {k: summary[k] for k in ("rounds", "mean_accuracy", "max_epsilon", "wall_seconds")}
     if "epsilon_scope" in summary["config"]:

@@ -26,7 +26,14 @@ from node.core.algorithm import (
 )
 from node.core.data import Dataset, load_data, local_data, shard, shard_size, shards
 from node.core.mechanism import Mechanism
-from node.core.model import FlatParams, LocalTrainer, auroc_kind, build_model, resolve_device
+from node.core.model import (
+    FlatParams,
+    LocalTrainer,
+    auroc_kind,
+    batchnorm_use,
+    build_model,
+    resolve_device,
+)
 from node.core.privacy_plan import privacy_plan
 from node.core.seeds import data_order_seed
 from privacy.mechanisms import make_generator
@@ -69,7 +76,7 @@ class Federation:
     @classmethod
     def of(cls, cfg: RunConfig, graph: nx.Graph, data: Dataset) -> Federation:
         model = build_model(cfg.model, in_shape=data.in_shape, num_classes=data.num_classes,
-                            width=cfg.width, seed=cfg.seed)
+                            width=cfg.width, seed=cfg.seed, batchnorm=batchnorm_use(cfg))
         mixing = metropolis_hastings(graph) if cfg.algorithm == "dpsgd" else None
         return cls(max_degree(graph), model, data.in_shape, data.num_classes, mixing)
 

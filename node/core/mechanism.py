@@ -6,6 +6,8 @@ does (docs/PRIVACY.md). Every other module asks the mechanism instead of compari
     ClipOnly    the clipped, noise-free control: Poisson sampling and clipping, no claim
     GradientDP  DP-SGD noise on every local step's clipped gradient sum; messages are
                 post-processing
+    SecureGradientDP  the same with `--secure-noise`: exact discrete Gaussian noise on the
+                clipped sum rounded to an integer grid, and its own accountant (privacy.discrete)
     MessageDP   clipped gradients, Gaussian noise on every outgoing dual (DP-Norm / DP-ECL)
 
 An instance is one node's calibrated mechanism (`node.core.privacy_plan.privacy_plan` builds
@@ -51,6 +53,8 @@ class Mechanism:
     claims_privacy: ClassVar[bool] = False  # prints an ε, spends a budget, keeps a ledger
     noises_duals: ClassVar[bool] = False  # its noise is sized from the primal-dual step
     moves_alone: ClassVar[bool] = True  # may train in a round with no neighbour up
+    # Its releases are discrete Gaussians, accounted by privacy.discrete (`--secure-noise`).
+    discrete: ClassVar[bool] = False
 
     delta: float
     target_epsilon: float | None
@@ -125,10 +129,11 @@ class Mechanism:
         target = self.target_epsilon if self.proven_claim else None
         schedule = Release(self.noise_multiplier, self.sample_rate, self.steps_per_node)
         if ledger is None:
-            budget = Budget(delta=self.delta, target=target, schedule=schedule)
+            budget = Budget(delta=self.delta, target=target, schedule=schedule,
+                            discrete=self.discrete)
         else:
             budget = Budget.from_ledger(ledger, delta=self.delta, target=target,
-                                        schedule=schedule)
+                                        schedule=schedule, discrete=self.discrete)
         budget.lifetime = lifetime
         return budget
 
@@ -188,6 +193,22 @@ class GradientDP(Mechanism):
 
     def releases(self, local_steps: int) -> list[Release]:
         return [Release(self.noise_multiplier, self.sample_rate, local_steps)]
+
+
+class SecureGradientDP(GradientDP):
+    """GradientDP with the floating-point-safe sampler (docs/PRIVACY.md, "Secure noise"): its z
+    is calibrated and charged with the discrete Gaussian's accountant, in the run's ledger and
+    in the data's lifetime ledger (`discrete` budget, privacy.lifetime)."""
+
+    name = mode = "gradient-secure"
+    discrete = True
+
+    def gradient_policy(self) -> GradientPolicy:
+        return GradientPolicy("secure", self.clip, self.noise_multiplier, self.sample_rate,
+                              self.expected_batch)
+
+    def record(self) -> dict[str, Any]:
+        return {**super().record(), "noise": "discrete"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -269,14 +290,14 @@ class GaussianDualNoise:
 
 
 MECHANISMS: dict[str, type[Mechanism]] = {
-    kind.name: kind for kind in (NoDP, ClipOnly, GradientDP, MessageDP)}
+    kind.name: kind for kind in (NoDP, ClipOnly, GradientDP, SecureGradientDP, MessageDP)}
 
 
 def mechanism_type(cfg: RunConfig) -> type[Mechanism]:
     """The mechanism `cfg` asks for: its privacy mode under a finite ε, else the clipped
     control (`clip_only`) or none."""
     if cfg.private:
-        return MECHANISMS[cfg.effective_privacy_mode]
+        return MECHANISMS[cfg.effective_privacy_mode + ("-secure" if cfg.secure_noise else "")]
     return MECHANISMS["clip" if cfg.clip_only else "none"]
 
 

@@ -17,6 +17,8 @@ from node.core.algorithm import PrimalDualParams
 from node.core.mechanism import Mechanism, mechanism_type
 from node.errors import ConfigError
 from privacy.accountant import calibrate_noise_multiplier, check_delta
+from privacy.discrete import available as discrete_available
+from privacy.discrete import calibrate as discrete_calibrate
 from privacy.errors import PrivacyError
 from topologies import max_degree as graph_max_degree
 
@@ -82,7 +84,12 @@ def privacy_plan(cfg: RunConfig, graph: nx.Graph, node: int,
             if max_degree is None:
                 max_degree = graph_max_degree(graph)
             params = PrimalDualParams.from_config(cfg, max_degree)
-        z = calibrate_noise_multiplier(cfg.epsilon, cfg.delta, q, kind.steps(cfg))
+        if kind.discrete and not discrete_available():
+            raise ConfigError("--secure-noise needs OpenDP's exact samplers, which are not "
+                              "installed: pip install opendp.")
+        # The discrete Gaussian's releases have their own accountant (privacy.discrete).
+        calibrate = discrete_calibrate if kind.discrete else calibrate_noise_multiplier
+        z = calibrate(cfg.epsilon, cfg.delta, q, kind.steps(cfg))
         return kind.calibrated(cfg, sample_rate=q, n=n, noise_multiplier=z,
                                formal=formal_guarantee(cfg, released=released),
                                degree=graph.degree(node), params=params)

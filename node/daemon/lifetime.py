@@ -38,7 +38,7 @@ from node.outputs.files import LEDGER
 from privacy.accountant import Accountant, Release
 from privacy.errors import PrivacyError
 from privacy.ledger import Ledger, recorded
-from privacy.lifetime import Lifetime, epsilon_after, lifetime_history
+from privacy.lifetime import Lifetime, discrete_history, epsilon_after, lifetime_history
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +111,13 @@ def open_spend(cfg: NodeConfig, setup: NodeSetup) -> tuple[Ledger | None, Lifeti
     for events in (rounds or {}).values():
         for z, q, count in events:
             done.spend(z, q, count)
-    _check_cap(cfg, path, history, plan.planned_releases(done.steps))
+    planned = plan.planned_releases(done.steps)
+    # The discrete Gaussian's releases (`--secure-noise`) are kept and composed apart; a
+    # release without a bound is the main file's either way.
+    secure = [plan.discrete and e.noise_multiplier > 0 for e in planned]
+    _check_cap(cfg, path, history, [e for e, d in zip(planned, secure, strict=True) if not d],
+               discrete_history(path, name),
+               [e for e, d in zip(planned, secure, strict=True) if d])
     try:
         lifetime = Lifetime.open(path, name)
     except OSError as exc:
@@ -127,15 +133,16 @@ def open_spend(cfg: NodeConfig, setup: NodeSetup) -> tuple[Ledger | None, Lifeti
     return ledger, lifetime
 
 
-def _check_cap(cfg: NodeConfig, path: Path, history: list[Release],
-               planned: list[Release]) -> None:
+def _check_cap(cfg: NodeConfig, path: Path, history: list[Release], planned: list[Release],
+               kept: list[Release], planned_discrete: list[Release]) -> None:
+    """`kept`, `planned_discrete`: the data's discrete-Gaussian releases, recorded and planned."""
     cap = cfg.node.lifetime_epsilon
-    if cap == float("inf") or not planned:
+    if cap == float("inf") or not (planned or planned_discrete):
         return
     delta = cfg.run.delta
-    after = epsilon_after(history, planned, delta)
+    after = epsilon_after(history, planned, delta, [*kept, *planned_discrete])
     if after > cap:
-        before = epsilon_after(history, [], delta)
+        before = epsilon_after(history, [], delta, kept)
         raise PrivacyError(
             f"this run could take the lifetime ε of node {cfg.node.id}'s data from "
             f"{_fmt(before)} to {_fmt(after)} (δ = {delta:g}), past node.lifetime_epsilon = "

@@ -14,9 +14,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import setproctitle
+
 from gossip.errors import SetupError
 from gossip.keys import load_curve_keys
 from node.cli import fail, guarded, parse_set_overrides
+from node.daemon.lifeline import from_env
 from node.daemon.settings import NodeConfig, load_node_config
 from node.errors import USER_ERRORS, ConfigError
 
@@ -98,8 +101,18 @@ def build_daemon_node(cfg: NodeConfig) -> NodeSetup:
                       size_is_public=size_is_public, released=True)
 
 
+def _name_process(cfg: NodeConfig, argv: list[str]) -> None:
+    # `ps` shows which node this is and how to start it again; a forked node would otherwise
+    # show the template's command line, the same for every node.
+    setproctitle.setproctitle(" ".join(["dpnorm-node", str(cfg.node.id), *argv]))
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # A launcher that spawned this node ties its lifetime to its own (node.daemon.lifeline).
+    from_env()
     cfg = read_config(argv)
+    _name_process(cfg, argv)
     os.environ.setdefault("OMP_NUM_THREADS", str(cfg.run.threads))
     _setup_logging(Path(cfg.node.out), cfg.node.log_level, cfg.node.id)
     # Bound before anything heavy and before joining: a port in use is refused at once.

@@ -131,9 +131,16 @@ def ledger_identity(cfg: NodeConfig, plan: Mechanism) -> dict[str, Any]:
     R·K or R). A restart with other rounds would re-calibrate z after outputs were seen:
     noise chosen adaptively from released outputs, which the accountant's composition of a
     fixed schedule does not cover."""
+    return schedule_identity(cfg, plan.mode, plan.sample_rate, plan.discrete)
+
+
+def schedule_identity(cfg: NodeConfig, mode: str, sample_rate: float,
+                      discrete: bool) -> dict[str, Any]:
+    """`ledger_identity` from the mechanism's mode and q alone: a launcher checks a resume
+    against the ledgers with it before any node has calibrated its noise."""
     return {"node": cfg.node.id, "epsilon": cfg.run.epsilon, "delta": cfg.run.delta,
-            "mode": plan.mode, "rounds": cfg.run.rounds, "local_steps": cfg.run.local_steps,
-            "sample_rate": plan.sample_rate}
+            "mode": mode, "rounds": cfg.run.rounds, "local_steps": cfg.run.local_steps,
+            "sample_rate": sample_rate, **({"noise": "discrete"} if discrete else {})}
 
 
 def save_state(runner: NodeRunner, cfg: NodeConfig, completed_round: int) -> None:

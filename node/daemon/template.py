@@ -1,6 +1,7 @@
 """The fork server's template: one process that imports what a daemon needs, then forks nodes.
 
-    python -m node.daemon.template --fd N [--private] [--entry MODULE:FUNC]
+    python -m node.daemon.template --fd N [--lifeline FD] [--title TEXT] [--private]
+                                   [--entry MODULE:FUNC]
 
 `import torch` alone costs a daemon ~2.4 s of CPU; N daemons on a small machine pay it N times
 and keep N private copies of the interpreter's objects. The template pays it once, then forks
@@ -16,11 +17,19 @@ numpy's and torch's global generators are reseeded from OS entropy there too (`_
 
 The launcher talks to it over the socket `--fd` (AF_UNIX, SOCK_SEQPACKET): one JSON line per
 packet, never pickle. Launcher → template: `{"op": "spawn", "tag": T, "argv": [...]}` with the
-node's stdout and stderr attached (SCM_RIGHTS), or `{"op": "close"}`. Template → launcher:
-`{"ready": PID, "threads": N}` once imported; `{"tag": T, "pid": P}` or `{"tag": T, "error":
-"..."}` per spawn; `{"pid": P, "returncode": R}` when it reaps a child (R as Popen's: -9 for
-SIGKILL). On `close` or EOF (the launcher died) it SIGTERMs every child's process group, gives
-them a grace period, SIGKILLs what is left, reaps all and exits: no orphans, no zombies.
+node's stdout, stderr and status pipe attached (SCM_RIGHTS), or `{"op": "close"}`. Template →
+launcher: `{"ready": PID, "threads": N}` once imported; `{"tag": T, "pid": P}` or `{"tag": T,
+"error": "..."}` per spawn; `{"pid": P, "returncode": R}` when it reaps a child (R as Popen's:
+-9 for SIGKILL). On `close` or EOF (the launcher died) it SIGTERMs every child's process group,
+gives them a grace period, SIGKILLs what is left, reaps all and exits: no orphans, no zombies.
+On SIGTERM it exits alone, leaving its nodes to the launcher, as a SIGKILL would.
+
+A node does not depend on the template once forked: it has no parent-death signal, so a killed
+template (the OOM killer's likely pick: it holds the largest RSS) costs the launcher only the
+ability to fork more nodes. The node's lifetime is tied to the launcher instead, through the
+read end of the launcher's lifeline pipe (`--lifeline`, node.daemon.lifeline), and its exit
+status reaches the launcher on the status pipe as well (the node writes it just before it
+exits), so the launcher still learns it when the template is no longer there to report it.
 """
 
 from __future__ import annotations
@@ -43,6 +52,8 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+import setproctitle
+
 # What a daemon imports before READY (see node.daemon.main); `dp_accounting` only for a
 # private run, where the noise calibration needs it (~1.8 s of imports on its own).
 PRELOAD = ["numpy", "torch", "zmq", "zmq.asyncio", "msgpack", "uvloop", "node.daemon.main",
@@ -52,7 +63,7 @@ PRELOAD_DP = ["dp_accounting", "dp_accounting.pld", "dp_accounting.rdp",
               "dp_accounting.pld.privacy_loss_distribution"]
 DAEMON = "node.daemon.main:main"
 GRACE = 10.0  # seconds children get to say BYE and flush when the launcher goes away
-PR_SET_PDEATHSIG, PR_SET_NAME = 1, 15
+PR_SET_NAME = 15
 MAX_PACKET = 1 << 16
 
 
@@ -73,34 +84,37 @@ def _entry(spec: str) -> Callable[[list[str]], int]:
     return fn
 
 
-def _as_node(parent: int) -> None:
+def _as_node() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
-    # `ps`/`top` show the template's command line for every child; the name tells them apart.
+    # `ps`/`top` show the template's command line until the daemon sets its own title
+    # (node.daemon.main); the short name tells a node from the template meanwhile.
     libc.prctl(PR_SET_NAME, b"dpnorm-node", 0, 0, 0)
-    # A node outlives the template only for the few seconds its SIGTERM handler needs.
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() != parent:  # the template died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _child(entry: Callable[[list[str]], int], argv: list[str], fds: list[int],
-           keep_closed: list[int], template: int) -> None:
-    """In the forked child: become the node (stdio, process group, fresh RNGs), run, exit."""
-    code = 1
+           keep_closed: list[int], lifeline: int | None) -> None:
+    """In the forked child: become the node (stdio, process group, fresh RNGs, the launcher's
+    lifeline), run, say its exit status on the status pipe, exit."""
+    code, status = 1, fds[2]
     try:
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
         os.setpgid(0, 0)  # the parent does it too, so a signal to the group never misses
-        _as_node(template)
+        _as_node()
         for fd in keep_closed:
             os.close(fd)
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.dup2(fds[0], 1)
         os.dup2(fds[1], 2)
-        for fd in {devnull, *fds}:
+        for fd in {devnull, fds[0], fds[1]}:
             os.close(fd)
+        os.set_inheritable(status, False)
+        if lifeline is not None:
+            from node.daemon.lifeline import watch
+
+            watch(lifeline)
         # numpy's global generator was seeded once, in the template; a spawned process would
         # have drawn its own from OS entropy (Python's `random` reseeds itself at fork).
         # torch's global generator is the template's too: no DP draw uses it, but were one
@@ -119,22 +133,29 @@ def _child(entry: Callable[[list[str]], int], argv: list[str], fds: list[int],
         traceback.print_exc()
         code = 1
     finally:
+        # What os._exit will make of it; a node killed by a signal never gets here, and the
+        # launcher reads the EOF without a number as "no status".
+        with contextlib.suppress(OSError):
+            os.write(status, b"%d\n" % (code & 0xFF))
         from node.daemon.main import exit_now
 
         exit_now(code)
 
 
 class Template:
-    def __init__(self, sock: socket.socket, entry: Callable[[list[str]], int]) -> None:
-        self.sock, self.entry = sock, entry
+    def __init__(self, sock: socket.socket, entry: Callable[[list[str]], int],
+                 lifeline: int | None = None) -> None:
+        self.sock, self.entry, self.lifeline = sock, entry, lifeline
         self.children: set[int] = set()
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)
-        # The launcher signals the nodes itself; a stray SIGTERM to the template shuts it down
-        # in order (children first) rather than leaving them to their death signal.
+        # A SIGTERM (an operator's `kill`) ends the template alone: its nodes belong to the
+        # launcher (their lifeline), which stops them itself; only `close` and the launcher's
+        # EOF stop them here.
         signal.signal(signal.SIGTERM, lambda signum, frame: None)
         self.stopping = False
+        self.leave_children = False
 
     def serve(self) -> None:
         while not self.stopping:
@@ -144,19 +165,20 @@ class Template:
             self._reap()
             if self.sock.fileno() in ready:
                 self._handle()
-        self._shutdown()
+        if not self.leave_children:
+            self._shutdown()
 
     def _drain_wakeups(self) -> None:
         try:
             for signum in os.read(self.wake_r, 4096):
                 if signum == signal.SIGTERM:
-                    self.stopping = True
+                    self.stopping = self.leave_children = True
         except BlockingIOError:
             pass
 
     def _handle(self) -> None:
         try:
-            data, ancillary, _, _ = self.sock.recvmsg(MAX_PACKET, socket.CMSG_SPACE(16))
+            data, ancillary, _, _ = self.sock.recvmsg(MAX_PACKET, socket.CMSG_SPACE(32))
         except OSError:
             data, ancillary = b"", []
         fds = array.array("i")
@@ -183,9 +205,9 @@ class Template:
     def _spawn(self, message: dict[str, Any], fds: list[int]) -> None:
         tag = message.get("tag")
         argv = message.get("argv")
-        if len(fds) != 2 or not isinstance(argv, list) or not all(isinstance(a, str)
+        if len(fds) != 3 or not isinstance(argv, list) or not all(isinstance(a, str)
                                                                   for a in argv):
-            _send(self.sock, {"tag": tag, "error": "a spawn needs argv and two descriptors"})
+            _send(self.sock, {"tag": tag, "error": "a spawn needs argv and three descriptors"})
             return
         count = threads()
         if count != 1:
@@ -194,10 +216,10 @@ class Template:
             return
         sys.stdout.flush()
         sys.stderr.flush()
-        me = os.getpid()
         pid = os.fork()
         if pid == 0:
-            _child(self.entry, argv, fds, [self.sock.fileno(), self.wake_r, self.wake_w], me)
+            _child(self.entry, argv, fds, [self.sock.fileno(), self.wake_r, self.wake_w],
+                   self.lifeline)
         os.setpgid(pid, pid)
         self.children.add(pid)
         _send(self.sock, {"tag": tag, "pid": pid})
@@ -240,10 +262,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m node.daemon.template",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--fd", type=int, required=True, help="the launcher's socket")
+    parser.add_argument("--lifeline", type=int, default=None,
+                        help="the read end of the launcher's lifeline pipe, for the nodes")
+    parser.add_argument("--title", default="", help="shown after dpnorm-template in ps")
     parser.add_argument("--private", action="store_true", help="also import dp-accounting")
     parser.add_argument("--entry", default=DAEMON, help="what each child runs (tests)")
     args = parser.parse_args(argv)
     sock = socket.socket(fileno=args.fd)
+    # Named for `ps`, as every node is: an operator can tell it from the nodes it forked.
+    setproctitle.setproctitle(" ".join(filter(None, ["dpnorm-template", args.title])))
     # OpenBLAS (numpy's) starts its pool when numpy is imported; in the template that pool
     # would be one more thread to lose at fork. The daemons compute with torch, not numpy.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -256,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     gc.collect()
     gc.freeze()
     _send(sock, {"ready": os.getpid(), "threads": threads()})
-    Template(sock, entry).serve()
+    Template(sock, entry, args.lifeline).serve()
     return 0
 
 

@@ -20,7 +20,9 @@ from typing import Any, TextIO
 from node.config import RunConfig
 from node.outputs.files import write_json_atomic
 from node.tools.local import LaunchError, LocalLaunch
-from node.tools.plan import DaemonOptions, check_model, preflight
+from node.tools.plan import DaemonOptions, preflight
+from node.tools.resume import NothingToResume
+from node.tools.rundir import check_out
 
 
 class MetricsTail:
@@ -166,7 +168,9 @@ def run(launch: LocalLaunch, *, timeout: float, quiet: bool = False,
                 stream.write(f"all nodes listening after {launch.startup_seconds or 0:.1f} s; "
                              "training.\n")
         except LaunchError:
-            write_json_atomic(launch.run_dir.summary, launch.summary(0.0))
+            # A resume that failed to start ran nothing: the earlier run's summary stands.
+            if not (launch.resumed and launch.run_dir.summary.exists()):
+                write_json_atomic(launch.run_dir.summary, launch.summary(0.0))
             raise
         finished = launch.wait(timeout - (time.monotonic() - started), stop=stop,
                                on_tick=view.update if view else None)
@@ -194,24 +198,28 @@ def default_timeout(cfg: RunConfig, round_timeout: float | None, startup: float)
 
 
 def launch(cfg: RunConfig, out: Path, options: DaemonOptions, *, timeout: float | None = None,
-           quiet: bool = False, fresh: bool = True, fork_server: bool | None = None,
+           quiet: bool = False, fresh: bool = True, force: bool = False,
+           fork_server: bool | None = None,
            stream: TextIO = sys.stderr) -> tuple[int, dict[str, Any] | None]:
     """What scripts/launch_local.py and scripts/demo.py do: validate (bad input: one sentence,
-    exit 2, nothing started), start, watch, summarise. Returns (exit status, summary).
-    `fork_server`: fork the nodes from one pre-imported template (None: on Linux)."""
+    exit 2, nothing started or changed), start, watch, summarise. Returns (exit status,
+    summary). An `out` holding a run is refused unless resumed (`fresh` False: checked first)
+    or `force`d (moved aside; node.tools.rundir); a resume of a finished run returns (0, None)
+    at once. `fork_server`: fork the nodes from one pre-imported template (None: on Linux)."""
     from gossip.errors import KeyFileError
     from node.cli import fail, guarded
 
-    own_data = "node.data_file" in options.overrides or options.node.get("data_file")
-    if not own_data:
-        guarded(lambda: preflight(cfg))
-    else:
-        guarded(lambda: check_model(cfg, None))
+    guarded(lambda: check_out(out, resume=not fresh, force=force))
+    own_data = "node.data_file" in options.overrides or bool(options.node.get("data_file"))
+    guarded(lambda: preflight(cfg, own_data=own_data))
     try:
         federation = guarded(lambda: LocalLaunch(cfg, out, options, fresh=fresh,
                                                  fork_server=fork_server))
     except KeyFileError as exc:
         fail(str(exc))
+    except NothingToResume as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 0, None
     limit = timeout or default_timeout(cfg, options.node.get("round_timeout"),
                                        federation.startup_timeout)
     if not options.curve and not quiet:  # once, after validation: errors stay one sentence
@@ -221,5 +229,5 @@ def launch(cfg: RunConfig, out: Path, options: DaemonOptions, *, timeout: float 
         summary, code = run(federation, timeout=limit, quiet=quiet, stream=stream)
     except LaunchError as exc:
         sys.stderr.write(f"error: {exc}\n")
-        return 1, None
+        return exc.code, None
     return code, summary

@@ -1,17 +1,15 @@
 """Start a federation of real node daemons on 127.0.0.1 and collect what they leave behind.
 
-`LocalLaunch` validates everything and writes one `node.toml` per node when it is built (no
-process starts before the whole federation is known to be valid), then `start()` runs one
-daemon per node in its own process group, collects every `READY <endpoint>` line and writes
-`endpoints.json` atomically; the nodes wait for that file. On Linux each daemon is a fork of
-one template process that imported torch and the daemon once (`node.tools.forkserver`), so N
-nodes share those pages; `fork_server=False` (or another `command`) runs `python -m node` per
-node instead. `node_commands` gives single nodes a command of their own (a hostile peer); the
-others are still forked. A node the template cannot start is spawned as its own process
-too. Tests drive it directly (kill, stop, restart one node); `scripts/launch_local.py` and
-`scripts/demo.py` go through `node.tools.live.launch()`, which adds the live view, signals and
-summary.json.
-Every wait here has a deadline: a node that never becomes ready, or never exits, is killed.
+`LocalLaunch` validates everything, moves an earlier run aside or checks its resume (nothing is
+ever deleted: node.tools.rundir, node.tools.resume) and writes one `node.toml` per node when it
+is built, before any process starts; `start()` runs one daemon per node in its own process
+group, collects every `READY <endpoint>` line and writes `endpoints.json` atomically; the nodes
+wait for that file. On Linux each daemon is a fork of one template that imported torch and the
+daemon once (`node.tools.forkserver`), so N nodes share those pages; `fork_server=False` (or
+another `command`) runs `python -m node` per node instead. `node_commands` gives single nodes a
+command of their own (a hostile peer); a node the template cannot start is spawned as its own
+process too. Tests drive it directly; `scripts/launch_local.py` and `scripts/demo.py` go through
+`node.tools.live.launch()` (live view, signals, summary.json). Every wait has a deadline.
 """
 
 from __future__ import annotations
@@ -19,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -36,14 +33,17 @@ from node.core.model import is_package_model
 from node.core.privacy_plan import formal_guarantee
 from node.outputs.files import FINAL, RunDir, read_json, write_json_atomic
 from node.outputs.records import GOOD_EXITS, kept_result, node_result, summary
-from node.tools.forkserver import ForkServer, ForkServerError, NodeHandle
+from node.tools.forkserver import LIFELINE_ENV, ForkServer, ForkServerError, Lifeline, NodeHandle
 from node.tools.plan import (
     LOCAL_LISTEN,
     DaemonOptions,
+    check_nodes,
     config_text,
     node_configs,
     privacy_plans,
 )
+from node.tools.resume import reuse_run_dir
+from node.tools.rundir import keep_files, restore_files
 
 __all__ = ["DaemonOptions", "LaunchError", "LocalLaunch", "NodeProcess", "read_final"]
 
@@ -54,7 +54,12 @@ log = logging.getLogger(__name__)
 
 
 class LaunchError(RuntimeError):
-    """The federation could not be started or run; the message is one sentence."""
+    """The federation could not be started or run; the message is one sentence, `code` the
+    exit status it calls for (2: a node refused its config, data or files)."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass
@@ -85,13 +90,15 @@ class LocalLaunch:
         default = sys.platform.startswith("linux")
         self.fork_server = command is None and (default if fork_server is None else fork_server)
         self._server: ForkServer | None = None
+        self._lifeline = Lifeline()  # the spawned nodes' (a forked one's is its server's)
         self.options.check_overrides("the launcher")
         configs = node_configs(cfg, self.options, self._place, endpoint=lambda j: "")
         # Off when nodes read their own files: the launcher cannot see their shard sizes.
         self.recompute_privacy = recompute_privacy and not any(c.node.data_file for c in configs)
         self.startup_timeout = configs[0].node.startup_timeout
-        if fresh:
-            self._clear()
+        check_nodes(configs)  # ports, own files: before anything in DIR is moved or written
+        self.resumed = not fresh
+        reuse_run_dir(self.out, configs, fresh=fresh)  # moved aside, or checked: never deleted
         if self.options.curve:
             generate_topology_keys(self.out / "keys", range(cfg.nodes))
         # Seconds from starting the first node to every node READY; None until start() has.
@@ -109,15 +116,6 @@ class LocalLaunch:
         keys = {"curve_keys": str(self.out / "keys")} if self.options.curve else {}
         return {"id": i, "listen": LOCAL_LISTEN, "out": str(self.run_dir.node(i)),
                 "endpoints_file": str(self.run_dir.endpoints), **keys}
-
-    def _clear(self) -> None:
-        # Only what a launch writes: a fresh run must not resume old checkpoints or append to
-        # old metrics, but other files a user keeps in DIR stay.
-        for child in self.out.glob("*"):
-            if child.is_dir() and child.name.isdigit():
-                shutil.rmtree(child)
-        for path in (self.run_dir.endpoints, self.run_dir.summary, self.out / FORK_SERVER_LOG):
-            path.unlink(missing_ok=True)
 
     @property
     def processes(self) -> dict[int, NodeHandle]:
@@ -144,17 +142,20 @@ class LocalLaunch:
     def _template(self) -> ForkServer | None:
         if not self.fork_server:
             return None
-        if self._server is None or not self._server.alive:
+        # One that died is not replaced: its nodes run on, and `_fork` spawns a restarted one.
+        if self._server is None:
             self._server = ForkServer(self.command[0], cwd=ROOT, env=self._env(),
                                       log_file=self.out / FORK_SERVER_LOG,
-                                      private=self.cfg.private)
+                                      private=self.cfg.private, title=str(self.out))
         return self._server
 
     def close_fork_server(self) -> None:
-        """Stop the template (it also dies with this process); a later spawn starts another."""
+        """Stop the template (it also dies with this process) and cut the lifeline of the
+        spawned nodes; a later spawn starts both again."""
         server, self._server = self._server, None
         if server is not None:
             server.close()
+        self._lifeline.close()
 
     def _spawn(self, n: NodeProcess, extra: Sequence[str] = ()) -> None:
         argv = ["--config", str(n.config)]  # --set overrides are in the file
@@ -167,9 +168,11 @@ class LocalLaunch:
             if stream is None:
                 # A process group of its own: the terminal's Ctrl-C reaches only the launcher,
                 # which then stops every node in order instead of all of them dying mid-write.
+                life = self._lifeline.read_end()  # tied to this process, as a forked node
                 proc = subprocess.Popen([*(own or self.command), *argv], stdin=subprocess.DEVNULL,
                                         stdout=subprocess.PIPE, stderr=err, text=True, cwd=ROOT,
-                                        env=self._env(), start_new_session=True)
+                                        env={**self._env(), LIFELINE_ENV: str(life)},
+                                        pass_fds=(life,), start_new_session=True)
                 n.proc, stream = proc, proc.stdout
         threading.Thread(target=self._read_stdout, args=(n, stream), daemon=True).start()
 
@@ -209,8 +212,7 @@ class LocalLaunch:
                 if not n.ready.is_set() and n.proc is not None and n.proc.poll() is not None:
                     time.sleep(0.2)  # let the reader thread see a READY printed just before exit
                     if not n.ready.is_set():
-                        raise LaunchError(f"node {n.id} exited with status {n.proc.returncode} "
-                                          f"before it was ready{self._last_error(n)}")
+                        raise self._refused(n, n.proc.returncode)
             if stop is not None and stop.is_set():
                 raise LaunchError("interrupted while the nodes were starting.")
             if time.monotonic() > deadline:
@@ -219,20 +221,23 @@ class LocalLaunch:
                                   f"{timeout:.0f} s; see {self.out}/<id>/stderr.log.")
             time.sleep(0.05)
 
-    def _last_error(self, n: NodeProcess) -> str:
+    def _refused(self, n: NodeProcess, code: int) -> LaunchError:
         lines = (n.out / "stderr.log").read_text(encoding="utf-8", errors="replace").splitlines()
         last = next((ln.strip() for ln in reversed(lines) if ln.strip()), "")
-        return f" ({last})." if last else f"; see {n.out / 'stderr.log'}."
+        if code == 2 and last:  # its one sentence, and the status every command gives it
+            return LaunchError(f"node {n.id} refused to start: {last.removeprefix('error: ')}", 2)
+        said = f" ({last})." if last else f"; see {n.out / 'stderr.log'}."
+        return LaunchError(f"node {n.id} exited with status {code} before it was ready{said}")
 
     def start(self, timeout: float | None = None, stop: threading.Event | None = None) -> None:
         """Start every node, wait for all READY lines, then publish endpoints.json."""
         # Nodes read endpoints.json as soon as it exists: one left by an earlier run (--resume)
         # would wire them to dead ports. final.json is per process: a stale one would be read
         # as this run's outcome.
-        self.run_dir.endpoints.unlink(missing_ok=True)
         self._previous = {n.id: read_final(n.out) for n in self.nodes}  # see `results`
-        for n in self.nodes:
-            (n.out / FINAL).unlink(missing_ok=True)
+        kept = keep_files([self.run_dir.endpoints, *(n.out / FINAL for n in self.nodes)])
+        for path in kept:  # put back if the start fails
+            path.unlink(missing_ok=True)
         self.startup_seconds = None
         began = time.monotonic()
         try:
@@ -241,7 +246,8 @@ class LocalLaunch:
             self._await_ready(self.nodes, timeout or self.startup_timeout, stop)
         except BaseException:
             self.stop_all()
-            raise
+            restore_files(kept)  # nothing ran: the earlier results stand (a node stopped
+            raise                # while waiting for its neighbours wrote "stopped" over them)
         self.startup_seconds = time.monotonic() - began
         write_json_atomic(self.run_dir.endpoints,
                           {str(i): ep for i, ep in sorted(self.endpoints.items())})

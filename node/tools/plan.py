@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,9 +22,16 @@ from typing import Any
 from gossip.faults import FaultConfig
 from node.config import RunConfig
 from node.core.assemble import build_graph
-from node.core.data import Dataset, load_data, shard_size, shared_shards
+from node.core.data import Dataset, load_data, local_data, shard_size, shared_shards
 from node.core.mechanism import Mechanism
-from node.core.model import absolute_spec, build_model, is_user_model, load_user_model
+from node.core.model import (
+    absolute_spec,
+    batchnorm_use,
+    build_model,
+    is_user_model,
+    load_user_model,
+    resolve_device,
+)
 from node.core.privacy_plan import privacy_plan, sample_rate
 from node.daemon.settings import (
     NodeConfig,
@@ -52,6 +60,7 @@ class DaemonOptions:
     faults: FaultConfig = field(default_factory=FaultConfig)
     overrides: Mapping[str, str] = field(default_factory=dict)  # --set, for every node
     curve: bool = False
+    metrics_port: int = 0  # node i serves Prometheus metrics on this port + i (0: off)
 
     def check_overrides(self, who: str) -> None:
         for key in self.overrides:
@@ -74,7 +83,8 @@ def node_configs(cfg: RunConfig, options: DaemonOptions, place: Placement,
     cfg = cfg.replace(model=absolute_spec(cfg.model))
     result = []
     for i in range(cfg.nodes):
-        fields = {**options.node, **place(i)}
+        ports = {"metrics_port": options.metrics_port + i} if options.metrics_port else {}
+        fields = {**options.node, **ports, **place(i)}
         try:
             settings = NodeSettings(**fields)
         except TypeError:
@@ -93,12 +103,19 @@ def config_text(config: NodeConfig, header: str = "") -> str:
     return header + render_toml(config.run, config.node, config.neighbours, config.faults)
 
 
-def preflight(cfg: RunConfig) -> None:
+def preflight(cfg: RunConfig, *, own_data: bool = False) -> None:
     """Read the data's headers and labels, check a user's model and δ against every shard's
     size, as each daemon will at start-up, so that such mistakes stop the launch before any
     process starts. One user file shared under a privacy claim is cut as the daemons cut it
     (`shared_shards`: declared classes and q or n̂, each row's site a keyed hash of the row).
-    (Noise calibration is left to the daemons: it takes seconds per node.)"""
+    (Noise calibration is left to the daemons: it takes seconds per node.) The device comes
+    first: `--device cuda` without CUDA is refused here, not by every daemon after start-up.
+    `own_data`: the nodes read their own files (`check_nodes` reads them), so only a user's
+    model is imported here."""
+    resolve_device(cfg.device)
+    if own_data:
+        check_model(cfg, None)
+        return
     if shares_file(cfg):
         shared_file_rules(cfg)
         sites = shared_shards(cfg, range(cfg.nodes))
@@ -112,6 +129,48 @@ def preflight(cfg: RunConfig) -> None:
         for i in range(cfg.nodes):
             _, n = sample_rate(cfg, shard_size(cfg, data, i), i)
             check_delta(cfg.delta, math.ceil(n))
+
+
+def check_nodes(configs: Sequence[NodeConfig]) -> None:
+    """What a local launch can check of the nodes' own settings before any starts: that their
+    metrics ports differ and are free, and each node's own file (`node.data_file`) with the
+    daemon's own reader and rules (classes declared, labels inside them, the split), and a
+    user's model against it."""
+    ports: dict[tuple[str, int], int] = {}
+    for config in configs:
+        port = config.node.metrics_port
+        if not port:
+            continue
+        host = config.node.metrics_host or "127.0.0.1"
+        if (host, port) in ports:
+            raise ConfigError(f"nodes {ports[host, port]} and {config.node.id} would both serve "
+                              f"metrics on port {port}; give --metrics-port BASE (node i gets "
+                              "BASE + i) instead of one node.metrics_port for every node.")
+        ports[host, port] = config.node.id
+    for (host, port), owner in ports.items():  # only once no two nodes share one
+        _check_free(host, port, owner)
+    checked: set[tuple[str, str, str]] = set()
+    for config in configs:
+        own = config.node
+        key = (own.data_file, own.test_file, own.data_label_column)
+        if own.data_file and key not in checked:
+            checked.add(key)
+            run = config.run  # loaded as node.daemon.main.daemon_data loads it
+            check_model(run, local_data(own.data_file, own.test_file, own.data_label_column,
+                                        run.seed, cap=run.examples_per_node, private=run.private,
+                                        classes=run.classes, standardise=run.standardise))
+
+
+def _check_free(host: str, port: int, node: int) -> None:
+    # Bound and released at once: a port taken here is refused before any node starts (the
+    # daemon binds it again, and says so itself if it was taken in between).
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        socket.create_server((host, port), family=family).close()
+    except OSError as exc:
+        raise ConfigError(f"node {node}'s metrics port {port} cannot be used on {host}: "
+                          f"{exc.strerror or exc}; free it or choose another --metrics-port."
+                          ) from None
 
 
 def shares_file(cfg: RunConfig) -> bool:
@@ -129,7 +188,7 @@ def check_model(cfg: RunConfig, data: Dataset | None) -> None:
         load_user_model(cfg.model)
     else:
         build_model(cfg.model, in_shape=data.in_shape, num_classes=data.num_classes,
-                    width=cfg.width, seed=cfg.seed)
+                    width=cfg.width, seed=cfg.seed, batchnorm=batchnorm_use(cfg))
 
 
 def privacy_plans(cfg: RunConfig, nodes: Sequence[int]) -> dict[int, Mechanism]:

@@ -7,10 +7,12 @@ shows that it does); every child builds its private noise generator from OS entr
 fork (two children with the same config draw different noise; with a fixed noise_seed the
 same, so the comparison can fail), and reseeds torch's global generator there too; exit
 statuses, -9 for SIGKILL included, reach the launcher; a killed launcher takes the template
-and its nodes with it; and a launch gives the same metrics forked as spawned, for fixed seeds.
+and its nodes with it, also once the template is gone (the nodes' lifeline); a launch gives
+the same metrics forked as spawned, for fixed seeds; and every node is named in `ps` (its
+/proc/PID/cmdline), forked or spawned. A killed template: test_no_spof.py.
 
-Time bounds: one template (~3 s of imports) shared by the probes, one launcher subprocess, and
-two 4-node synthetic federations of 4 rounds; every wait is bounded.
+Time bounds: one template (~3 s of imports) shared by the probes, two launcher subprocesses,
+and two 4-node synthetic federations of 4 rounds; every wait is bounded.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from node.config import RunConfig
+from node.daemon.lifeline import THREAD_NAME
 from node.outputs.files import read_metrics
 from node.tools.forkserver import ForkedProcess, ForkServer
 from node.tools.local import LocalLaunch
@@ -41,7 +44,11 @@ DP_RUN = RunConfig(topology="ring", nodes=4, rounds=4, dataset="synthetic", mode
 
 
 def tasks(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/task"))
+    """Threads of `pid`, less a node's lifeline watcher (node.daemon.lifeline), which the
+    child starts itself and which runs no torch op."""
+    names = [Path(f"/proc/{pid}/task/{t}/comm").read_text().strip()
+             for t in os.listdir(f"/proc/{pid}/task")]
+    return sum(name != THREAD_NAME for name in names)
 
 
 def probe(argv: list[str]) -> int:
@@ -49,9 +56,9 @@ def probe(argv: list[str]) -> int:
     mode, rest = argv[0], argv[1:]
     if mode == "exit":
         return int(rest[0])
-    if mode == "sleep":
+    if mode == "sleep":  # sleep SECONDS [EXIT_STATUS]
         time.sleep(float(rest[0]))
-        return 0
+        return int(rest[1]) if len(rest) > 1 else 0
     before = tasks(os.getpid())  # as the fork left it
     import torch
 
@@ -168,7 +175,7 @@ def test_exit_statuses_reach_the_launcher(server: ForkServer, tmp_path: Path) ->
 
 
 LAUNCHER = """
-import os, sys, time
+import os, signal, sys, time
 from pathlib import Path
 from node.tools.forkserver import ForkServer
 env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -176,30 +183,50 @@ fs = ForkServer(sys.executable, cwd=Path.cwd(), env=env, log_file=Path(sys.argv[
                 entry="tests.integration.test_forkserver:probe")
 r, w = os.pipe()
 child = fs.spawn(["sleep", "120"], w, w, timeout=120)
+if sys.argv[2] == "kill-template":
+    os.kill(fs.pid, signal.SIGKILL)
+    while fs.alive:
+        time.sleep(0.05)
 print(fs.pid, child.pid, flush=True)
 time.sleep(300)
 """
 
 
-def test_a_killed_launcher_leaves_no_template_and_no_node(tmp_path: Path) -> None:
-    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(tmp_path / "fs.log")],
-                                cwd=ROOT, stdout=subprocess.PIPE, text=True)
+@pytest.mark.parametrize("template", ["alive", "kill-template"])
+def test_a_killed_launcher_leaves_no_template_and_no_node(tmp_path: Path, template: str) -> None:
+    # With the template killed first, only the node's lifeline to the launcher stops it.
+    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(tmp_path / "fs.log"),
+                                 template], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert launcher.stdout is not None
-        template, node = map(int, launcher.stdout.readline().split())
+        template_pid, node = map(int, launcher.stdout.readline().split())
         assert Path(f"/proc/{node}").exists()
         launcher.kill()
         launcher.wait(10)
         deadline = time.monotonic() + 20
-        while (Path(f"/proc/{template}").exists() or Path(f"/proc/{node}").exists()) \
+        while (Path(f"/proc/{template_pid}").exists() or Path(f"/proc/{node}").exists()) \
                 and time.monotonic() < deadline:
             time.sleep(0.1)
-        # Gone, not zombies: the template reaped the node, and init the template.
+        # Gone, not zombies: the template (or init, once it is gone) reaped the node, and
+        # init the template.
         assert not Path(f"/proc/{node}").exists()
-        assert not Path(f"/proc/{template}").exists()
+        assert not Path(f"/proc/{template_pid}").exists()
     finally:
         launcher.kill()
         launcher.wait(10)
+
+
+def cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+
+
+def assert_named(launch: LocalLaunch) -> None:
+    """`ps` tells every node (and the template) apart, and says how to start it again."""
+    for n in launch.nodes:
+        assert n.proc is not None
+        assert cmdline(n.proc.pid) == f"dpnorm-node {n.id} --config {n.config}"
+    if launch.template_pid is not None:
+        assert cmdline(launch.template_pid) == f"dpnorm-template {launch.out}"
 
 
 def launch_metrics(out: Path, fork_server: bool) -> list[list[dict[str, object]]]:
@@ -210,6 +237,7 @@ def launch_metrics(out: Path, fork_server: bool) -> list[list[dict[str, object]]
         launch.start(timeout=120)
         kinds = {type(n.proc) for n in launch.nodes}
         assert kinds == ({ForkedProcess} if fork_server else {subprocess.Popen})
+        assert_named(launch)
         assert launch.wait(timeout=120)
     finally:
         launch.stop_all(grace=5.0)
@@ -225,3 +253,4 @@ def test_a_forked_launch_gives_the_same_metrics_as_a_spawned_one(tmp_path: Path)
     spawned = launch_metrics(tmp_path / "spawned", False)
     assert [len(m) for m in forked] == [DP_RUN.rounds] * DP_RUN.nodes
     assert forked == spawned
+

@@ -167,18 +167,18 @@ def test_a_bad_option_on_the_command_line_is_one_sentence(tmp_path: Path) -> Non
     assert "line" in proc.stderr  # the sentence says what to use instead
 
 
-@pytest.mark.slow
-def test_a_node_that_cannot_start_stops_the_launch(tmp_path: Path) -> None:
-    # Nodes reading their own files are validated by the daemon, not up front: the node exits
-    # 2 before READY and the launcher must stop the others and say which node failed.
+def test_a_nodes_missing_file_is_refused_before_any_node_starts(tmp_path: Path) -> None:
+    # Nodes reading their own files were validated only by each daemon: the node exited 2
+    # before READY, after the others had started, and the launcher said 1. It now reads them
+    # with the daemon's own reader before starting anything (issue 29).
     out = tmp_path / "run"
     proc = launch_cli("--topology", "ring", *SMALL, "--set",
                       f"node.data_file={tmp_path / 'missing.npz'}", "--out", str(out), "--quiet")
-    assert proc.returncode == 1
-    assert proc.stderr.startswith("error: node ") and "before it was ready" in proc.stderr
-    assert "missing.npz" in proc.stderr
-    summary = json.loads((out / "summary.json").read_text())
-    assert all(info["exit"] != "finished" for info in summary["nodes"].values())
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: data file "), proc.stderr
+    assert "missing.npz does not exist" in lines[0]
+    assert not out.exists()
 
 
 @pytest.mark.slow

@@ -6,9 +6,8 @@
    writes anything; a SIGKILL right after a round's spend was committed leaves the lifetime
    ledger covering every release sent.
 4. The issue's reproduction: a 3-node ring at ε = 2 runs to the end, node 0's ledger is
-   removed, the launch is resumed. Node 0 is refused and creates and changes no file; the
-   summary prints its ε as null with the reason (it printed 0.0), and its finished neighbours
-   keep their results (they were rewritten "stopped" with accuracy null).
+   removed, the launch is resumed. Node 0's resume is refused, and since issue 29 by the
+   launcher itself, before any node starts: every file of the run stays as it was.
 """
 
 from __future__ import annotations
@@ -30,8 +29,6 @@ from privacy.ledger import read_spend
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "launch_local.py"
-# The logs (a refused node's one sentence) and final.json, which the launcher removes at start.
-LOGS = frozenset({"node.log", "stderr.log", "stdout.log", "final.json"})
 RING = ["--topology", "ring", "--nodes", "3", "--rounds", "5", "--dataset", "synthetic",
         "--model", "logreg", "--lr", "0.5", "--examples-per-node", "200",
         "--test-examples", "100", "--epsilon", "2", "--round-timeout", "5", "--timeout", "150",
@@ -54,30 +51,24 @@ def _history(node_dir: Path) -> list[Release]:
     return list(spend[1].history)
 
 
-def test_a_refused_node_writes_nothing_and_the_summary_keeps_what_the_files_prove(
+def test_a_resume_a_node_would_refuse_is_refused_before_anything_is_touched(
         tmp_path: Path, own_state_dir: Path) -> None:
     out = tmp_path / "run"
     first = _launch("--out", str(out))
     assert first.returncode == 0, first.stderr
-    before = json.loads((out / "summary.json").read_text())["nodes"]
-    assert before["0"]["epsilon"] > 1.0
     (out / "0" / LEDGER).unlink()
-    node0, state = _files(out / "0", LOGS), _files(own_state_dir)
+    run, state = _files(out), _files(own_state_dir)
 
     again = _launch("--out", str(out), "--resume")
-    assert again.returncode != 0
-    assert "records no rounds" in (out / "0" / "stderr.log").read_text()
-    # Node 0 created and changed nothing (it used to create an empty ledger first), and no
-    # node touched its data's lifetime ledger.
-    assert _files(out / "0", LOGS) == node0
+    # The launcher runs node 0's own check, reading only: it used to start every node, node 0
+    # refused, and the summary was rewritten (issue 26); now nothing starts or changes
+    # (issue 29), so the summary still says what the first run proved.
+    assert again.returncode == 2, again.stderr
+    lines = again.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot resume node 0"), again.stderr
+    assert "records no rounds" in lines[0]
+    assert _files(out) == run
     assert _files(own_state_dir) == state
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["nodes"]["0"]["epsilon"] is None   # it printed 0.0: below the 2.0 spent
-    assert "missing" in summary["notes"]["0"]
-    for i in ("1", "2"):
-        after = summary["nodes"][i]
-        assert after["exit"] == "finished" and after["accuracy"] == before[i]["accuracy"]
-        assert after["epsilon"] == before[i]["epsilon"]
 
 
 def test_a_rerun_adds_to_the_lifetime_spend_and_the_cap_refuses(

@@ -1,6 +1,7 @@
 """A user's model end to end: examples/models.py:resnet_gn trains in the simulator and in real
-daemons; examples/bad_models.py:batchnorm_cnn is refused by both with one sentence, exit 2,
-before anything starts.
+daemons; examples/bad_models.py:batchnorm_cnn trains where nothing is clipped (ε = ∞), is
+refused under DP by both with one sentence naming --fix-batchnorm, exit 2, before anything
+starts, and trains clipped once that flag swapped its BatchNorm for GroupNorm.
 
 Time bounds: 3 nodes, 2 rounds, 100 synthetic 28×28 examples per node; every subprocess call
 has a timeout and the launcher runs under --timeout.
@@ -22,7 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 GOOD = "examples/models.py:resnet_gn"
 BAD = "examples/bad_models.py:batchnorm_cnn"
 REFUSAL = ("layer `features.1` is BatchNorm2d, which mixes examples within a batch and breaks "
-           "per-sample clipping; use GroupNorm")
+           "per-sample clipping; pass --fix-batchnorm to swap it for nn.GroupNorm(8, 8), or use "
+           "GroupNorm in the model.")
+DP = ["--epsilon", "8"]
 TINY = ["--topology", "ring", "--nodes", "3", "--rounds", "2", "--dataset", "synthetic",
         "--examples-per-node", "100", "--test-examples", "100", "--quiet"]
 
@@ -60,9 +63,30 @@ def test_the_simulator_trains_a_users_model_with_per_sample_clipping(tmp_path: P
     check_trained(out)
 
 
-def test_the_simulator_refuses_a_batchnorm_model(tmp_path: Path) -> None:
+def test_the_simulator_refuses_a_batchnorm_model_under_dp(tmp_path: Path) -> None:
     out = tmp_path / "sim"
-    check_refused(run("simulate.py", "--model", BAD, "--out", str(out), timeout=120), out)
+    check_refused(run("simulate.py", "--model", BAD, *DP, "--out", str(out), timeout=120), out)
+
+
+def test_the_simulator_trains_a_batchnorm_model_without_privacy(tmp_path: Path) -> None:
+    # ε = ∞, nothing clipped: BatchNorm as anywhere, its running statistics on each node.
+    out = tmp_path / "sim"
+    proc = run("simulate.py", "--model", BAD, "--out", str(out), timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    assert "BatchNorm" not in proc.stderr  # kept as it is: nothing to refuse or swap
+    check_trained(out)
+
+
+def test_fix_batchnorm_swaps_it_for_groupnorm_and_says_so_in_one_line(tmp_path: Path) -> None:
+    # --clip-only: per-sample clipping, as under DP, without the noise calibration's seconds.
+    out = tmp_path / "sim"
+    proc = run("simulate.py", "--model", BAD, "--clip-only", "--fix-batchnorm", "--out",
+               str(out), timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    notes = [line for line in proc.stderr.splitlines() if "--fix-batchnorm" in line]
+    assert notes == [f"note: --fix-batchnorm: in model {BAD}, BatchNorm swapped for GroupNorm "
+                     "(`features.1` → nn.GroupNorm(8, 8))"]
+    check_trained(out)
 
 
 @pytest.mark.slow
@@ -81,5 +105,5 @@ def test_the_launcher_refuses_a_batchnorm_model_before_starting_a_daemon(
     tmp_path: Path,
 ) -> None:
     out = tmp_path / "run"
-    check_refused(run("launch_local.py", "--model", BAD, "--timeout", "60", "--out", str(out),
-                      timeout=120), out)
+    check_refused(run("launch_local.py", "--model", BAD, *DP, "--timeout", "60", "--out",
+                      str(out), timeout=120), out)

@@ -96,3 +96,38 @@ def test_bad_input_is_one_sentence_and_exit_2(tmp_path: Path, args: list[str],
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert fragment in lines[0], lines[0]
+
+
+def test_an_existing_out_is_refused_and_force_moves_it_aside(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A second run into the same DIR appended its metrics to the first's and replaced its
+    # summary (issue 29): now refused, or moved aside with --force, never mixed or deleted.
+    import hashlib
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("simulate_cli", ROOT / "scripts" /
+                                                  "simulate.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "run"
+    args = ["--nodes", "3", "--rounds", "1", "--dataset", "synthetic", "--model", "logreg",
+            "--examples-per-node", "50", "--test-examples", "50", "--quiet", "--out", str(out)]
+
+    def hashes(root: Path) -> dict[str, str]:
+        return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(root.rglob("*")) if p.is_file()}
+
+    assert module.main(args) == 0
+    before = hashes(out)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "already holds a run" in err and "\n" not in err
+    assert hashes(out) == before
+    assert module.main([*args, "--force"]) == 0
+    aside = sorted(out.glob("previous-*"))
+    assert len(aside) == 1 and hashes(aside[0]) == before
+    assert len(read_metrics(out / "0" / "metrics.jsonl")) == 1   # its own round only

@@ -71,7 +71,8 @@ def test_a_private_simulation_of_one_file_says_its_epsilon_is_per_site(tmp_path:
     ("make", "args", "message"),
     [
         (lambda p: write_csv(p / "d.csv", label="y"), (),
-         r"d.csv has no 'label' column; name it with --label-column"),
+         r"d.csv has no 'label' column \(its columns are 'f0', 'f1', 'f2', 'f3', 'f4', 'y'\); "
+         r"name it with --label-column"),
         (lambda p: write_csv(p / "d.csv", classes=1), (),
          r"d.csv has only one class \(label 0\); a classifier needs rows of at least two"),
     ],

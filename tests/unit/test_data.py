@@ -198,14 +198,16 @@ def test_load_local_npz_and_csv(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "content", "match"),
     [
-        ("a.csv", "f1,f2\n1,2\n", r"has no 'label' column; name it with node.data_label_column"),
+        ("a.csv", "f1,f2\n1,2\n", r"has no 'label' column \(its columns are 'f1', 'f2'\); name "
+                                  r"it with node.data_label_column"),
         ("a.csv", "f1,label\n1,x\n", r"a.csv: column 'label' holds 'x' in data row 1, not a"),
         ("a.csv", "f1,label\n1,0\n2\n", r"column 'label' has a missing, NaN or infinite value "
                                           r"in data row 2"),
         ("a.csv", "f1,label\n1,0.5\n", r"labels must be non-negative integers"),
         ("a.csv", "f1,label\nnan,1\n", r"column 'f1' has a missing, NaN or infinite value"),
         ("a.csv", "f1,label\n", r"a.csv has 0 rows, fewer than 1; add rows"),
-        ("a.csv", "", r"has no 'label' column"),
+        ("a.csv", "", r"a.csv is empty"),
+        ("a.csv", "f1;label\n1;0\n", r"a.csv separates its columns with ';' \(semicolons\)"),
         ("a.npz", {"x": np.zeros((3, 2))}, r"has no array 'y'"),
         (
             "a.npz",

@@ -89,8 +89,17 @@ def test_npz_reads_x_and_y_and_names_columns(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "match"),
     [
-        ("f1,f2\n1,2\n", r"^\S*a.csv has no 'label' column; name it with --label-column$"),
-        ("", r"has no 'label' column; name it with --label-column"),
+        ("f1,f2\n1,2\n", r"^\S*a.csv has no 'label' column \(its columns are 'f1', 'f2'\); "
+                         r"name it with --label-column$"),
+        ("", r"^\S*a.csv is empty; a CSV file needs a header row naming its columns, one of them "
+             r"'label', and one row per example$"),
+        ("\n\n", r"a.csv is empty"),
+        ("f1;f2;label\n1;2;0\n", r"^\S*a.csv separates its columns with ';' \(semicolons\), not "
+                                r"commas; save it as a comma-separated CSV$"),
+        ("f1\tf2\tlabel\n1\t2\t0\n", r"a.csv separates its columns with '\\t' \(tabs\), not "
+                                    r"commas"),
+        (",".join(f"c{k}" for k in range(25)) + "\n" + ",".join("0" * 25) + "\n",
+         r"its columns are 'c0', 'c1', .*'c19', … \(25 in all\)\); name it with"),
         ("f1,f2,label\n1,2,0\n3,oops,1\n",
          r"a.csv: column 'f2' holds 'oops' in data row 2, not a number$"),
         ("f1,label\n1,0\n2,1\nnan,0\n", r"column 'f1' has a missing, NaN or infinite value in data "
@@ -124,7 +133,8 @@ def test_bad_files_through_the_daemon_reader(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"data file .*nope.csv does not exist"):
         load_local(tmp_path / "nope.csv")
     (tmp_path / "a.csv").write_text("f1,f2\n1,2\n")
-    with pytest.raises(DataError, match=r"no 'label' column; name it with node.data_label_column$"):
+    with pytest.raises(DataError, match=r"no 'label' column \(its columns are 'f1', 'f2'\); "
+                                        r"name it with node.data_label_column$"):
         load_local(tmp_path / "a.csv")
     (tmp_path / "bytes.csv").write_bytes(b"f1,label\n\xff\xfe,1\n")
     with pytest.raises(DataError, match=r"cannot read .*bytes.csv as a UTF-8 CSV file"):

@@ -67,7 +67,8 @@ def test_the_shipped_examples_pass_and_the_batchnorm_one_is_refused() -> None:
         (2, 2)
     message = refusal(f"{ROOT / 'examples/bad_models.py'}:batchnorm_cnn")
     assert "layer `features.1` is BatchNorm2d, which mixes examples within a batch and breaks " \
-           "per-sample clipping; use GroupNorm (nn.GroupNorm(8, 8))." in message
+           "per-sample clipping; pass --fix-batchnorm to swap it for nn.GroupNorm(8, 8), or " \
+           "use GroupNorm in the model." in message
 
 
 def test_a_nested_batchnorm_is_named_by_its_path(tmp_path: Path) -> None:
@@ -83,7 +84,7 @@ def test_a_nested_batchnorm_is_named_by_its_path(tmp_path: Path) -> None:
             return Net(in_shape[0], num_classes)
     """)
     message = refusal(f"{path}:build", (5,))
-    assert "layer `body.1.0` is BatchNorm1d" in message and "nn.GroupNorm(2, 6)" in message
+    assert "layer `body.1.0` is BatchNorm1d" in message and "nn.GroupNorm(3, 6)" in message
 
 
 def test_instancenorm_is_refused_only_with_running_statistics(tmp_path: Path) -> None:

@@ -95,13 +95,14 @@ def _read_csv(p: Path, label_column: str, hint: str) -> Arrays:
             warnings.simplefilter("error", pd.errors.ParserWarning)
             frame = pd.read_csv(p, skipinitialspace=True, index_col=False)
     except pd.errors.EmptyDataError:
-        frame = pd.DataFrame()
+        raise DataError(f"{p} is empty; a CSV file needs a header row naming its columns, one of "
+                        f"them {label_column!r}, and one row per example") from None
     except (pd.errors.ParserError, pd.errors.ParserWarning, UnicodeDecodeError) as exc:
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise DataError(f"cannot read {p} as a UTF-8 CSV file with a header: {reason}") from None
     names = [str(c) for c in frame.columns]
     if label_column not in names:
-        raise DataError(f"{p} has no {label_column!r} column; name it with {hint}")
+        raise DataError(_no_label(p, names, label_column, hint))
     table = np.empty((len(frame), len(names)), dtype=np.float64)
     for k, name in enumerate(names):
         column = frame.iloc[:, k]
@@ -120,6 +121,22 @@ def _read_csv(p: Path, label_column: str, hint: str) -> Arrays:
     label = names.index(label_column)
     features = tuple(n for n in names if n != label_column)
     return np.delete(table, label, axis=1).astype(np.float32), table[:, label], features
+
+
+_SEPARATORS = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
+
+
+def _no_label(p: Path, names: list[str], label_column: str, hint: str) -> str:
+    """Why a CSV has no label column: another separator than the comma (found by counting them
+    in the header, which pandas read as one column), or the columns it does have."""
+    header = names[0] if len(names) == 1 else ""
+    found = max(_SEPARATORS, key=header.count)
+    if header.count(found) > 0:
+        return (f"{p} separates its columns with {found!r} ({_SEPARATORS[found]}), not commas; "
+                "save it as a comma-separated CSV")
+    shown = ", ".join(repr(n) for n in names[:20]) + (f", … ({len(names)} in all)"
+                                                       if len(names) > 20 else "")
+    return f"{p} has no {label_column!r} column (its columns are {shown}); name it with {hint}"
 
 
 def breast_cancer() -> Arrays:

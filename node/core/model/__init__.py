@@ -1,6 +1,6 @@
-"""The model sub-room of core: the networks a node trains (`models`, users' own in `user_model`),
-the gradient oracle with per-sample clipping and gradient-mode noise (`trainer`), the task's
-metrics (`metrics`) and the compute device (`device`).
+"""The model sub-room of core: the networks a node trains (`models`, users' own in `user_model`,
+their BatchNorm in `batchnorm`), the gradient oracle with per-sample clipping and gradient-mode
+noise (`trainer`), the task's metrics (`metrics`) and the compute device (`device`).
 
 Rule 1: this `__init__` is the sub-room's door; every other room, the rest of core included,
 imports what it needs from `node.core.model`, never from a module inside it.
@@ -10,6 +10,7 @@ Rule 2: like all of core, synchronous and without I/O; it imports only `node.con
 
 from __future__ import annotations
 
+from node.core.model.batchnorm import batchnorm_use
 from node.core.model.device import resolve_device
 from node.core.model.metrics import Evaluation, LeadMetric, auroc_kind, lead_metric
 from node.core.model.models import DEFAULT_WIDTH, FlatParams, build_model, num_params
@@ -30,6 +31,7 @@ __all__ = [
     "LocalTrainer",
     "absolute_spec",
     "auroc_kind",
+    "batchnorm_use",
     "build_model",
     "is_package_model",
     "is_user_model",

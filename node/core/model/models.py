@@ -5,7 +5,9 @@ stage, widths w, 2w, 4w, 8w), or a user's own `FILE.py:FUNC` (node.core.model.us
 the same rules. All normalise with GroupNorm, never BatchNorm: batch statistics
 mix examples, which leaks data across a batch and breaks per-sample gradient clipping
 (docs/DESIGN.md §1). None has buffers, so a model's whole state is its parameters and
-`torch.func.functional_call(model, params, x)` needs nothing else.
+`torch.func.functional_call(model, params, x)` needs nothing else. The one exception is a
+user's BatchNorm in a run without clipping (node.core.model.batchnorm): its running statistics are
+buffers, node-local, outside the flat vector.
 
 Messages carry one flat float32 vector per model. `FlatParams` fixes its layout: the
 concatenation of the parameters in `named_parameters()` order. `unflatten` returns views into
@@ -24,6 +26,7 @@ import torch
 from torch import nn
 
 from node.config import MODELS
+from node.core.model.batchnorm import BatchNormUse, swap_for_groupnorm
 from node.core.model.user_model import (
     build_user_model,
     check_model_for_dp,
@@ -128,6 +131,7 @@ def build_model(
     num_classes: int,
     width: int | None = None,
     seed: int,
+    batchnorm: BatchNormUse = "refuse",
 ) -> nn.Module:
     """Build a model with parameters fully determined by `seed` (every node starts at the same w⁰).
 
@@ -138,13 +142,15 @@ def build_model(
         width: hidden width (mlp), first conv width (cnn) or base width (resnet10);
             None picks DEFAULT_WIDTH. Ignored by logreg and users' models.
         seed: initialisation seed; the global torch RNG is left untouched.
+        batchnorm: what a user's model's BatchNorm layers get (node.core.model.batchnorm.
+            batchnorm_use): refused, kept with local statistics, or swapped for GroupNorm.
 
     Raises:
         ValueError: unknown name, bad sizes, or an image model given flat features.
         ConfigError: a user's model that cannot be loaded or breaks a rule (one sentence).
     """
     if is_user_model(name):
-        return _build_user(name, in_shape, num_classes, seed)
+        return _build_user(name, in_shape, num_classes, seed, batchnorm)
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
     width = DEFAULT_WIDTH[name] if width is None else width
@@ -183,13 +189,16 @@ def build_model(
     return model
 
 
-def _build_user(spec: str, in_shape: tuple[int, ...], num_classes: int, seed: int) -> nn.Module:
+def _build_user(spec: str, in_shape: tuple[int, ...], num_classes: int, seed: int,
+                batchnorm: BatchNormUse) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         func = load_user_model(spec)
         # Seeded after the import, so that random draws at import time cannot change w⁰.
         torch.manual_seed(seed)
         model = build_user_model(func, spec, in_shape, num_classes)
-    check_model_for_dp(model, in_shape, num_classes, name=spec)
+    if batchnorm == "groupnorm":
+        model = swap_for_groupnorm(model, spec)
+    check_model_for_dp(model, in_shape, num_classes, name=spec, batchnorm=batchnorm)
     return model
 
 

@@ -7,11 +7,14 @@ parameters; this module decides how that gradient touches the data:
 - `clipped`: Poisson sampling at the policy's rate q, per-sample gradients clipped to C, summed
   and divided by the expected batch size — no noise. Message mode adds its noise to the duals
   instead, and this is also the clipped, noise-free control of the experiments;
-- `noisy`: as `clipped`, plus N(0, (zC)²I) on the sum before dividing (gradient-mode DP-SGD).
+- `noisy`: as `clipped`, plus N(0, (zC)²I) on the sum before dividing (gradient-mode DP-SGD);
+- `secure`: as `noisy`, but each clipped gradient is rounded to an integer grid and the noise is
+  the exact discrete Gaussian added in integers (privacy.discrete, `--secure-noise`).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -22,11 +25,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from node.core.model.batchnorm import has_local_batchnorm
 from node.core.model.metrics import AurocKind, Evaluation, evaluation, preload
 from node.core.model.models import FlatParams
+from privacy.discrete import clipped_grid_sum, grid_for, secure_release
+from privacy.discrete import poisson_sample as secure_poisson_sample
 from privacy.mechanisms import clipped_grad_sum, poisson_sample, privatize_gradient_sum
 
-GradientKind = Literal["plain", "clipped", "noisy"]
+GradientKind = Literal["plain", "clipped", "noisy", "secure"]
 
 
 @dataclass(frozen=True)
@@ -67,13 +73,19 @@ class LocalTrainer:
             raise ValueError("a node needs at least one training example")
         if policy.kind != "plain" and noise_generator is None:
             raise ValueError("private gradient policies need a private generator")
+        self.device = torch.device(device)
+        # A kept BatchNorm's running statistics (node.core.model.batchnorm) are this node's own: a
+        # copy per trainer, since the simulator shares one model among its nodes, and on the
+        # oracle's device, where its forward updates them.
+        self.local_state = has_local_batchnorm(model)
+        if self.local_state:
+            model = copy.deepcopy(model).to(self.device)
         self.model = model
         self.layout = FlatParams.of(model)
         # Where the gradient oracle runs (node.core.model.device); parameters come in and gradients
-        # go out as CPU tensors, so the algorithm never sees the device. The model module stays
-        # where it is: `functional_call` uses the parameters it is given, and models have no
-        # buffers (node.core.model.models).
-        self.device = torch.device(device)
+        # go out as CPU tensors, so the algorithm never sees the device. Otherwise the model
+        # module stays where it is: `functional_call` uses the parameters it is given, and
+        # models have no other buffers (node.core.model.models).
         self.x, self.y = x.to(self.device), y.to(self.device)
         self.x_test, self.y_test = x_test.to(self.device), y_test.to(self.device)
         self.batch_size = min(batch_size, len(x))
@@ -128,6 +140,8 @@ class LocalTrainer:
         # seed would let an adversary know q = 1 for them, so sampling uses the private
         # generator (OS entropy unless the user fixed a seed for an experiment).
         assert self.noise_generator is not None
+        if self.policy.kind == "secure":
+            return self._secure_gradient(params)
         idx = poisson_sample(self.n, self.policy.sample_rate, self.noise_generator)
         total, losses, dropped = clipped_grad_sum(
             self._mean_loss, params, self.x[idx], self.y[idx], self.policy.clip
@@ -147,11 +161,37 @@ class LocalTrainer:
         loss = float(finite.mean()) if len(finite) else float("nan")
         return g.cpu(), loss
 
+    def _secure_gradient(self, params: Mapping[str, Tensor]) -> tuple[Tensor, float]:
+        """The `secure` kind: an exact Poisson sample and the integer release V
+        (privacy.discrete), scaled back by the grid and divided by q·n̂ — post-processing of V,
+        which is exact."""
+        assert self.noise_generator is not None
+        idx = secure_poisson_sample(self.n, self.policy.sample_rate, self.noise_generator)
+        grid = grid_for(self.policy.clip, self.layout.numel)
+        total, losses, dropped = clipped_grid_sum(self._mean_loss, params, self.x[idx],
+                                                  self.y[idx], self.policy.clip, grid)
+        self.nonfinite_examples += dropped
+        released = secure_release(total, self.policy.noise_multiplier, grid)
+        g = released.double() / (grid.scale * self.policy.expected_batch)
+        finite = losses[torch.isfinite(losses)]
+        return g.float(), float(finite.mean()) if len(finite) else float("nan")
+
     @torch.no_grad()
     def evaluate(self, w: Tensor, batch: int = 1000) -> Evaluation:
         """Mean loss and accuracy of flat parameters `w` on the test split, and AUROC and
         balanced accuracy where `self.auroc` asks (node.core.model.metrics)."""
         params = self.layout.unflatten(w.detach().to(self.device))
+        # A kept BatchNorm normalises the test batches with the node's running statistics and
+        # learns nothing from them.
+        if not self.local_state:
+            return self._evaluate(params, batch)
+        self.model.eval()
+        try:
+            return self._evaluate(params, batch)
+        finally:
+            self.model.train()
+
+    def _evaluate(self, params: dict[str, Tensor], batch: int) -> Evaluation:
         total_loss, correct = 0.0, 0
         keep = self.auroc != "none"
         logits_seen: list[np.ndarray] = []

@@ -4,11 +4,13 @@ checked before any node starts.
 FUNC(in_shape, num_classes) returns a `torch.nn.Module` mapping a batch (B, *in_shape) to
 logits (B, num_classes). The system trains it as it trains the built-in models
 (node.core.model.models), so the same rules hold, and `check_model_for_dp` refuses, with one
-sentence, a model breaking one: no BatchNorm (its batch statistics mix examples, which breaks
-per-sample clipping), no buffers (messages carry only parameters, so a buffer would silently
-differ between nodes), every parameter trainable (every one is trained and sent), logits of
-the right shape, and per-sample gradients (`torch.func.vmap` over `torch.func.grad`, as the
-private gradient oracles take them) that work and are finite.
+sentence, a model breaking one: no BatchNorm under per-sample clipping (its batch statistics
+mix examples; without clipping it is kept with node-local statistics, and `--fix-batchnorm`
+swaps it for GroupNorm: node.core.model.batchnorm), no other buffers (messages carry only
+parameters, so a buffer would silently differ between nodes), every parameter trainable (every
+one is trained and sent), logits of the right shape, and per-sample gradients
+(`torch.func.vmap` over `torch.func.grad`, as the private gradient oracles take them) that work
+and are finite.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
-import math
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -29,6 +30,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from node.config import MODELS, USER_MODEL
+from node.core.model.batchnorm import BatchNormUse, has_local_batchnorm, refusal
 from node.errors import ConfigError
 from privacy.mechanisms import clipped_grad_sum
 
@@ -103,10 +105,12 @@ def build_user_model(func: ModelFn, spec: str, in_shape: tuple[int, ...],
 
 
 def check_model_for_dp(model: nn.Module, in_shape: tuple[int, ...], num_classes: int, *,
-                       name: str = "the model") -> None:
+                       name: str = "the model", batchnorm: BatchNormUse = "refuse") -> None:
     """Refuse (`ConfigError`, one sentence) a model the private training cannot run as
-    claimed; see the module docstring. The global torch RNG is left untouched."""
-    _check_layers(model, name)
+    claimed; see the module docstring. `batchnorm` "local" keeps BatchNorm layers (a run that
+    clips nothing); the model's buffers and the global torch RNG are left untouched."""
+    local = batchnorm == "local"
+    _check_layers(model, name, local)
     _check_parameters(model, name)
     # fork_rng: dropout in the user's forward() must not move the caller's RNG stream.
     with torch.random.fork_rng(devices=[]):
@@ -114,26 +118,36 @@ def check_model_for_dp(model: nn.Module, in_shape: tuple[int, ...], num_classes:
         x = torch.randn(_CHECK_BATCH, *in_shape)
         y = torch.arange(_CHECK_BATCH) % num_classes
         params = {k: v.detach() for k, v in model.named_parameters()}
-        _check_logits(model, params, x, in_shape, num_classes, name)
-        _check_per_sample_gradients(model, params, x, y, name)
+        # A BatchNorm in training mode updates its running statistics on every forward: the
+        # dummy batch must not leave them in the model every node starts from.
+        kept = {k: v.clone() for k, v in model.named_buffers()}
+        try:
+            _check_logits(model, params, x, in_shape, num_classes, name)
+            # Kept BatchNorm means plain mini-batch gradients: none is taken per sample.
+            if not (local and has_local_batchnorm(model)):
+                _check_per_sample_gradients(model, params, x, y, name)
+        finally:
+            for path, value in kept.items():
+                model.get_buffer(path).copy_(value)
 
 
-def _check_layers(model: nn.Module, name: str) -> None:
+def _check_layers(model: nn.Module, name: str, local_batchnorm: bool) -> None:
+    own = set()  # the running statistics of kept BatchNorm layers: node-local, never sent
     for path, module in model.named_modules():
         where = f"layer `{path}`" if path else "its top module"
         kind = type(module).__name__
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            channels = getattr(module, "num_features", 0)
-            norm = (f"nn.GroupNorm({math.gcd(channels, 8)}, {channels})" if channels > 0
-                    else "nn.GroupNorm(groups, channels)")
-            raise ConfigError(f"in model {name}, {where} is {kind}, which mixes examples within "
-                              f"a batch and breaks per-sample clipping; use GroupNorm ({norm}).")
+            if not local_batchnorm:
+                raise ConfigError(refusal(name, path, module))
+            own |= {f"{path}.{b}" if path else b for b, _ in module.named_buffers()}
         if (isinstance(module, nn.modules.instancenorm._InstanceNorm)
                 and module.track_running_stats):
             raise ConfigError(f"in model {name}, {where} is {kind} with running statistics, "
                               "which average over examples and are not parameters; pass "
                               "track_running_stats=False or use GroupNorm.")
     for path, _ in model.named_buffers():
+        if path in own:
+            continue
         raise ConfigError(f"in model {name}, `{path}` is a buffer, but a model's whole state "
                           "must be its parameters (messages carry only parameters); compute it "
                           "in forward() or keep it as a plain tensor attribute.")
