@@ -93,6 +93,7 @@ class Engine:
         run_dir.mkdir(parents=True, exist_ok=True)
         root = data_root()
         root.mkdir(parents=True, exist_ok=True)
+        stop_stale_engines(root)
         tag = f"dpnorm-test-{os.getpid()}"
         log = (run_dir / "dockerd.log").open("wb")
         prefix: list[str] = []
@@ -168,6 +169,42 @@ class Engine:
             subprocess.run(["ip", "netns", "del", self.netns], capture_output=True, check=False)
         if left:
             raise RootfsError(f"the engine left {', '.join(map(str, left))} mounted")
+
+
+def _alive(pid: int) -> bool:
+    try:  # a zombie has exited; only its parent's wait is missing
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def stop_stale_engines(root: Path) -> None:
+    """Stop a dockerd still running on `root` from a test run that was killed (SIGKILL skips
+    the fixtures' finalizers, and dockerd runs in a session of its own): it holds the data
+    root's lock, so the next run's engine could not start."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if not argv[0].endswith(b"dockerd") or b"--data-root" not in argv:
+            continue
+        at = argv.index(b"--data-root") + 1
+        if at >= len(argv) or Path(os.fsdecode(argv[at])) != root:
+            continue
+        pid = int(entry.name)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 30
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    left = unmount_all(root)
+    if left:
+        raise RootfsError(f"a stale engine left {', '.join(map(str, left))} mounted")
 
 
 def data_root() -> Path:

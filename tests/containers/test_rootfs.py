@@ -9,6 +9,7 @@ test_compose.py's image build whenever the cache is empty.
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 import tarfile
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.containers import rootfs
-from tests.containers.engine import requires_root
+from tests.containers.engine import requires_root, stop_stale_engines
 from tests.containers.rootfs import RootfsError, mounts_under, pack, rootfs_tarball
 
 pytestmark = requires_root
@@ -128,3 +129,34 @@ def test_mount_points_with_spaces_are_read_back(tmp_path: Path) -> None:
     finally:
         rootfs.unmount_all(tmp_path)
     no_mounts_left(tmp_path)
+
+
+def test_a_stale_engine_left_on_the_data_root_is_stopped_and_unmounted(tmp_path: Path) -> None:
+    """A killed test run leaves its dockerd running (a session of its own) with the data root
+    mounted: the next engine stops it and unmounts the root before starting. A process named
+    like dockerd on another data root is left alone."""
+    root, other = tmp_path / "engine", tmp_path / "other"
+    root.mkdir()
+    other.mkdir()
+
+    shell = tmp_path / "bin" / "dockerd"  # a copy of bash: its argv[0] ends with dockerd
+    shell.parent.mkdir()
+    shutil.copy("/bin/bash", shell)
+
+    def fake_dockerd(data_root: Path) -> subprocess.Popen[bytes]:
+        # `; true`: bash must not exec sleep in its place (the name would change).
+        return subprocess.Popen([str(shell), "-c", "sleep 60; true", "--data-root",
+                                 str(data_root)], start_new_session=True)
+
+    stale, bystander = fake_dockerd(root), fake_dockerd(other)
+    try:
+        subprocess.run(["mount", "--bind", str(root), str(root)], check=True)
+        stop_stale_engines(root)
+        assert stale.wait(timeout=5) is not None
+        assert bystander.poll() is None
+        assert mounts_under(root) == []
+    finally:
+        for proc in (stale, bystander):
+            proc.kill()
+            proc.wait()
+        subprocess.run(["umount", "-l", str(root)], capture_output=True)
